@@ -1,0 +1,6 @@
+"""carla_bridge: labelled driving data from CARLA or a procedural scenario generator (ROS-free core).
+
+Only :mod:`carla_bridge.ros` imports rclpy and message packages.
+"""
+
+__version__ = "0.1.0"

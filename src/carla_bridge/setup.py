@@ -1,0 +1,26 @@
+"""carla_bridge: ament_python package whose Python package is a ROS-free core plus carla_bridge.ros."""
+
+from setuptools import find_packages, setup
+
+PKG = "carla_bridge"
+
+setup(
+    name=PKG,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PKG]),
+        ("share/" + PKG, ["package.xml"]),
+    ],
+    install_requires=["numpy", "pyyaml"],
+    zip_safe=True,
+    maintainer="edge_perception developers",
+    maintainer_email="dev@edge-perception.org",
+    description="CARLA / procedural scenario data generation, replay and evaluation",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "carla-bridge = carla_bridge.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,47 @@
+"""edge_perception: ament_python package whose Python package is a ROS-free core.
+
+`pip install src/edge_perception` gives the core without ROS; colcon also installs the top-level
+launch/, config/ and models/ folders under share/edge_perception so `ros2 launch` finds them.
+"""
+
+from __future__ import annotations
+
+import os
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PKG = "edge_perception"
+HERE = Path(__file__).resolve().parent
+TOP = HERE.parent.parent  # repository root: launch/, config/, models/ live there
+
+
+def _files(folder: str, pattern: str = "*") -> list[str]:
+    # Absolute paths: colcon runs this file from a symlinked copy in build/.
+    return sorted(p for p in glob(str(TOP / folder / pattern)) if os.path.isfile(p))
+
+
+setup(
+    name=PKG,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PKG]),
+        ("share/" + PKG, ["package.xml"]),
+        ("share/" + PKG + "/launch", _files("launch", "*.py")),
+        ("share/" + PKG + "/config", _files("config")),
+        ("share/" + PKG + "/models", _files("models")),
+    ],
+    install_requires=["numpy", "pyyaml"],
+    zip_safe=True,
+    maintainer="edge_perception developers",
+    maintainer_email="dev@edge-perception.org",
+    description="Edge perception stack: lane, RT-DETR detection, video instance segmentation",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "edge-perception = edge_perception.cli:main",
+        ],
+    },
+)
