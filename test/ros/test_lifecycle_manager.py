@@ -87,14 +87,16 @@ def _state(node) -> str:
 
 
 def _manager(context, names, **params):
-    from rclpy.parameter import Parameter
-
     from edge_perception.ros.lifecycle_manager import LifecycleManager
+    from rclpy.parameter import Parameter
 
     overrides = [Parameter("node_names", value=list(names))]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return LifecycleManager(
-        "test_manager", context=context, parameter_overrides=overrides, start_parameter_services=False
+        "test_manager",
+        context=context,
+        parameter_overrides=overrides,
+        start_parameter_services=False,
     )
 
 
@@ -134,7 +136,6 @@ def test_brings_up_in_order_and_down_in_reverse(rclpy_context):
 def test_failure_stops_bring_up_and_is_reported(rclpy_context):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-
     from edge_perception.ros.lifecycle_manager import STATUS_QOS, parse_status
 
     Peer = _peer_class()

@@ -170,7 +170,10 @@ class LifecycleManager(Node):
                 if self.stop_on_failure:
                     for later in self._nodes[i + 1 :]:
                         self._report(
-                            later, "skipped", DiagnosticStatus.WARN, "not started: %s failed" % m.name
+                            later,
+                            "skipped",
+                            DiagnosticStatus.WARN,
+                            "not started: %s failed" % m.name,
                         )
                     break
         self._set_phase("active" if ok else "failed")
