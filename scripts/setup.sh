@@ -79,9 +79,11 @@ if ! venv_ok; then
   echo "$MODE" >"$STAMPS/mode"
 fi
 VPY="$VENV/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check --progress-bar off -q)
+PIP=(pip_quiet install --disable-pip-version-check --progress-bar off -q)
+# The local package mirror makes pip warn once per package about index folders it lacks: hide that.
+pip_quiet() { "$VPY" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
-req_files=(requirements/base.txt)
+req_files=(requirements/base.txt requirements/nodeps.txt)
 [ "$MODE" = wheels ] && req_files+=(requirements/ros-kilted.txt)
 REQ_HASH=$(hash_of "${req_files[@]}")
 imports_ok() {
@@ -97,7 +99,9 @@ if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$REQ_HASH" ] || ! imports_o
     # colcon from pip when the system lacks it; rclpy and messages come from /opt/ros.
     command -v colcon >/dev/null || "${PIP[@]}" colcon-common-extensions==0.3.0
   fi
-  "${PIP[@]}" "${req_files[@]/#/-r}" || die "pip install failed (see above)." \
+  base_reqs=(-r requirements/base.txt)
+  [ "$MODE" = wheels ] && base_reqs+=(-r requirements/ros-kilted.txt)
+  { "${PIP[@]}" "${base_reqs[@]}" && "${PIP[@]}" --no-deps -r requirements/nodeps.txt; } || die "pip install failed (see above)." \
     "check that the package index is reachable, then re-run scripts/setup.sh"
   imports_ok || die "packages installed but do not import (see: $VPY -c 'import rclpy, torch')." \
     "rm -rf .venv and re-run scripts/setup.sh"

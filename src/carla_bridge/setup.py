@@ -1,4 +1,4 @@
-"""carla_bridge: ament_python package whose Python package is a ROS-free core plus carla_bridge.ros."""
+"""carla_bridge: ament_python package: a ROS-free core plus carla_bridge.ros."""
 
 from setuptools import find_packages, setup
 

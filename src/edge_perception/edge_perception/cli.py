@@ -1,4 +1,4 @@
-"""``edge-perception`` command: one entry point whose sub-commands are registered by the modules."""
+"""``edge-perception``: one entry point whose sub-commands are registered by the modules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,21 @@ from typing import Callable, Dict, List, Optional
 
 # sub-command name -> "module:function" that adds its parser; modules are imported lazily so that
 # `edge-perception --help` does not import torch.
-SUBCOMMANDS: Dict[str, str] = {}
+# Each target module defines ``register(parser)``: it adds its arguments and calls
+# ``parser.set_defaults(run=func)`` where ``func(args) -> int`` is the exit status.
+SUBCOMMANDS: Dict[str, str] = {
+    "lane-train": "edge_perception.lane.train:register",
+    "lane-eval": "edge_perception.lane.evaluate:register",
+    "lane-export": "edge_perception.lane.export:register",
+    "lane-quantize": "edge_perception.lane.compress:register",
+    "det-train": "edge_perception.detection.train:register",
+    "det-eval": "edge_perception.detection.evaluate:register",
+    "det-export": "edge_perception.detection.export:register",
+    "det-quantize": "edge_perception.detection.compress:register",
+    "trt-build": "edge_perception.tensorrt.cli:register",
+    "run": "edge_perception.ros.runner:register",
+    "demo": "edge_perception.demo:register",
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

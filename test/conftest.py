@@ -1,0 +1,57 @@
+"""Test-wide set-up: ROS 2 discovery confined to this host, on a domain of this run's own.
+
+The project sets these itself so no test depends on (or leaks to) the caller's network:
+`ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (Kilted/Jazzy) and `ROS_LOCALHOST_ONLY=1` (Humble),
+plus a `ROS_DOMAIN_ID` unique to this pytest run (processes the tests spawn inherit it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+_DOMAIN = str(random.SystemRandom().randint(1, 101))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_LOCALHOST_ONLY"] = "1"
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("EP_TEST_DOMAIN_ID", _DOMAIN)
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+
+def _have_rclpy() -> bool:
+    try:
+        import rclpy  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _have_rclpy():
+        return
+    skip = pytest.mark.skip(reason="rclpy is not importable: source env.sh (scripts/setup.sh)")
+    for item in items:
+        if "ros" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rclpy_context():
+    """An initialised rclpy context of its own, shut down after the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        yield ctx
+    finally:
+        ctx.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    return int(os.environ["ROS_DOMAIN_ID"])
