@@ -1,0 +1,1 @@
+"""ROS-free inference pipelines: preprocessing, backend call, postprocessing, per-stage timing."""
