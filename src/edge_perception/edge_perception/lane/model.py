@@ -171,3 +171,17 @@ def config_from_dict(d: Dict[str, object]) -> UNetConfig:
     d["base_channels"] = tuple(d["base_channels"])  # type: ignore[arg-type]
     d["base_depths"] = tuple(d["base_depths"])  # type: ignore[arg-type]
     return UNetConfig(**d)  # type: ignore[arg-type]
+
+
+def load_checkpoint(path: str) -> Tuple[LaneUNet, Dict[str, object]]:
+    """Model (eval mode, weights loaded) and the raw checkpoint dict of a ``lane-train`` file."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found; train one with lane-train")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path} is not a lane-train checkpoint (needs 'model' and 'config')")
+    model = LaneUNet(config_from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt

@@ -1,0 +1,157 @@
+"""``edge-perception lane-eval``: per-class IoU, mIoU, lane-line F1 of a checkpoint or ONNX model.
+
+The model runs at its input size (from the checkpoint or the ONNX graph); labels are resized to it
+with nearest-neighbour sampling, so the line tolerance is in pixels of that size. ONNX models run
+through a real ONNX Runtime CPU session (output ``mask``). Results go to JSON and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from edge_perception.export import ort_session, write_json
+from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
+from edge_perception.lane.data import LaneDataset
+from edge_perception.metrics.segmentation import SegmentationMeter
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # N x 3 x H x W float32 -> N x H x W class ids
+
+
+def torch_predictor(model: torch.nn.Module) -> Predictor:
+    """Arg-max predictor of a PyTorch lane model (training or deploy mode)."""
+    model.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.from_numpy(x))
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        return logits.argmax(1).numpy().astype(np.uint8)
+
+    return run
+
+
+def onnx_predictor(path: str, threads: int = 1) -> Tuple[Predictor, Tuple[int, int]]:
+    """Predictor over an ONNX lane model and its (H, W) input size."""
+    sess = ort_session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    if "mask" not in names and "logits" not in names:
+        raise ValueError(f"{path}: outputs {names} lack 'mask'/'logits' (docs/CONTRACTS.md)")
+    shape = sess.get_inputs()[0].shape
+    if not all(isinstance(d, int) for d in shape[2:]):
+        raise ValueError(f"{path}: input size {shape} is not static; pass --size")
+    in_name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if "mask" in names:
+            return sess.run(["mask"], {in_name: x})[0]
+        return sess.run(["logits"], {in_name: x})[0].argmax(1).astype(np.uint8)
+
+    return run, (int(shape[2]), int(shape[3]))
+
+
+def evaluate(
+    predict: Predictor,
+    dataset: LaneDataset,
+    batch_size: int = 4,
+    tol: float = 2.0,
+    progress: bool = True,
+) -> Dict[str, object]:
+    """Run ``predict`` over ``dataset`` and return :meth:`SegmentationMeter.compute` + timing."""
+    meter = SegmentationMeter(LANE_CLASSES, line_classes=LINE_CLASSES, tol=tol)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    t0 = time.perf_counter()
+    for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        meter.update(predict(x.numpy()), y.numpy())
+    out = meter.compute()
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def markdown_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
+    """Markdown table: one row per (name, metrics) with mIoU, per-class IoU, line F1."""
+    head = ["model", "mIoU"] + [f"IoU {c}" for c in LANE_CLASSES] + ["line P", "line R", "line F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(v: object) -> str:
+        return "n/a" if v is None else f"{float(v):.4f}"  # type: ignore[arg-type]
+
+    for name, m in rows:
+        iou = m["iou"]
+        cells = [name, f(m["miou"])] + [f(iou[c]) for c in LANE_CLASSES]  # type: ignore[index]
+        cells += [f(m["line_precision"]), f(m["line_recall"]), f(m["line_f1"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_path(
+    model_path: str,
+    data: str,
+    split: str = "val",
+    size: Optional[Tuple[int, int]] = None,
+    limit: Optional[int] = None,
+    tol: float = 2.0,
+    threads: int = 1,
+    progress: bool = True,
+) -> Dict[str, object]:
+    """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split."""
+    if model_path.endswith(".onnx"):
+        predict, model_size = onnx_predictor(model_path, threads)
+        if size is not None and tuple(size) != model_size:
+            raise ValueError(f"{model_path} takes {model_size}, not --size {size}")
+    else:
+        from edge_perception.lane.model import load_checkpoint
+
+        torch.set_num_threads(threads)
+        model, ckpt = load_checkpoint(model_path)
+        predict = torch_predictor(model)
+        model_size = tuple(size or ckpt.get("input_size", (192, 320)))  # type: ignore[assignment]
+    ds = LaneDataset(data, split, size=model_size, limit=limit, cache=False)
+    out = evaluate(predict, ds, tol=tol, progress=progress)
+    out.update(model=os.path.abspath(model_path), split=split, input_size=list(model_size))
+    return out
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception lane-eval``."""
+    parser.description = __doc__
+    parser.add_argument("--model", required=True, help="lane-train checkpoint (.pt) or .onnx")
+    parser.add_argument("--data", required=True, help="carla_bridge data set root")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    parser.add_argument("--limit", type=int, default=None, help="first N frames only")
+    parser.add_argument("--tol", type=float, default=2.0, help="lane-line F1 tolerance (px)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="JSON result path")
+    parser.add_argument("--md", default=None, help="Markdown table path")
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    res = evaluate_path(
+        args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads
+    )
+    table = markdown_table([(os.path.basename(args.model), res)])
+    print(table)
+    if args.out:
+        write_json(args.out, res)
+    if args.md:
+        from edge_perception.export import atomic_write_bytes
+
+        atomic_write_bytes(args.md, table.encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m edge_perception.lane.evaluate")
+    register(p)
+    sys.exit(main(p.parse_args()))
