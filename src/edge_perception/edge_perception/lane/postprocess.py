@@ -1,0 +1,212 @@
+"""Lane class mask -> lane lines (runtime module: Python 3.8, NumPy 1.x, OpenCV; no torch).
+
+Algorithm (all in mask pixels, then scaled to image pixels):
+
+1. Line pixels are those of class lane_solid or lane_dashed; a small morphological close fills
+   one- or two-pixel holes inside a painted line.
+2. Rows are scanned from the bottom up. In each row the runs of line pixels give candidate
+   centres. Active *tracks* (one per lane line) predict their x at the row from a straight-line
+   fit to their last points and take the nearest free run within ``max_dx`` pixels; unmatched runs
+   open new tracks. A track survives ``max_gap`` rows without a run, which bridges the gaps of a
+   dashed line while lines that touch near the vanishing point stay separate (they were split at
+   the bottom rows, where lines are far apart).
+3. Each track long enough becomes a line: ``x = poly(y)`` (degree 2, or 1 for short tracks) is
+   fitted and sampled at ``num_points`` rows from its lowest to its highest row (bottom to top).
+4. Type: dashed when the dashed-pixel vote of the track's runs reaches ``dashed_threshold`` or
+   when the line is interrupted twice or more and its *gap ratio* (rows without a run between its
+   ends / rows spanned) reaches 25 % - a line whose pixels were called solid but that has regular
+   gaps is dashed. Confidence: the mean line-class probability at the track's pixels when
+   ``probs`` are given, else the vote agreement times the covered row fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+SOLID, DASHED = 2, 3
+
+
+@dataclass
+class LaneLine:
+    """One detected lane line in image pixels."""
+
+    points: np.ndarray  # float32 N x 2 (x, y), ordered from image bottom to top
+    type: str  # "solid" or "dashed"
+    confidence: float  # in [0, 1]
+    coeffs: np.ndarray  # x = polyval(coeffs, y) in image pixels, highest power first
+    gap_ratio: float  # rows without line pixels / rows spanned
+    dashed_vote: float  # fraction of the line's pixels labelled lane_dashed
+    bottom_x: float  # x at the lowest row, used to order lines left to right
+
+
+@dataclass
+class _Track:
+    ys: List[int] = field(default_factory=list)
+    xs: List[float] = field(default_factory=list)
+    solid: int = 0
+    dashed: int = 0
+    conf: List[float] = field(default_factory=list)
+    missed: int = 0
+    gaps: int = 0  # interruptions of 2+ rows
+
+    def predict(self, y: int, window: int = 12) -> float:
+        if len(self.ys) < 3:
+            return self.xs[-1]
+        ys = np.asarray(self.ys[-window:], dtype=np.float64)
+        xs = np.asarray(self.xs[-window:], dtype=np.float64)
+        if ys.max() - ys.min() < 2:
+            return self.xs[-1]
+        a, b = np.polyfit(ys, xs, 1)
+        return float(a * y + b)
+
+
+def _runs(row: np.ndarray) -> List[Tuple[int, int]]:
+    """[start, end) index pairs of the True runs of a 1-D bool array."""
+    padded = np.concatenate(([0], row.view(np.int8), [0]))
+    d = np.diff(padded)
+    return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
+
+
+def extract_lines(
+    mask: np.ndarray,
+    probs: Optional[np.ndarray] = None,
+    scale: Tuple[float, float] = (1.0, 1.0),
+    close_kernel: int = 3,
+    row_step: int = 1,
+    max_dx: Optional[float] = None,
+    max_gap: Optional[int] = None,
+    min_rows: Optional[int] = None,
+    num_points: int = 20,
+    dashed_threshold: float = 0.5,
+) -> List[LaneLine]:
+    """Lane lines of one ``H x W`` class mask (values of ``LANE_CLASSES``), ordered left to right.
+
+    ``probs`` (optional, ``C x H x W`` softmax) gives the confidence. ``scale`` = (sx, sy) maps
+    mask pixels to image pixels (e.g. image width / mask width). Defaults scale with the mask:
+    ``max_dx`` = W/40 + 2, ``max_gap`` = H/6 rows, ``min_rows`` = H/12 rows with line pixels.
+    """
+    import cv2
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be H x W class indices, got shape {mask.shape}; pass mask[i]")
+    h, w = mask.shape
+    max_dx = float(w / 40.0 + 2.0) if max_dx is None else float(max_dx)
+    max_gap = int(max(4, h // 6)) if max_gap is None else int(max_gap)
+    min_rows = int(max(3, h // 12)) if min_rows is None else int(min_rows)
+    line = ((mask == SOLID) | (mask == DASHED)).astype(np.uint8)
+    if close_kernel > 1:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_kernel, close_kernel))
+        line = cv2.morphologyEx(line, cv2.MORPH_CLOSE, k)
+    line_p = None if probs is None else probs[SOLID] + probs[DASHED]
+    active: List[_Track] = []
+    done: List[_Track] = []
+    for y in range(h - 1, -1, -row_step):
+        runs = _runs(line[y] > 0)
+        preds = [t.predict(y) for t in active]
+        pairs = []
+        for ti, px in enumerate(preds):
+            for ri, (a, b) in enumerate(runs):
+                cx = 0.5 * (a + b - 1)
+                d = abs(cx - px)
+                if d <= max_dx + 0.5 * (b - a):
+                    pairs.append((d, ti, ri))
+        pairs.sort()
+        used_t, used_r = set(), set()
+        for _d, ti, ri in pairs:
+            if ti in used_t or ri in used_r:
+                continue
+            used_t.add(ti)
+            used_r.add(ri)
+            _add_run(active[ti], y, runs[ri], mask, line_p)
+        for ri, r in enumerate(runs):
+            if ri not in used_r:
+                t = _Track()
+                _add_run(t, y, r, mask, line_p)
+                active.append(t)
+        still = []
+        for ti, t in enumerate(active):
+            if ti < len(preds) and ti not in used_t:
+                t.missed += row_step
+            if t.missed > max_gap:
+                done.append(t)
+            else:
+                still.append(t)
+        active = still
+    done.extend(active)
+    sx, sy = float(scale[0]), float(scale[1])
+    lines = [_to_line(t, row_step, min_rows, num_points, dashed_threshold, sx, sy) for t in done]
+    out = [ln for ln in lines if ln is not None]
+    out.sort(key=lambda ln: ln.bottom_x)
+    return out
+
+
+def _add_run(
+    t: _Track, y: int, run: Tuple[int, int], mask: np.ndarray, line_p: Optional[np.ndarray]
+) -> None:
+    a, b = run
+    t.ys.append(y)
+    t.xs.append(0.5 * (a + b - 1))
+    seg = mask[y, a:b]
+    t.solid += int(np.count_nonzero(seg == SOLID))
+    t.dashed += int(np.count_nonzero(seg == DASHED))
+    if line_p is not None:
+        t.conf.append(float(line_p[y, a:b].mean()))
+    if t.missed >= 2:
+        t.gaps += 1
+    t.missed = 0
+
+
+def _to_line(
+    t: _Track,
+    row_step: int,
+    min_rows: int,
+    num_points: int,
+    dashed_threshold: float,
+    sx: float,
+    sy: float,
+) -> Optional[LaneLine]:
+    if len(t.ys) * row_step < min_rows:
+        return None
+    ys = np.asarray(t.ys, dtype=np.float64)
+    xs = np.asarray(t.xs, dtype=np.float64)
+    y_lo, y_hi = ys.min(), ys.max()
+    span_rows = (y_hi - y_lo) / row_step + 1
+    gap_ratio = float(max(0.0, 1.0 - len(ys) / span_rows))
+    degree = 2 if (y_hi - y_lo) >= 20 and len(ys) >= 8 else 1
+    coeffs = np.polyfit(ys * sy, xs * sx, degree)
+    yy = np.linspace(y_hi, y_lo, num_points) * sy
+    pts = np.stack([np.polyval(coeffs, yy), yy], axis=1).astype(np.float32)
+    labelled = t.solid + t.dashed
+    dashed_vote = t.dashed / labelled if labelled else 0.0
+    # two or more interruptions covering >= 25 % of the span are dashed evidence on their own
+    gap_evidence = min(1.0, gap_ratio / 0.25) if t.gaps >= 2 else 0.0
+    score = max(dashed_vote, gap_evidence)
+    kind = "dashed" if score >= dashed_threshold else "solid"
+    agreement = dashed_vote if kind == "dashed" else 1.0 - dashed_vote
+    if t.conf:
+        conf = float(np.mean(t.conf))
+    else:
+        coverage = 1.0 - gap_ratio if kind == "solid" else 1.0
+        conf = float(agreement * coverage)
+    return LaneLine(
+        points=pts,
+        type=kind,
+        confidence=float(min(1.0, max(0.0, conf))),
+        coeffs=coeffs,
+        gap_ratio=gap_ratio,
+        dashed_vote=float(dashed_vote),
+        bottom_x=float(pts[0, 0]),
+    )
+
+
+def ego_lines(lines: Sequence[LaneLine], image_width: float) -> Tuple[int, int]:
+    """Indices (left, right) of the lines bounding the ego lane: the nearest line whose bottom x is
+    left of the image centre and the nearest one right of it; -1 where there is none."""
+    cx = image_width / 2.0
+    left = [(cx - ln.bottom_x, i) for i, ln in enumerate(lines) if ln.bottom_x < cx]
+    right = [(ln.bottom_x - cx, i) for i, ln in enumerate(lines) if ln.bottom_x >= cx]
+    return (min(left)[1] if left else -1, min(right)[1] if right else -1)

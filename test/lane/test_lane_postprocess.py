@@ -1,0 +1,78 @@
+"""Post-processing on hand-drawn class masks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from edge_perception.lane.postprocess import ego_lines, extract_lines
+
+H, W = 120, 200
+
+
+def _road() -> np.ndarray:
+    """Left solid line (20,119)->(90,30), dashed centre (100,119)->(100,30),
+    right solid line (180,119)->(110,30), drivable road between them."""
+    m = np.zeros((H, W), np.uint8)
+    cv2.fillPoly(m, [np.array([[20, 119], [90, 30], [110, 30], [180, 119]], np.int32)], 1)
+    cv2.line(m, (20, 119), (90, 30), 2, 3)
+    cv2.line(m, (180, 119), (110, 30), 2, 3)
+    for y0 in range(119, 30, -20):  # 10-row dashes, 10-row gaps
+        cv2.line(m, (100, y0), (100, max(30, y0 - 9)), 3, 3)
+    return m
+
+
+def test_three_lines_with_types_positions_and_order():
+    lines = extract_lines(_road())
+    assert [ln.type for ln in lines] == ["solid", "dashed", "solid"]
+    left, centre, right = lines
+    # points ordered bottom to top, on the drawn geometry
+    assert left.points[0, 1] > left.points[-1, 1]
+    for ln, (x0, x1) in ((left, (20, 90)), (centre, (100, 100)), (right, (180, 110))):
+        true_x = x0 + (x1 - x0) * (119 - ln.points[:, 1]) / (119 - 30)
+        assert np.max(np.abs(ln.points[:, 0] - true_x)) < 2.0
+        assert ln.points[0, 1] == pytest.approx(119, abs=2) and ln.points[-1, 1] < 40
+    # 12-row painted dashes (3 px pen) every 20 rows: ~40 % gaps before the 3x3 close
+    assert 0.2 < centre.gap_ratio < 0.45 and left.gap_ratio < 0.05
+    assert ego_lines(lines, 210) == (1, 2)  # ego centre x=105: dashed centre left, solid right
+    assert ego_lines(lines, 60) == (0, 1)
+    assert ego_lines([], 60) == (-1, -1)
+
+
+def test_solid_labelled_but_gapped_line_is_dashed_and_scale_applies():
+    m = np.zeros((H, W), np.uint8)
+    for y0 in range(119, 20, -24):  # labelled solid but with regular gaps (mislabelled dashes)
+        cv2.line(m, (60, y0), (60, y0 - 11), 2, 3)
+    (ln,) = extract_lines(m, scale=(2.0, 2.0))
+    assert ln.type == "dashed"
+    assert np.allclose(ln.points[:, 0], 120.0, atol=1.0)  # x scaled by 2
+    assert ln.points[0, 1] == pytest.approx(238, abs=3)
+
+
+def test_confidence_from_probabilities():
+    m = np.zeros((H, W), np.uint8)
+    cv2.line(m, (50, 119), (50, 20), 2, 3)
+    probs = np.zeros((4, H, W), np.float32)
+    probs[0] = 1.0
+    probs[2][m == 2] = 0.7
+    probs[0][m == 2] = 0.3
+    (ln,) = extract_lines(m, probs=probs)
+    assert ln.confidence == pytest.approx(0.7, abs=1e-5)
+    assert ln.type == "solid"
+
+
+def test_empty_noise_and_bad_input():
+    assert extract_lines(np.zeros((H, W), np.uint8)) == []
+    noise = np.zeros((H, W), np.uint8)
+    noise[60:63, 40:43] = 2  # a 3-row speck is below min_rows
+    assert extract_lines(noise) == []
+    with pytest.raises(ValueError, match="mask"):
+        extract_lines(np.zeros((1, H, W), np.uint8))
+
+
+def test_solid_line_with_one_occlusion_stays_solid():
+    m = np.zeros((H, W), np.uint8)
+    cv2.line(m, (80, 119), (80, 20), 2, 3)
+    m[60:80] = 0  # a car hides 20 rows: one interruption is not a dash pattern
+    (ln,) = extract_lines(m)
+    assert ln.type == "solid" and ln.gap_ratio > 0.15
