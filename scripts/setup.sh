@@ -153,7 +153,11 @@ unset _ep_root
 EOF
 
 # ---------------------------------------------------------------- colcon build
-SRC_HASH=$( (echo "$BASE_PATHS"; find src third_party -type f \( -name package.xml -o -name CMakeLists.txt \
+# Inputs that need a (re)build: package manifests, CMake, messages, setup files, and the names of
+# the top-level launch/config/models files that edge_perception installs (symlinked, so their
+# contents may change freely).
+SRC_HASH=$( (echo "$BASE_PATHS"; find launch config models -type f 2>/dev/null | sort
+  find src third_party -type f \( -name package.xml -o -name CMakeLists.txt \
   -o -name '*.msg' -o -name setup.py -o -name setup.cfg \) | sort | xargs cat) | sha256sum | cut -c1-16)
 built_ok() {
   [ "$(cat "$STAMPS/build" 2>/dev/null)" = "$SRC_HASH" ] && [ -f install/local_setup.bash ] &&

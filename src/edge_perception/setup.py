@@ -18,8 +18,10 @@ TOP = HERE.parent.parent  # repository root: launch/, config/, models/ live ther
 
 
 def _files(folder: str, pattern: str = "*") -> list[str]:
-    # Absolute paths: colcon runs this file from a symlinked copy in build/.
-    return sorted(p for p in glob(str(TOP / folder / pattern)) if os.path.isfile(p))
+    # Relative to this package's folder (colcon and setuptools both resolve data files from it).
+    return sorted(
+        os.path.relpath(p, HERE) for p in glob(str(TOP / folder / pattern)) if os.path.isfile(p)
+    )
 
 
 setup(
