@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 MSG_PACKAGES: Tuple[str, ...] = ("vision_msgs", "edge_perception_msgs")
 
 _HERE = Path(os.path.realpath(__file__)).parent
-# Source-tree locations (the package is installed with --symlink-install, so this resolves to src/).
+# Source-tree locations (with --symlink-install this file resolves to src/).
 _SOURCE_DIRS = {
     "edge_perception_msgs": _HERE.parent.parent / "edge_perception_msgs" / "msg",
     "vision_msgs": _HERE.parent.parent.parent / "third_party" / "vision_msgs" / "msg",

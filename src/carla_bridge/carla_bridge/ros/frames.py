@@ -41,7 +41,7 @@ def msg_type_name(cls: Any) -> str:
 def camera_info(camera: CameraModel, header: Header) -> CameraInfo:
     """Pinhole ``CameraInfo`` (plumb_bob, no distortion) of a CameraModel.
 
-    MINIMAL CALL SITE: belongs in ``edge_perception.ros.convert`` (asked for); kept here until then.
+    MINIMAL CALL SITE: belongs in ``edge_perception.ros.convert`` (asked for); here until then.
     """
     msg = CameraInfo()
     msg.header = convert.copy_header(header)
