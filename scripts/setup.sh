@@ -83,13 +83,23 @@ PIP=(pip_quiet install --disable-pip-version-check --progress-bar off -q)
 # The local package mirror makes pip warn once per package about index folders it lacks: hide that.
 pip_quiet() { "$VPY" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
-req_files=(requirements/base.txt requirements/nodeps.txt)
+# Development stack on Python >= 3.11; the vehicle runtime only on older Pythons (Jetson: 3.8).
+RUNTIME_ONLY=0
+"$PY" -c 'import sys; sys.exit(sys.version_info >= (3, 11))' && RUNTIME_ONLY=1
+if [ "$RUNTIME_ONLY" = 1 ]; then
+  req_files=(requirements/runtime.txt)
+else
+  req_files=(requirements/base.txt requirements/nodeps.txt)
+fi
 [ "$MODE" = wheels ] && req_files+=(requirements/ros-kilted.txt)
 REQ_HASH=$(hash_of "${req_files[@]}")
 imports_ok() {
   "$VPY" - <<'EOF' 2>/dev/null
 import importlib, sys
-for m in ("rclpy", "rosidl_adapter", "colcon_core", "torch", "onnxruntime", "cv2", "pycocotools", "yaml"):
+mods = ["rclpy", "rosidl_adapter", "colcon_core", "onnxruntime", "cv2", "yaml"]
+if sys.version_info >= (3, 11):
+    mods += ["torch", "pycocotools"]
+for m in mods:
     importlib.import_module(m)
 EOF
 }
@@ -99,9 +109,15 @@ if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$REQ_HASH" ] || ! imports_o
     # colcon from pip when the system lacks it; rclpy and messages come from /opt/ros.
     command -v colcon >/dev/null || "${PIP[@]}" colcon-common-extensions==0.3.0
   fi
-  base_reqs=(-r requirements/base.txt)
+  if [ "$RUNTIME_ONLY" = 1 ]; then
+    log "Python $PYVER: installing the vehicle runtime only (training needs Python 3.11)"
+    base_reqs=(-r requirements/runtime.txt)
+  else
+    base_reqs=(-r requirements/base.txt)
+  fi
   [ "$MODE" = wheels ] && base_reqs+=(-r requirements/ros-kilted.txt)
-  { "${PIP[@]}" "${base_reqs[@]}" && "${PIP[@]}" --no-deps -r requirements/nodeps.txt; } || die "pip install failed (see above)." \
+  { "${PIP[@]}" "${base_reqs[@]}" &&
+    { [ "$RUNTIME_ONLY" = 1 ] || "${PIP[@]}" --no-deps -r requirements/nodeps.txt; }; } || die "pip install failed (see above)." \
     "check that the package index is reachable, then re-run scripts/setup.sh"
   imports_ok || die "packages installed but do not import (see: $VPY -c 'import rclpy, torch')." \
     "rm -rf .venv and re-run scripts/setup.sh"
