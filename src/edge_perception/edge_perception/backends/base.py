@@ -72,8 +72,8 @@ class InferenceBackend:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise BackendError(
-                "%s backend: missing input(s) %s; the model expects %s"
-                % (self.kind, missing, self.input_names)
+                f"{self.kind} backend ({self.info.model_path}): missing input(s) {missing}; "
+                f"the model expects {self.input_names}"
             )
         return self.run(feeds)
 

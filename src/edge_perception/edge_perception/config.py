@@ -1,0 +1,289 @@
+"""Typed, validated configuration of backends and perception nodes (ROS-free).
+
+Node configs are *flat* dataclasses whose field names are the ROS parameter names, so one YAML
+file serves both ``load_config`` and a ROS ``--params-file`` (the ``node: {ros__parameters: ...}``
+wrapping is accepted). Each field's ``metadata`` carries its rules (``choices``, ``min``, ``max``,
+``length``) and a ``help`` text that :mod:`edge_perception.ros.params` turns into parameter
+descriptors. Unknown keys and bad values raise ``ValueError`` naming the key and what is allowed.
+
+Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
+
+BACKEND_KINDS = ("onnxruntime", "pytorch", "tensorrt", "auto")
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+QOS_PROFILES = ("sensor_data", "reliable")
+RESIZE_MODES = ("stretch", "letterbox")
+PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
+OVERLAY_ENCODINGS = ("bgr8", "rgb8")
+
+LANE_CLASS_NAMES = ["background", "drivable", "lane_solid", "lane_dashed"]
+OBJECT_CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
+
+
+def _f(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - 'help' reads best here
+    """A dataclass field with validation rules and help text in its metadata."""
+    meta = dict(rules, help=help)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class BackendConfig:
+    """How to load the model (see :func:`edge_perception.backends.factory.create_backend`)."""
+
+    kind: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
+    model: str = _f("", "model file (.onnx, .engine, .pt/.ts)")
+    precision: str = _f("fp32", "numeric precision", choices=PRECISIONS)
+    threads: int = _f(0, "intra-op CPU threads (0 = library default)", min=0, max=256)
+    inter_op_threads: int = _f(0, "inter-op CPU threads (0 = library default)", min=0, max=256)
+    graph_optimization: str = _f(
+        "all", "ONNX Runtime graph optimisation level", choices=GRAPH_OPTIMIZATION_LEVELS
+    )
+    providers: List[str] = _f(
+        ["auto"],
+        "ONNX Runtime execution providers: [auto] or a list of tensorrt, cuda, cpu",
+        item_choices=PROVIDER_NAMES,
+    )
+    device: str = _f("cpu", "PyTorch device (cpu, cuda, cuda:N)")
+
+    def validate(self) -> BackendConfig:
+        validate_fields(self)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device: {self.device!r} is not cpu, cuda or cuda:N")
+        return self
+
+    def resolved_kind(self) -> str:
+        """``kind``, with ``auto`` resolved from the model's file extension."""
+        if self.kind != "auto":
+            return self.kind
+        from edge_perception.backends.factory import kind_for_path
+
+        return kind_for_path(self.model)
+
+    def options(self) -> Dict[str, Any]:
+        """Keyword options for ``create_backend`` of the resolved kind."""
+        kind = self.resolved_kind()
+        if kind == "onnxruntime":
+            return {
+                "intra_op_threads": self.threads,
+                "inter_op_threads": self.inter_op_threads,
+                "graph_optimization": self.graph_optimization,
+                "providers": "auto" if self.providers in ([], ["auto"]) else list(self.providers),
+                "precision": self.precision,
+            }
+        if kind == "pytorch":
+            return {"device": self.device, "precision": self.precision, "threads": self.threads}
+        return {}
+
+
+@dataclass
+class NodeConfig:
+    """Parameters every perception node shares (the ROS parameter names)."""
+
+    model: str = _f("", "model file; relative paths are tried under the package's models/")
+    backend: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
+    precision: str = _f("fp32", "numeric precision of the model", choices=PRECISIONS)
+    threads: int = _f(0, "intra-op CPU threads (0 = library default)", min=0, max=256)
+    inter_op_threads: int = _f(0, "inter-op CPU threads (0 = library default)", min=0, max=256)
+    graph_optimization: str = _f(
+        "all", "ONNX Runtime graph optimisation level", choices=GRAPH_OPTIMIZATION_LEVELS
+    )
+    providers: List[str] = _f(
+        ["auto"],
+        "ONNX Runtime execution providers: [auto] or a list of tensorrt, cuda, cpu",
+        item_choices=PROVIDER_NAMES,
+    )
+    device: str = _f("cpu", "PyTorch device (cpu, cuda, cuda:N)")
+    input_topic: str = _f("image", "sensor_msgs/Image topic to subscribe to")
+    input_size: List[int] = _f(
+        [0, 0],
+        "model input [height, width]; [0, 0] = read it from the model",
+        length=2,
+        min=0,
+        item=int,
+    )
+    resize: str = _f("stretch", "how camera frames are fitted to the input", choices=RESIZE_MODES)
+    qos: str = _f(
+        "sensor_data", "subscription QoS (best effort or reliable)", choices=QOS_PROFILES
+    )
+    diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", min=0.05)
+    warmup_runs: int = _f(1, "inference runs on zeros at configure time", min=0, max=100)
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(
+            kind=self.backend,
+            model=self.model,
+            precision=self.precision,
+            threads=self.threads,
+            inter_op_threads=self.inter_op_threads,
+            graph_optimization=self.graph_optimization,
+            providers=list(self.providers),
+            device=self.device,
+        ).validate()
+
+    def validate(self) -> NodeConfig:
+        validate_fields(self)
+        if not self.input_topic.strip():
+            raise ValueError("input_topic: must not be empty")
+        self.backend_config()
+        return self
+
+
+@dataclass
+class LaneNodeConfig(NodeConfig):
+    """Lane segmentation node parameters."""
+
+    model: str = _f("lane_small.onnx", "lane model file (.onnx, .engine, .pt/.ts)")
+    class_names: List[str] = _f(LANE_CLASS_NAMES, "mask value -> class name")
+    overlay: bool = _f(True, "publish a colour overlay image for RViz")
+    overlay_encoding: str = _f("bgr8", "overlay image encoding", choices=OVERLAY_ENCODINGS)
+    overlay_alpha: float = _f(0.5, "overlay opacity of the class colours", min=0.0, max=1.0)
+    lines: bool = _f(True, "extract lane-line polylines (edge_perception.lane.postprocess)")
+    embed_mask: bool = _f(False, "also embed the class mask in the LaneSegmentation message")
+
+
+@dataclass
+class DetectionNodeConfig(NodeConfig):
+    """Detection node parameters."""
+
+    model: str = _f("det_small.onnx", "detection model file (.onnx, .engine, .pt/.ts)")
+    class_names: List[str] = _f(OBJECT_CLASS_NAMES, "label index -> class name")
+    score_threshold: float = _f(0.5, "minimum detection score", min=0.0, max=1.0)
+    max_detections: int = _f(100, "keep at most this many detections", min=1, max=10000)
+    classes: List[str] = _f([], "class names to keep; [] keeps all")
+
+    def validate(self) -> DetectionNodeConfig:
+        super().validate()
+        unknown = [c for c in self.classes if c not in self.class_names]
+        if unknown:
+            raise ValueError(f"classes: unknown {unknown}; allowed: {self.class_names}")
+        return self
+
+
+C = TypeVar("C")
+
+
+def field_rules(cls: Any) -> Dict[str, Dict[str, Any]]:
+    """``name -> metadata`` (choices/min/max/length/help) of a config dataclass."""
+    return {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _type_of(f: dataclasses.Field) -> type:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return type(default)
+
+
+def check_value(cls: Any, name: str, value: Any) -> Any:
+    """Validate (and normalise) one value for field ``name``; ValueError says what is allowed."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ValueError(f"unknown key {name!r}; allowed keys: {sorted(fields)}")
+    f = fields[name]
+    rules = f.metadata
+    kind = _type_of(f)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: expected a string, got {value!r}")
+    elif kind is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}: expected a list, got {value!r}")
+        value = list(value)
+    items = value if isinstance(value, list) else [value]
+    if kind is list:
+        item = rules.get("item", str)
+        if any(isinstance(v, bool) or not isinstance(v, item) for v in items):
+            raise ValueError(f"{name}: expected a list of {item.__name__}, got {value!r}")
+        bad = [v for v in items if "item_choices" in rules and v not in rules["item_choices"]]
+        if bad:
+            raise ValueError(
+                f"{name}: {bad} not allowed; allowed values: {list(rules['item_choices'])}"
+            )
+    if "choices" in rules and value not in rules["choices"]:
+        raise ValueError(
+            f"{name}: {value!r} is not allowed; allowed values: {list(rules['choices'])}"
+        )
+    if "length" in rules and len(items) != rules["length"]:
+        raise ValueError(f"{name}: expected {rules['length']} values, got {len(items)}")
+    for v in items:
+        if "min" in rules and (not isinstance(v, (int, float)) or v < rules["min"]):
+            raise ValueError(f"{name}: {v!r} is below the minimum {rules['min']}")
+        if "max" in rules and isinstance(v, (int, float)) and v > rules["max"]:
+            raise ValueError(f"{name}: {v!r} is above the maximum {rules['max']}")
+    return value
+
+
+def validate_fields(cfg: Any) -> None:
+    """Check every field of a config instance against its rules (ValueError on the first bad)."""
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, check_value(type(cfg), f.name, getattr(cfg, f.name)))
+
+
+def config_from_dict(cls: Type[C], data: Mapping[str, Any]) -> C:
+    """Build and validate a config of type ``cls`` from a flat mapping (defaults fill gaps)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"configuration must be a mapping, got {type(data).__name__}")
+    values = {str(k): check_value(cls, str(k), v) for k, v in data.items()}
+    cfg = cls(**values)
+    return cfg.validate()  # type: ignore[attr-defined]
+
+
+def _unwrap_ros(data: Mapping[str, Any], node: Optional[str]) -> Mapping[str, Any]:
+    if "ros__parameters" in data:
+        return data["ros__parameters"] or {}
+    nested = {k: v for k, v in data.items() if isinstance(v, Mapping) and "ros__parameters" in v}
+    if nested:
+        if node is not None:
+            for k, v in nested.items():
+                if k.strip("/").split("/")[-1] == node or k in ("/**", "**"):
+                    return v["ros__parameters"] or {}
+            raise ValueError(f"no parameters for node {node!r}; nodes in file: {sorted(nested)}")
+        if len(nested) == 1:
+            return next(iter(nested.values()))["ros__parameters"] or {}
+        raise ValueError(f"several nodes in the file ({sorted(nested)}); name one")
+    return data
+
+
+def load_config(
+    cls: Type[C], source: Union[str, os.PathLike, Mapping[str, Any]], node: Optional[str] = None
+) -> C:
+    """Load a config from a YAML file (flat or ROS ``node: {ros__parameters: ...}``) or a dict."""
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        import yaml
+
+        path = os.fspath(source)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ValueError(f"cannot read configuration {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ValueError(f"configuration {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ValueError(f"configuration {path} must hold a mapping")
+    return config_from_dict(cls, _unwrap_ros(data, node))
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """Flat dict of a config (YAML-serialisable)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,80 @@
+"""Detection pipeline (RT-DETR contract: input ``images``; outputs ``boxes`` [N,K,4] x1y1x2y2 in
+input pixels, ``scores`` [N,K], ``labels`` [N,K] 0-based; no NMS).
+
+Post-processing: score threshold, optional class filter, top ``max_detections`` by score, boxes
+mapped back to camera pixels and clipped. Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge_perception.backends.base import Arrays, BackendError, InferenceBackend
+from edge_perception.config import OBJECT_CLASS_NAMES
+from edge_perception.runtime.pipeline import Pipeline
+from edge_perception.runtime.preprocess import Transform
+from edge_perception.runtime.results import Detections
+
+
+class DetectionPipeline(Pipeline):
+    """RGB frame -> :class:`Detections` in camera pixels."""
+
+    task = "detection"
+
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        input_size: Optional[Tuple[int, int]] = None,
+        resize: str = "stretch",
+        class_names: Sequence[str] = OBJECT_CLASS_NAMES,
+        score_threshold: float = 0.5,
+        max_detections: int = 100,
+        classes: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__(backend, input_size, resize)
+        missing = [n for n in ("boxes", "scores", "labels") if n not in backend.output_names]
+        if missing:
+            raise BackendError(
+                f"{backend.info.model_path}: a detection model needs outputs boxes/scores/labels;"
+                f" missing {missing} (has {backend.output_names})"
+            )
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        self.class_names: List[str] = list(class_names)
+        unknown = [c for c in (classes or []) if c not in self.class_names]
+        if unknown:
+            raise ValueError(f"classes: unknown {unknown}; allowed: {self.class_names}")
+        self.keep_labels = (
+            np.asarray([self.class_names.index(c) for c in classes], np.int64) if classes else None
+        )
+        self.score_threshold = float(score_threshold)
+        self.max_detections = int(max_detections)
+
+    def postprocess(self, outputs: Arrays, transform: Transform) -> Detections:
+        boxes = np.asarray(outputs["boxes"], np.float32)
+        scores = np.asarray(outputs["scores"], np.float32)
+        labels = np.asarray(outputs["labels"]).astype(np.int64, copy=False)
+        if boxes.ndim == 3:
+            boxes, scores, labels = boxes[0], scores[0], labels[0]
+        if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.shape != labels.shape:
+            raise BackendError(
+                f"detection outputs have shapes boxes {boxes.shape}, scores {scores.shape}, "
+                f"labels {labels.shape}; expected [N,K,4], [N,K], [N,K]"
+            )
+        keep = scores >= self.score_threshold
+        keep &= (labels >= 0) & (labels < len(self.class_names))
+        if self.keep_labels is not None:
+            keep &= np.isin(labels, self.keep_labels)
+        idx = np.flatnonzero(keep)
+        idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_detections]
+        return Detections(
+            boxes_xyxy=transform.boxes_to_source(boxes[idx]),
+            scores=scores[idx],
+            labels=labels[idx],
+            ids=[str(i) for i in range(idx.size)],
+            class_names=self.class_names,
+        )
