@@ -1,0 +1,319 @@
+"""One reading of ``config/*.yaml``'s ``launch:`` section for both ``ros2 launch`` and the runner.
+
+The section lists the nodes of a deployment and the launch arguments that tune it::
+
+    launch:
+      arguments:                     # name -> default (string) or {default, description}
+        camera_topic: {default: /camera/image_raw, description: input image topic}
+        backend: onnxruntime
+      lifecycle_manager:             # optional; parameters of the lifecycle manager node
+        parameters: {stop_on_failure: true, transition_timeout_s: 60.0}
+      nodes:
+        - name: lane_node            # node name (``__node:=``)
+          package: edge_perception   # ament package + console script, for ros2 launch
+          executable: lane_node
+          module: edge_perception.ros.lane_node   # ``python -m`` target, for the runner
+          lifecycle: true            # managed by the lifecycle manager (default true)
+          enabled: true              # default of the ``enable_<name>`` launch argument
+          remappings: {image: $(var camera_topic)}
+          parameters: {model: models/lane_small.onnx, backend: $(var backend)}
+
+``$(var NAME)`` (the ros2 launch spelling) inside a string is replaced by launch argument ``NAME``;
+a parameter value that is exactly ``$(var NAME)`` is read as a YAML scalar (``"true"`` -> True,
+``"0.5"`` -> 0.5). Every deployment has the arguments ``use_sim_time`` (given to every node),
+``namespace`` and one ``enable_<node name>`` per node. A relative path in the parameter ``model``
+or one whose name ends in ``_path`` or ``_dir`` is resolved against the folder that holds
+``config/`` (the repository root, or ``share/edge_perception`` once installed), where ``models/``
+lives too.
+
+:func:`resolve` is ROS-free and is what the runner and the tests use;
+:func:`generate_launch_description` imports ``launch``/``launch_ros`` lazily (they exist only where
+ROS 2 is installed with ros2cli, e.g. the Jetson).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+PACKAGE = "edge_perception"
+_VAR = re.compile(r"\$\(var ([A-Za-z_][A-Za-z0-9_]*)\)")
+COMMON_ARGUMENTS: Dict[str, Tuple[str, str]] = {
+    "use_sim_time": ("false", "use /clock (simulation time) in every node"),
+    "namespace": ("", "namespace of every node"),
+}
+NODE_KEYS = (
+    "name",
+    "package",
+    "executable",
+    "module",
+    "lifecycle",
+    "enabled",
+    "remappings",
+    "parameters",
+)
+
+
+class LaunchConfigError(ValueError):
+    """The ``launch:`` section is malformed; the message names the file, the key and the fix."""
+
+
+@dataclass
+class NodeSpec:
+    """One node of a resolved deployment (launch arguments applied)."""
+
+    name: str
+    package: str
+    executable: str
+    module: str
+    lifecycle: bool
+    enabled: bool
+    parameters: Dict[str, Any] = field(default_factory=dict)
+    remappings: List[Tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class LaunchPlan:
+    """Everything needed to start a deployment: nodes in order and the lifecycle manager."""
+
+    config_path: str
+    namespace: str
+    arguments: Dict[str, str]
+    nodes: List[NodeSpec]
+    manager_parameters: Dict[str, Any]
+
+    @property
+    def enabled_nodes(self) -> List[NodeSpec]:
+        return [n for n in self.nodes if n.enabled]
+
+    @property
+    def managed_names(self) -> List[str]:
+        """Names (bring-up order) of the enabled lifecycle nodes the manager drives."""
+        return [n.name for n in self.nodes if n.enabled and n.lifecycle]
+
+
+def config_root(config_path: str) -> str:
+    """The folder holding ``config/`` (and ``models/``): relative ``*_path`` values start here."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(config_path)))
+
+
+def find_config(name: str) -> str:
+    """Path of ``config/<name>``: an existing path as given, else the installed package share."""
+    if os.path.isfile(name):
+        return os.path.abspath(name)
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, "..", "..", "..", "..", "config", name)]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.insert(0, os.path.join(get_package_share_directory(PACKAGE), "config", name))
+    except Exception:  # noqa: BLE001 - not installed with colcon: fall back to the checkout
+        pass
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise LaunchConfigError(
+        "config %r not found (looked in %s); pass a path to a config/*.yaml file"
+        % (name, ", ".join(os.path.normpath(c) for c in candidates))
+    )
+
+
+def load_section(config_path: str) -> Dict[str, Any]:
+    """The raw ``launch:`` mapping of a config file."""
+    with open(config_path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    section = data.get("launch") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("nodes"), list):
+        raise LaunchConfigError(
+            "%s: no 'launch:' section with a 'nodes:' list; see edge_perception/ros/"
+            "launch_common.py for the layout" % config_path
+        )
+    return section
+
+
+def declared_arguments(config_path: str) -> Dict[str, Tuple[str, str]]:
+    """Launch arguments of a config: name -> (default string, description)."""
+    section = load_section(config_path)
+    out: Dict[str, Tuple[str, str]] = dict(COMMON_ARGUMENTS)
+    for name, spec in (section.get("arguments") or {}).items():
+        if isinstance(spec, dict):
+            out[name] = (_arg_str(spec.get("default", "")), str(spec.get("description", "")))
+        else:
+            out[name] = (_arg_str(spec), "")
+    for node in section["nodes"]:
+        name = node.get("name", "?") if isinstance(node, dict) else "?"
+        enabled = node.get("enabled", True) if isinstance(node, dict) else True
+        out["enable_" + str(name)] = (_arg_str(enabled), "run node %s" % name)
+    return out
+
+
+def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> LaunchPlan:
+    """Apply launch arguments (``overrides``: name -> string) to a config's ``launch:`` section.
+
+    Raises :class:`LaunchConfigError` for unknown arguments, malformed nodes or unknown keys.
+    """
+    config_path = os.path.abspath(config_path)
+    section = load_section(config_path)
+    declared = declared_arguments(config_path)
+    args = {k: v[0] for k, v in declared.items()}
+    for key, value in (overrides or {}).items():
+        if key not in args:
+            raise LaunchConfigError(
+                "%s: unknown launch argument %r; known: %s"
+                % (config_path, key, ", ".join(sorted(args)))
+            )
+        args[key] = str(value)
+    root = config_root(config_path)
+    use_sim_time = _as_bool(args["use_sim_time"], "use_sim_time", config_path)
+    nodes: List[NodeSpec] = []
+    for i, raw in enumerate(section["nodes"]):
+        where = "%s: launch.nodes[%d]" % (config_path, i)
+        if not isinstance(raw, dict) or not raw.get("name"):
+            raise LaunchConfigError("%s: each node needs at least a 'name'" % where)
+        unknown = sorted(set(raw) - set(NODE_KEYS))
+        if unknown:
+            raise LaunchConfigError(
+                "%s: unknown key(s) %s; allowed: %s" % (where, unknown, ", ".join(NODE_KEYS))
+            )
+        name = str(raw["name"])
+        if not raw.get("module") or not raw.get("executable"):
+            raise LaunchConfigError(
+                "%s (%s): needs 'module' (for the runner) and 'executable' (for ros2 launch)"
+                % (where, name)
+            )
+        params = {
+            k: _subst(v, args, where, typed=True) for k, v in (raw.get("parameters") or {}).items()
+        }
+        for k, v in list(params.items()):
+            if _is_path_key(k) and isinstance(v, str) and v and not os.path.isabs(v):
+                params[k] = os.path.join(root, v)
+        params["use_sim_time"] = use_sim_time
+        remaps = [
+            (str(src), str(_subst(dst, args, where, typed=False)))
+            for src, dst in (raw.get("remappings") or {}).items()
+        ]
+        nodes.append(
+            NodeSpec(
+                name=name,
+                package=str(raw.get("package", PACKAGE)),
+                executable=str(raw["executable"]),
+                module=str(raw["module"]),
+                lifecycle=bool(raw.get("lifecycle", True)),
+                enabled=_as_bool(args["enable_" + name], "enable_" + name, config_path),
+                parameters=params,
+                remappings=remaps,
+            )
+        )
+    if len({n.name for n in nodes}) != len(nodes):
+        raise LaunchConfigError("%s: two nodes share a name" % config_path)
+    manager = dict((section.get("lifecycle_manager") or {}).get("parameters") or {})
+    manager = {k: _subst(v, args, config_path, typed=True) for k, v in manager.items()}
+    manager["use_sim_time"] = use_sim_time
+    return LaunchPlan(config_path, args["namespace"], args, nodes, manager)
+
+
+def _is_path_key(key: str) -> bool:
+    return key == "model" or key.endswith(("_path", "_dir"))
+
+
+def _arg_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_bool(text: str, name: str, where: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise LaunchConfigError("%s: launch argument %s=%r is not true/false" % (where, name, text))
+
+
+def _subst(value: Any, args: Dict[str, str], where: str, typed: bool) -> Any:
+    if isinstance(value, list):
+        return [_subst(v, args, where, typed) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def _arg(m: Any) -> str:
+        name = m.group(1)
+        if name not in args:
+            raise LaunchConfigError(
+                "%s: $(var %s) names no launch argument; declare it under launch.arguments"
+                % (where, name)
+            )
+        return args[name]
+
+    whole = _VAR.fullmatch(value.strip())
+    text = _VAR.sub(_arg, value)
+    if "$(" in text:
+        raise LaunchConfigError("%s: %r: only $(var NAME) is substituted" % (where, value))
+    if whole is None or not typed:
+        return text
+    parsed = yaml.safe_load(text) if text.strip() else ""
+    return parsed if isinstance(parsed, (bool, int, float, str)) else text
+
+
+# ---------------------------------------------------------------------------------- ros2 launch
+def generate_launch_description(config_name: str):
+    """``LaunchDescription`` for ``config/<config_name>``: arguments, nodes, lifecycle manager.
+
+    Every node is a ``launch_ros.actions.LifecycleNode`` (or ``Node`` when ``lifecycle: false``)
+    with ``condition=IfCondition(enable_<name>)``; the nodes' parameters and the manager's
+    ``node_names`` are computed from the evaluated launch arguments by :func:`resolve`.
+    """
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import LifecycleNode, Node
+
+    from launch import LaunchDescription
+
+    config_path = find_config(config_name)
+
+    def _nodes(context, *_args, **_kwargs):
+        overrides = {
+            k: LaunchConfiguration(k).perform(context) for k in declared_arguments(config_path)
+        }
+        plan = resolve(config_path, overrides)
+        actions = []
+        for n in plan.nodes:
+            cls = LifecycleNode if n.lifecycle else Node
+            actions.append(
+                cls(
+                    package=n.package,
+                    executable=n.executable,
+                    name=n.name,
+                    namespace=plan.namespace,
+                    parameters=[n.parameters],
+                    remappings=n.remappings,
+                    output="screen",
+                    condition=IfCondition(LaunchConfiguration("enable_" + n.name)),
+                )
+            )
+        if plan.managed_names:
+            params = dict(plan.manager_parameters)
+            params["node_names"] = plan.managed_names
+            actions.append(
+                Node(
+                    package=PACKAGE,
+                    executable="lifecycle_manager",
+                    name="lifecycle_manager",
+                    namespace=plan.namespace,
+                    parameters=[params],
+                    output="screen",
+                )
+            )
+        return actions
+
+    declared = [
+        DeclareLaunchArgument(name, default_value=default, description=desc)
+        for name, (default, desc) in declared_arguments(config_path).items()
+    ]
+    return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])

@@ -1,0 +1,284 @@
+"""``edge-perception run``: start a deployment from ``config/*.yaml`` without ros2 launch.
+
+It reads the same ``launch:`` section as ``launch/*.launch.py`` (see
+:mod:`edge_perception.ros.launch_common`), applies launch arguments given as ``name:=value``, and
+starts every enabled node as ``python -m <module> --ros-args -r __node:=<name> --params-file ...``
+followed by the lifecycle manager, which configures and activates them in order::
+
+    edge-perception run config/cpu.yaml camera_topic:=/cam/image enable_detection_node:=false
+
+Environment of the children: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (``--discovery-range``, default
+LOCALHOST), ``ROS_LOCALHOST_ONLY`` (Humble's spelling) and ``ROS_DOMAIN_ID`` (``--domain-id``, else
+the caller's ``ROS_DOMAIN_ID``, else a random one printed at start-up so other tools can join).
+
+Each child runs in its own session so a terminal's Ctrl-C reaches only the runner, which shuts
+down in order: SIGINT to the lifecycle manager (it deactivates and cleans up the nodes, last
+first), then SIGINT to the nodes in reverse order, escalating to SIGTERM/SIGKILL after
+``--grace`` seconds. If a child dies on its own the runner stops the rest and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+
+import yaml
+
+from edge_perception.ros.launch_common import LaunchConfigError, LaunchPlan, find_config, resolve
+
+MANAGER_MODULE = "edge_perception.ros.lifecycle_manager"
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
+    """``["a:=1", "b:=x"]`` -> ``{"a": "1", "b": "x"}``; raises ValueError on other forms."""
+    out: Dict[str, str] = {}
+    for item in items:
+        if ":=" not in item:
+            raise ValueError(
+                "launch argument %r must be written name:=value (e.g. backend:=onnxruntime)" % item
+            )
+        key, value = item.split(":=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def ros_environment(
+    domain_id: Optional[int] = None,
+    discovery_range: str = "LOCALHOST",
+    base: Optional[Dict[str, str]] = None,
+) -> Dict[str, str]:
+    """Environment for the children with discovery range and a domain id always set."""
+    env = dict(os.environ if base is None else base)
+    if domain_id is None:
+        given = env.get("ROS_DOMAIN_ID", "").strip()
+        domain_id = int(given) if given.isdigit() else random.SystemRandom().randint(1, 101)
+    if not 0 <= int(domain_id) <= 232:
+        raise ValueError("ROS_DOMAIN_ID must be in 0..232, got %s" % domain_id)
+    env["ROS_DOMAIN_ID"] = str(int(domain_id))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range.upper()
+    env["ROS_LOCALHOST_ONLY"] = "1" if discovery_range.upper() == "LOCALHOST" else "0"
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def write_params_file(path: str, parameters: Dict[str, object]) -> str:
+    """Write a ROS parameters file (``/**: ros__parameters: ...``) and return its path."""
+    for key, value in parameters.items():
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                "parameter %r is an empty list: ROS cannot infer its type; leave it out" % key
+            )
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({"/**": {"ros__parameters": dict(parameters)}}, f, sort_keys=True)
+    return path
+
+
+def node_command(
+    module: str, name: str, namespace: str, params_file: str, remappings: List[Tuple[str, str]]
+) -> List[str]:
+    """The ``python -m`` command line of one node."""
+    cmd = [sys.executable, "-m", module, "--ros-args", "-r", "__node:=" + name]
+    if namespace:
+        cmd += ["-r", "__ns:=" + (namespace if namespace.startswith("/") else "/" + namespace)]
+    cmd += ["--params-file", params_file]
+    for src, dst in remappings:
+        cmd += ["-r", "%s:=%s" % (src, dst)]
+    return cmd
+
+
+class Runner:
+    """Starts a :class:`LaunchPlan`'s processes and stops them in order (see the module doc)."""
+
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        env: Dict[str, str],
+        work_dir: Optional[str] = None,
+        log_dir: Optional[str] = None,
+        grace_s: float = 10.0,
+    ) -> None:
+        if not plan.enabled_nodes:
+            raise LaunchConfigError(
+                "%s: every node is disabled; enable one, e.g. enable_lane_node:=true"
+                % plan.config_path
+            )
+        self.plan = plan
+        self.env = env
+        self.grace_s = grace_s
+        self._tmp = None if work_dir else tempfile.TemporaryDirectory(prefix="ep-run-")
+        self.work_dir = work_dir or self._tmp.name
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.log_dir = log_dir
+        self.procs: List[Tuple[str, subprocess.Popen]] = []
+        self._logs: List[TextIO] = []
+        self.stop_event = threading.Event()
+        self.failed: List[str] = []
+
+    def commands(self) -> List[Tuple[str, List[str]]]:
+        """(name, argv) of every process in start order; writes the params files."""
+        out: List[Tuple[str, List[str]]] = []
+        for n in self.plan.enabled_nodes:
+            pfile = write_params_file(os.path.join(self.work_dir, n.name + ".yaml"), n.parameters)
+            out.append(
+                (n.name, node_command(n.module, n.name, self.plan.namespace, pfile, n.remappings))
+            )
+        if self.plan.managed_names:
+            params = dict(self.plan.manager_parameters)
+            params["node_names"] = self.plan.managed_names
+            name = "lifecycle_manager"
+            pfile = write_params_file(os.path.join(self.work_dir, name + ".yaml"), params)
+            out.append((name, node_command(MANAGER_MODULE, name, self.plan.namespace, pfile, [])))
+        return out
+
+    def start(self) -> None:
+        """Start every process (nodes first, the lifecycle manager last)."""
+        for name, cmd in self.commands():
+            out = None
+            if self.log_dir:
+                os.makedirs(self.log_dir, exist_ok=True)
+                out = open(os.path.join(self.log_dir, name + ".log"), "w", encoding="utf-8")
+                self._logs.append(out)
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,
+            )
+            self.procs.append((name, proc))
+
+    def wait(self, duration_s: Optional[float] = None) -> None:
+        """Block until ``stop_event`` is set, ``duration_s`` passes or a child exits."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not self.stop_event.wait(0.2):
+            dead = [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
+            if dead:
+                for name, rc in dead:
+                    self.failed.append(name)
+                    print(
+                        "[run] %s exited with status %s; stopping the others" % (name, rc),
+                        file=sys.stderr,
+                    )
+                return
+            if end is not None and time.monotonic() >= end:
+                return
+
+    def stop(self) -> int:
+        """Stop the manager (it takes the nodes down), then the nodes last-first; exit status."""
+        manager = [(n, p) for n, p in self.procs if n == "lifecycle_manager"]
+        nodes = [(n, p) for n, p in self.procs if n != "lifecycle_manager"]
+        for group in (manager, list(reversed(nodes))):
+            for _name, proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            for name, proc in group:
+                _reap(proc, self.grace_s, name)
+        for f in self._logs:
+            f.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        return 1 if self.failed else 0
+
+
+def _reap(proc: subprocess.Popen, grace_s: float, name: str) -> None:
+    for sig, wait_s in ((None, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        if sig is not None:
+            if proc.poll() is not None:
+                return
+            print("[run] %s did not exit; sending %s" % (name, sig.name), file=sys.stderr)
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception run``."""
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default="cpu.yaml",
+        help="config file or name under config/ (default cpu.yaml; xavier.yaml on the Jetson)",
+    )
+    parser.add_argument(
+        "arguments", nargs="*", metavar="NAME:=VALUE", help="launch arguments, as for ros2 launch"
+    )
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the run")
+    parser.add_argument(
+        "--discovery-range",
+        default="LOCALHOST",
+        choices=["LOCALHOST", "SUBNET", "SYSTEM_DEFAULT"],
+        help="ROS_AUTOMATIC_DISCOVERY_RANGE (SUBNET lets RViz on another machine see the nodes)",
+    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--log-dir", default=None, help="write each process's output to DIR")
+    parser.add_argument("--grace", type=float, default=10.0, help="seconds before SIGTERM")
+    parser.add_argument(
+        "--print", action="store_true", help="print the commands and parameters, start nothing"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Body of ``edge-perception run`` (exit status)."""
+    if ":=" in args.config:  # only launch arguments were given: the default config
+        args.arguments, args.config = [args.config] + list(args.arguments), "cpu.yaml"
+    try:
+        plan = resolve(find_config(args.config), parse_overrides(args.arguments))
+        env = ros_environment(args.domain_id, args.discovery_range)
+        runner = Runner(plan, env, log_dir=args.log_dir, grace_s=args.grace)
+    except (LaunchConfigError, ValueError) as exc:
+        print("edge-perception run: %s" % exc, file=sys.stderr)
+        return 2
+    if args.print:
+        for name, cmd in runner.commands():
+            print("%s: %s" % (name, " ".join(cmd)))
+            print(open(cmd[cmd.index("--params-file") + 1], encoding="utf-8").read())
+        runner.stop()
+        return 0
+    print(
+        "[run] %s: %s (ROS_DOMAIN_ID=%s)"
+        % (
+            os.path.basename(plan.config_path),
+            ", ".join(n.name for n in plan.enabled_nodes),
+            env["ROS_DOMAIN_ID"],
+        ),
+        file=sys.stderr,
+    )
+
+    def _on_signal(signum, _frame) -> None:
+        runner.stop_event.set()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.start()
+        runner.wait(args.duration)
+    finally:
+        rc = runner.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return rc
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry: the same as ``edge-perception run``."""
+    parser = argparse.ArgumentParser(prog="edge-perception-run")
+    register(parser)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
