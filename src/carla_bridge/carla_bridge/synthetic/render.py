@@ -1,0 +1,192 @@
+"""Camera model and z-buffered polygon rasteriser of the synthetic generator.
+
+Depth is kept as inverse depth ``1/Z`` (camera Z axis), which is exactly linear in the pixel
+coordinates over a planar polygon, so per-pixel depth of every face costs one multiply-add per
+pixel. The rasteriser writes colour, material, object id and inverse depth; ``0`` inverse depth is
+the sky (infinitely far).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from carla_bridge.frame import CameraModel
+from carla_bridge.synthetic.world import World
+
+NEAR = 0.3  # near clipping plane (m)
+SHIFT = 4  # sub-pixel bits for cv2.fillPoly
+M_SKY, M_ROAD, M_SIDEWALK, M_GRASS, M_BUILDING, M_TRUNK, M_CROWN = 0, 1, 2, 3, 4, 5, 6
+
+
+@dataclass
+class CameraState:
+    """Intrinsics plus the road-relative pose of the camera in one frame.
+
+    Pixel centres are at integer coordinates: pixel ``(row v, column u)`` sees the ray through
+    ``((u - cx) / fx, (v - cy) / fy, 1)``.
+    """
+
+    cam: CameraModel
+    height: float  # above the road
+    pitch: float  # rad, positive = down
+    s: float
+    d: float
+    psi: float  # yaw relative to the road tangent (rad)
+    theta: float  # road heading at s
+    xc: float
+    elev: float
+
+    def drift(self, world: World, z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``C(z)`` lateral drift of the centre line and ``E(s+z) - E(s)`` at forward distance z."""
+        _, xc, el = world.profile(self.s + z)
+        return xc - self.xc - self.theta * z, el - self.elev
+
+    def to_camera(
+        self, world: World, s: np.ndarray, d: np.ndarray, h: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Road coordinates -> camera coordinates (x right, y down, z forward)."""
+        zp = s - self.s
+        c, e = self.drift(world, zp)
+        xp = d - self.d + c - self.psi * zp
+        yp = self.height - h - e
+        cp, sp = np.cos(self.pitch), np.sin(self.pitch)
+        return xp, yp * cp - zp * sp, yp * sp + zp * cp
+
+    def to_road(
+        self, world: World, x: np.ndarray, y: np.ndarray, z: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Camera coordinates -> road coordinates (inverse of :meth:`to_camera`)."""
+        cp, sp = np.cos(self.pitch), np.sin(self.pitch)
+        yp = y * cp + z * sp
+        zp = -y * sp + z * cp
+        c, e = self.drift(world, zp)
+        return zp + self.s, x + self.d - c + self.psi * zp, self.height - yp - e
+
+    def pose(self, world: World) -> np.ndarray:
+        """4x4 camera-to-world transform (world: x east, y north, z up; road starts at origin)."""
+        heading = self.theta + self.psi
+        s_idx = world.s_grid
+        # world position of the centre line by integrating the heading
+        ds = np.diff(s_idx, prepend=s_idx[0])
+        wx = np.cumsum(np.sin(world.theta) * ds)
+        wy = np.cumsum(np.cos(world.theta) * ds)
+        x = np.interp(self.s, s_idx, wx) + self.d * np.cos(self.theta)
+        y = np.interp(self.s, s_idx, wy) - self.d * np.sin(self.theta)
+        z = self.elev + self.height
+        fwd = np.array([np.sin(heading), np.cos(heading), 0.0])
+        right = np.array([np.cos(heading), -np.sin(heading), 0.0])
+        down = np.array([0.0, 0.0, -1.0])
+        cp, sp = np.cos(self.pitch), np.sin(self.pitch)
+        fwd, down = fwd * cp + down * sp, down * cp - fwd * sp
+        out = np.eye(4)
+        out[:3, 0], out[:3, 1], out[:3, 2], out[:3, 3] = right, down, fwd, (x, y, z)
+        return out
+
+
+class Raster:
+    """Colour, material, object id and inverse-depth buffers of one frame."""
+
+    def __init__(self, cam: CameraModel) -> None:
+        h, w = cam.height, cam.width
+        self.cam = cam
+        self.invz = np.zeros((h, w), np.float32)
+        self.color = np.zeros((h, w, 3), np.float32)
+        self.mat = np.zeros((h, w), np.uint8)
+        self.obj = np.zeros((h, w), np.int32)
+        self.emissive = np.zeros((h, w), bool)
+
+    def polygon(
+        self,
+        pc: np.ndarray,
+        color: Tuple[float, float, float],
+        mat: int,
+        obj: int,
+        emissive: bool = False,
+        full: Optional[List[np.ndarray]] = None,
+    ) -> None:
+        """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
+
+        ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
+        """
+        pc = clip_near(pc)
+        if pc.shape[0] < 3:
+            return
+        cam = self.cam
+        u = pc[:, 0] / pc[:, 2] * cam.fx + cam.cx
+        v = pc[:, 1] / pc[:, 2] * cam.fy + cam.cy
+        uv = np.stack([u, v], 1)
+        if full is not None:
+            full.append(uv)
+        # plane through the polygon: n . P = c, then 1/Z = (n . (xn, yn, 1)) / c
+        n = np.cross(pc[2] - pc[0], pc[-1] - pc[1] if pc.shape[0] > 3 else pc[1] - pc[0])
+        c = float(n @ pc[0])
+        if abs(c) < 1e-9 or not np.isfinite(uv).all():
+            return
+        x0 = max(int(np.ceil(u.min())), 0)
+        x1 = min(int(np.floor(u.max())) + 1, cam.width)
+        y0 = max(int(np.ceil(v.min())), 0)
+        y1 = min(int(np.floor(v.max())) + 1, cam.height)
+        if x1 <= x0 or y1 <= y0:
+            return
+        canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        pts = np.round((uv - (x0, y0)) * (1 << SHIFT)).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], 1, cv2.LINE_8, SHIFT)
+        a = n[0] / (c * cam.fx)
+        b = n[1] / (c * cam.fy)
+        k = (n[2] - n[0] * cam.cx / cam.fx - n[1] * cam.cy / cam.fy) / c
+        us = np.arange(x0, x1, dtype=np.float32)
+        vs = np.arange(y0, y1, dtype=np.float32)
+        iz = (vs[:, None] * b + k) + us[None, :] * a
+        zb = self.invz[y0:y1, x0:x1]
+        m = (canvas > 0) & (iz > zb)
+        if not m.any():
+            return
+        zb[m] = iz[m]
+        self.color[y0:y1, x0:x1][m] = color
+        self.mat[y0:y1, x0:x1][m] = mat
+        self.obj[y0:y1, x0:x1][m] = obj
+        self.emissive[y0:y1, x0:x1][m] = emissive
+
+
+def clip_near(pc: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman clip of a polygon against the plane ``z = NEAR``."""
+    inside = pc[:, 2] >= NEAR
+    if inside.all():
+        return pc
+    if not inside.any():
+        return pc[:0]
+    out = []
+    n = pc.shape[0]
+    for i in range(n):
+        a, b = pc[i], pc[(i + 1) % n]
+        ia, ib = a[2] >= NEAR, b[2] >= NEAR
+        if ia:
+            out.append(a)
+        if ia != ib:
+            t = (NEAR - a[2]) / (b[2] - a[2])
+            out.append(a + t * (b - a))
+    return np.array(out)
+
+
+def box_faces(
+    s0: float, s1: float, d0: float, d1: float, h0: float, h1: float, cam: CameraState, world
+) -> List[Tuple[np.ndarray, float]]:
+    """Camera-facing faces of a road-aligned cuboid as (4 x 3 road-coordinate quads, shade)."""
+    faces = []
+    sm = 0.5 * (s0 + s1)
+    if cam.s < s0:
+        faces.append(([(s0, d0, h0), (s0, d1, h0), (s0, d1, h1), (s0, d0, h1)], 0.85))
+    elif cam.s > s1:
+        faces.append(([(s1, d0, h0), (s1, d0, h1), (s1, d1, h1), (s1, d1, h0)], 0.85))
+    xl, _, _ = cam.to_camera(world, np.array([sm, sm]), np.array([d0, d1]), np.array([h1, h1]))
+    if xl[0] > 0:
+        faces.append(([(s0, d0, h0), (s0, d0, h1), (s1, d0, h1), (s1, d0, h0)], 0.7))
+    elif xl[1] < 0:
+        faces.append(([(s0, d1, h0), (s1, d1, h0), (s1, d1, h1), (s0, d1, h1)], 0.62))
+    if h1 < cam.height:
+        faces.append(([(s0, d0, h1), (s1, d0, h1), (s1, d1, h1), (s0, d1, h1)], 1.0))
+    return [(np.asarray(q, np.float64), sh) for q, sh in faces]

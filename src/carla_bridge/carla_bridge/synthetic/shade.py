@@ -1,0 +1,239 @@
+"""Ground rendering (per image row), textures, lighting, weather and sensor effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import cv2
+import numpy as np
+
+from carla_bridge.scenario import ScenarioConfig
+from carla_bridge.synthetic.render import (
+    M_BUILDING,
+    M_GRASS,
+    M_ROAD,
+    M_SIDEWALK,
+    CameraState,
+    Raster,
+)
+from carla_bridge.synthetic.world import World
+
+TEX = 512
+PAINT = {"white": (0.92, 0.92, 0.9), "yellow": (0.95, 0.72, 0.1)}
+
+
+@dataclass
+class Style:
+    """Per-sequence look: time of day, weather, palette and sensor."""
+
+    time_of_day: str
+    weather: str
+    sun_side: float  # +1 sun on the right, -1 on the left
+    ambient: np.ndarray  # RGB light multiplier
+    sky_top: np.ndarray
+    sky_horizon: np.ndarray
+    fog_color: np.ndarray
+    fog_vis: float  # metres; inf = no fog
+    asphalt: float
+    shadow: float  # 1 = no shadows, 0.5 = strong
+    noise_sigma: float
+    blur: int  # motion blur kernel (0 = none)
+    gamma: float
+    rain: float  # 0 = dry
+    glare: float  # sun glare strength
+    tex: np.ndarray  # TEX x TEX noise in [0, 1]
+    noise: np.ndarray  # int16 sensor-noise pool
+
+
+def make_style(config: ScenarioConfig, rng: np.random.Generator, effects: bool = True) -> Style:
+    """Draw the look of a sequence (``random`` weather/time are drawn here).
+
+    ``effects=False`` turns off the per-frame random effects (sensor noise, rain streaks, motion
+    blur, glare) so that consecutive frames differ only by geometry (used to verify the flow).
+    """
+    tod = config.time_of_day
+    if tod == "random":
+        tod = ("day", "dusk", "night")[int(rng.choice(3, p=(0.6, 0.2, 0.2)))]
+    weather = config.weather
+    if weather == "random":
+        weather = ("clear", "cloudy", "rain", "fog")[
+            int(rng.choice(4, p=(0.45, 0.25, 0.15, 0.15)))
+        ]
+    amb = {"day": (1.0, 0.98, 0.94), "dusk": (0.62, 0.5, 0.42), "night": (0.1, 0.11, 0.15)}[tod]
+    top = {"day": (0.3, 0.5, 0.85), "dusk": (0.25, 0.25, 0.45), "night": (0.01, 0.01, 0.03)}[tod]
+    hor = {"day": (0.75, 0.83, 0.92), "dusk": (0.95, 0.55, 0.3), "night": (0.05, 0.05, 0.09)}[tod]
+    ambient = np.array(amb) * rng.uniform(0.85, 1.1)
+    sky_top, sky_hor = np.array(top), np.array(hor)
+    fog_vis, shadow, rain = float("inf"), 0.5 if tod == "day" else 0.7, 0.0
+    if weather in ("cloudy", "rain", "fog"):
+        grey = float(np.mean(hor)) * (0.9 if tod == "day" else 1.0)
+        sky_top = sky_hor = np.array((grey, grey, grey * 1.03))
+        ambient = ambient * (0.8 if weather == "cloudy" else 0.7)
+        shadow = 0.85
+    if weather == "rain":
+        rain = float(rng.uniform(0.3, 1.0))
+        fog_vis = float(rng.uniform(150.0, 300.0))
+    if weather == "fog":
+        fog_vis = float(rng.uniform(35.0, 110.0))
+    fog_col = sky_hor * (1.0 if tod != "night" else 0.6)
+    h, w = config.camera.height, config.camera.width
+    tex = np.zeros((TEX, TEX), np.float32)
+    for cells, wgt in ((8, 0.5), (32, 0.3), (128, 0.2)):
+        tex += wgt * cv2.resize(
+            rng.random((cells, cells), dtype=np.float32), (TEX, TEX), interpolation=cv2.INTER_CUBIC
+        )
+    tex = np.clip((tex - tex.min()) / (np.ptp(tex) + 1e-6), 0, 1)
+    sigma = float(rng.uniform(1.0, 4.0)) * (2.0 if tod == "night" else 1.0) if effects else 0.0
+    noise = (rng.standard_normal((h + 16, w + 16, 3), dtype=np.float32) * sigma).astype(np.int16)
+    return Style(
+        time_of_day=tod,
+        weather=weather,
+        sun_side=float(rng.choice((-1.0, 1.0))),
+        ambient=ambient,
+        sky_top=sky_top,
+        sky_horizon=sky_hor,
+        fog_color=fog_col,
+        fog_vis=fog_vis,
+        asphalt=float(rng.uniform(0.22, 0.4)) * (0.75 if weather == "rain" else 1.0),
+        shadow=shadow,
+        noise_sigma=sigma,
+        blur=int(rng.choice((0, 0, 3, 5))) if effects else 0,
+        gamma=float(rng.uniform(0.85, 1.15)),
+        rain=rain if effects else 0.0,
+        glare=float(rng.uniform(0.0, 0.6)) if (effects and tod != "night") else 0.0,
+        tex=tex,
+        noise=noise,
+    )
+
+
+def _tex(tex: np.ndarray, s: np.ndarray, d: np.ndarray, scale: float) -> np.ndarray:
+    return tex[(s * scale).astype(np.int32) & (TEX - 1), (d * scale).astype(np.int32) & (TEX - 1)]
+
+
+@dataclass
+class Ground:
+    """Per-row solution of the ground ray cast (rows ``top..H-1`` see the ground)."""
+
+    top: int
+    line_id: np.ndarray  # uint16 H x W painted lane line per ground pixel (before occlusion)
+    road: np.ndarray  # bool H x W road surface (before occlusion)
+    zc: np.ndarray  # camera depth of each ground row
+    offset: np.ndarray  # d = xn * zc + offset per ground row
+    dist: np.ndarray  # forward distance along the road of each ground row
+
+
+def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Ground:
+    """Ray-cast the road surface row by row; fill ground colour, material and inverse depth."""
+    cam = r.cam
+    h, w = cam.height, cam.width
+    z = np.geomspace(0.3, 600.0, 1500)
+    _, e = cs.drift(world, z)
+    yp = cs.height - e
+    cp, sp = np.cos(cs.pitch), np.sin(cs.pitch)
+    yc, zc = yp * cp - z * sp, yp * sp + z * cp
+    v = np.where(zc > 1e-3, cam.cy + cam.fy * yc / np.maximum(zc, 1e-3), np.inf)
+    m = np.minimum.accumulate(v)
+    rows = np.arange(h, dtype=np.float64)
+    k = np.searchsorted(-m, -rows, side="left")
+    ok = k < len(z)
+    k = np.clip(k, 1, len(z) - 1)
+    frac = np.clip((v[k - 1] - rows) / np.maximum(v[k - 1] - v[k], 1e-9), 0.0, 1.0)
+    frac = np.where(np.isfinite(frac), frac, 1.0)
+    zr = z[k - 1] + frac * (z[k] - z[k - 1])
+    top = int(np.argmax(ok)) if ok.any() else h
+    line_id = np.zeros((h, w), np.uint16)
+    road_full = np.zeros((h, w), bool)
+    if top >= h:
+        e0 = np.zeros(0)
+        return Ground(h, line_id, road_full, e0, e0, e0)
+    zr = zr[top:]
+    c, e = cs.drift(world, zr)
+    ypr = cs.height - e
+    zcr = (ypr * sp + zr * cp)[:, None]
+    xn = (np.arange(w) - cam.cx) / cam.fx
+    offset = cs.d - c + cs.psi * zr
+    d = (xn[None, :] * zcr + offset[:, None]).astype(np.float32)
+    s = np.broadcast_to((cs.s + zr)[:, None], d.shape).astype(np.float32)
+    px = (zcr / cam.fx).astype(np.float32)  # metres per pixel across each row
+    r.invz[top:] = (1.0 / zcr).astype(np.float32)
+    ad = np.abs(d)
+    half = world.half_width
+    grain = _tex(style.tex, s, d, 24.0)
+    patch = _tex(style.tex, s, d, 0.7)
+    road = ad < half
+    curb = (ad >= half) & (ad < half + 0.25)
+    walk = (ad >= half + 0.25) & (ad < half + 0.25 + world.sidewalk)
+    col = r.color[top:]
+    mat = r.mat[top:]
+    base = style.asphalt * (0.8 + 0.25 * grain + 0.25 * (patch - 0.5))
+    col[:] = (base[..., None] * np.array((1.0, 1.0, 1.04), np.float32)).astype(np.float32)
+    mat[:] = M_ROAD
+    if world.scene == "rural":
+        g = (ad >= half + 0.25) & (ad < half + 1.2)
+        col[curb | g] = (0.45, 0.42, 0.38)
+        grass = ad >= half + 1.2
+    else:
+        tile = (((s * 2.0).astype(np.int32) % 2) * 0.04)[..., None]
+        col[curb] = (0.7, 0.7, 0.68)
+        walk_c = 0.5 + 0.15 * grain[walk][:, None] + tile[walk]
+        col[walk] = walk_c * np.array((1.0, 0.98, 0.95), np.float32)
+        mat[curb | walk] = M_SIDEWALK
+        grass = ad >= half + 0.25 + world.sidewalk
+    green = np.array((0.22, 0.36, 0.12), np.float32)
+    if world.scene == "urban":
+        green = np.array((0.4, 0.38, 0.35), np.float32)
+    col[grass] = green * (0.7 + 0.6 * patch[grass][:, None])
+    mat[grass] = M_GRASS
+    road_full[top:] = road
+    wear_tex = _tex(style.tex, s + 37.0, d, 3.0)
+    for ln in world.lines:
+        near = np.abs(d - ln.d) < np.maximum(px * 0.5, 0.5)
+        if not near.any():
+            continue
+        dd = np.abs(d[near] - ln.d)
+        pxn = np.broadcast_to(px, d.shape)[near]
+        if ln.type == "double":
+            gap = 0.12
+            off = np.abs(dd - (ln.width + gap) / 2)
+            alpha = np.clip((ln.width / 2 - off) / pxn + 0.5, 0, 1)
+            extent = ln.width + gap / 2
+        else:
+            alpha = np.clip((ln.width / 2 - dd) / pxn + 0.5, 0, 1)
+            extent = ln.width / 2
+        lab = dd < np.maximum(extent, 0.5 * pxn)
+        if ln.type == "dashed":
+            on = np.mod(s[near], ln.dash[1]) < ln.dash[0]
+            lab &= on
+            alpha = alpha * on
+        alpha = alpha * (1.0 - ln.wear * np.clip(wear_tex[near] * 1.6 - 0.3, 0, 1))
+        paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain[near])[:, None]
+        sub = col[near]
+        col[near] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
+        ids = line_id[top:][near]
+        ids[lab] = ln.line_id
+        line_id[top:][near] = ids
+    return Ground(top, line_id, road_full, zcr[:, 0], offset, zr)
+
+
+def shade_buildings(r: Raster, world: World, cs: CameraState, style: Style) -> None:
+    """Window grid on building facades, from per-pixel road coordinates."""
+    m = r.mat == M_BUILDING
+    if not m.any():
+        return
+    cam = r.cam
+    vv, uu = np.nonzero(m)
+    zc = 1.0 / r.invz[m]
+    x = (uu - cam.cx) / cam.fx * zc
+    y = (vv - cam.cy) / cam.fy * zc
+    s, d, h = cs.to_road(world, x, y, zc)
+    along = s + d  # varies along a facade (d constant) and along an end wall (s constant)
+    win = (np.mod(along, 3.2) > 1.0) & (np.mod(h, 3.3) > 1.1) & (np.mod(h, 3.3) < 2.6) & (h > 1)
+    col = r.color[m]
+    glass = np.array((0.15, 0.18, 0.24), np.float32)
+    if style.time_of_day != "day":
+        lit = _tex(style.tex, s * 3.0, h * 3.0, 1.0) > 0.55
+        col[win & lit] = (1.0, 0.85, 0.55)
+        r.emissive[vv[win & lit], uu[win & lit]] = True
+        col[win & ~lit] = glass
+    else:
+        col[win] = glass + 0.1 * _tex(style.tex, s, h, 2.0)[win][:, None]
+    r.color[m] = col
