@@ -133,8 +133,9 @@ class BagWriter:
         self._closed = True
         self._writer.close()
         os.replace(self._partial, self.path)
-        # rosbags names the file after the directory it wrote: <name>.partial_0.mcap -> fix both.
-        for f in list(self.path.glob(self._partial.name + "_*.mcap")):
+        # rosbags names the file after the directory it wrote (<name>.partial.mcap): rename it and
+        # its entry in metadata.yaml.
+        for f in list(self.path.glob(self._partial.name + "*.mcap")):
             os.replace(f, self.path / f.name.replace(self._partial.name, self.path.name, 1))
         meta = self.path / "metadata.yaml"
         text = meta.read_text(encoding="utf-8").replace(self._partial.name, self.path.name)
