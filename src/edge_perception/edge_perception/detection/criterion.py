@@ -101,8 +101,7 @@ class SetCriterion(nn.Module):
     ) -> Dict[str, Tensor]:
         """``num_boxes`` > 0 overrides the local object count (e.g. the DDP average)."""
         if num_boxes <= 0:
-            num_boxes = float(sum(int(t["labels"].numel()) for t in targets))
-        num_boxes = max(num_boxes, 1.0)
+            num_boxes = max(1.0, float(sum(int(t["labels"].numel()) for t in targets)))
         losses: Dict[str, Tensor] = {}
 
         def supervise(out: Dict[str, Tensor], suffix: str, indices: Optional[Indices] = None):

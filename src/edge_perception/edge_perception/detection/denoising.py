@@ -26,6 +26,22 @@ from torch import Tensor
 from edge_perception.detection.box_ops import cxcywh_to_xyxy, inverse_sigmoid, xyxy_to_cxcywh
 
 
+def corner_noise(
+    boxes: Tensor, scale: float, generator: Optional[torch.Generator] = None
+) -> Tensor:
+    """Noised corners (xyxy, unclipped) of ``boxes`` [B, G, 2, M, 4] cxcywh.
+
+    Each corner moves by ``u * scale * size / 2`` with a random sign, ``u`` uniform in [0, 1) for
+    the positive half (index 0 of dim 2) and in [1, 2) for the negative half.
+    """
+    xyxy = cxcywh_to_xyxy(boxes)
+    half = torch.cat([boxes[..., 2:], boxes[..., 2:]], dim=-1) * 0.5 * scale
+    sign = torch.randint(0, 2, boxes.shape, generator=generator, device=boxes.device) * 2.0 - 1.0
+    part = torch.rand(boxes.shape, generator=generator, device=boxes.device)
+    part[:, :, 1] += 1.0
+    return xyxy + sign * part * half
+
+
 @dataclass
 class DenoisingBatch:
     """Denoising queries of one batch and what the criterion needs to supervise them."""
@@ -86,13 +102,17 @@ def build_denoising(
         )
         labels = torch.where(flip, random_labels, labels)
     if box_noise_scale > 0:
-        xyxy = cxcywh_to_xyxy(boxes)
-        half = boxes[..., 2:].repeat(1, 1, 1, 1, 2) * 0.5 * box_noise_scale
-        sign = torch.randint(0, 2, boxes.shape, generator=generator, device=device) * 2.0 - 1.0
-        part = rand(*boxes.shape)
-        part[:, :, 1] += 1.0  # negatives: 1-2 x the displacement of positives
-        xyxy = (xyxy + sign * part * half).clamp(0.0, 1.0)
-        boxes = xyxy_to_cxcywh(xyxy)
+        xyxy = corner_noise(boxes, box_noise_scale, generator)
+        # a negative whose corners crossed is the box they span (keeps width/height >= 0)
+        x1, x2 = (
+            torch.minimum(xyxy[..., 0], xyxy[..., 2]),
+            torch.maximum(xyxy[..., 0], xyxy[..., 2]),
+        )
+        y1, y2 = (
+            torch.minimum(xyxy[..., 1], xyxy[..., 3]),
+            torch.maximum(xyxy[..., 1], xyxy[..., 3]),
+        )
+        boxes = xyxy_to_cxcywh(torch.stack([x1, y1, x2, y2], -1).clamp(0.0, 1.0))
     num_dn = groups * 2 * m
     labels = labels.reshape(bsz, num_dn)
     ref_logits = inverse_sigmoid(boxes.reshape(bsz, num_dn, 4))

@@ -1,0 +1,372 @@
+"""Train the RT-DETR detector (``edge-perception det-train``, ``python -m ...detection.train``).
+
+Single process::
+
+    edge-perception det-train --data data/gen --out runs/det --variant small --input-size 320 320
+
+Several processes (DDP; gloo on CPU, NCCL on GPU; one process per core / GPU)::
+
+    torchrun --nproc_per_node 2 -m edge_perception.detection.train --data data/gen --out runs/det
+
+AdamW (no weight decay on norms and biases), linear warm-up then cosine decay, gradient clipping,
+EMA of the weights (evaluated and exported), AMP when CUDA is available, seeded, tqdm progress.
+The loss normaliser (objects in the batch) is averaged over processes so DDP gradients equal the
+single-process gradients of the combined batch. Writes to ``--out``: ``last.pt`` (resume with
+``--resume``), ``best.pt`` (best validation mAP50:95), ``metrics.csv``, ``curves.png``,
+``args.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from edge_perception.detection.criterion import SetCriterion
+from edge_perception.detection.data import CocoDetection, collate
+from edge_perception.detection.model import RTDETR, build_rtdetr, config_dict
+
+CSV_FIELDS = ["epoch", "iteration", "lr", "loss", "map", "map50", "map75", "seconds"]
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights, decay ramped up over the first updates."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9995, ramp: int = 500) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.ramp, self.updates = decay, ramp, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.ramp))
+        src = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(src[k])
+
+
+def lr_factor(it: int, total: int, warmup: int, final: float = 0.05) -> float:
+    """Linear warm-up to 1 over ``warmup`` iterations, then cosine down to ``final``."""
+    if it < warmup:
+        return (it + 1) / warmup
+    t = min(1.0, (it - warmup) / max(1, total - warmup))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "embed" in name else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def to_device(targets: List[Dict[str, Any]], device: torch.device) -> List[Dict[str, Tensor]]:
+    return [{"labels": t["labels"].to(device), "boxes": t["boxes"].to(device)} for t in targets]
+
+
+def compute_loss(
+    model: nn.Module,
+    criterion: SetCriterion,
+    images: Tensor,
+    targets: List[Dict[str, Tensor]],
+) -> Tuple[Tensor, Dict[str, float]]:
+    """Forward + loss of one (local) batch. Under torch.distributed the normaliser is the mean
+    object count per process, so that averaged DDP gradients equal the combined-batch gradient."""
+    num_boxes = torch.tensor(float(sum(int(t["labels"].numel()) for t in targets)))
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num_boxes)
+        num_boxes = num_boxes / dist.get_world_size()
+    outputs = model(images, targets)
+    losses = criterion(outputs, targets, num_boxes=max(float(num_boxes), 1e-6))
+    total = sum(losses.values())
+    return total, {k: float(v) for k, v in losses.items()}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def plot_curves(csv_path: str, png_path: str) -> None:
+    """Loss and validation mAP against epoch from ``metrics.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    ep = [float(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(ep, [float(r["loss"]) for r in rows])
+    ax[0].set(xlabel="epoch", ylabel="train loss", title="loss")
+    for key in ("map", "map50"):
+        pts = [(e, float(r[key])) for e, r in zip(ep, rows) if r[key] not in ("", "nan")]
+        if pts:
+            ax[1].plot(*zip(*pts), marker="o", label=key)
+    ax[1].set(xlabel="epoch", ylabel="COCO AP (val)", title="validation")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception det-train``."""
+    p = parser
+    p.add_argument("--data", required=True, help="carla_bridge data set root")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, CSV, curves)")
+    p.add_argument("--variant", default="small", help="tiny | small | small_s2 | ref_v2s")
+    p.add_argument("--input-size", type=int, nargs=2, default=[320, 320], metavar=("H", "W"))
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-iters", type=int, default=200)
+    p.add_argument("--clip-grad", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.9995)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    p.add_argument("--cache", action="store_true", help="keep decoded images in memory")
+    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--max-val-images", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--override", default="{}", help="JSON of model config overrides")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=main)
+
+
+def _init_distributed() -> Tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _save(path: str, state: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train as described by ``args`` (see :func:`register`); returns the exit status."""
+    torch.set_num_threads(max(1, args.threads))
+    rank, world, device = _init_distributed()
+    main_proc = rank == 0
+    seed_everything(args.seed + rank)
+    os.makedirs(args.out, exist_ok=True)
+    size = (int(args.input_size[0]), int(args.input_size[1]))
+    overrides = json.loads(args.override)
+
+    torch.manual_seed(args.seed)  # identical initial weights on every process
+    model: RTDETR = build_rtdetr(args.variant, **overrides).to(device)
+    ema = ModelEMA(model, args.ema_decay)
+    criterion = SetCriterion(model.cfg.num_classes)
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    train_ds = CocoDetection(
+        args.data,
+        "train",
+        size,
+        augment=True,
+        cache=args.cache,
+        max_images=args.max_train_images,
+        seed=args.seed,
+    )
+    val_ds = (
+        CocoDetection(args.data, "val", size, max_images=args.max_val_images, cache=args.cache)
+        if main_proc and args.max_val_images != 0
+        else None
+    )
+    if len(train_ds) == 0:
+        raise SystemExit(f"{args.data}: the train split has no images")
+    sampler = (
+        DistributedSampler(train_ds, world, rank, shuffle=True, seed=args.seed)
+        if world > 1
+        else RandomSampler(train_ds, generator=torch.Generator().manual_seed(args.seed))
+    )
+    loader = DataLoader(
+        train_ds,
+        args.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=args.workers,
+        drop_last=len(train_ds) >= args.batch_size * world,
+        persistent_workers=args.workers > 0,
+    )
+    total_iters = args.epochs * len(loader)
+    start_epoch, iteration, best = 0, 0, -1.0
+    last_path = os.path.join(args.out, "last.pt")
+    if args.resume:
+        if not os.path.isfile(last_path):
+            raise SystemExit(f"--resume: {last_path} does not exist")
+        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        ema.module.load_state_dict(ckpt["ema"])
+        ema.updates = ckpt["ema_updates"]
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, iteration, best = ckpt["epoch"] + 1, ckpt["iteration"], ckpt["best_map"]
+        torch.set_rng_state(ckpt["rng"])
+    ddp = (
+        nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+        if world > 1
+        else model
+    )
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    csv_path = os.path.join(args.out, "metrics.csv")
+    if main_proc:
+        with open(os.path.join(args.out, "args.json"), "w", encoding="utf-8") as f:
+            json.dump({**vars(args), "run": None, "command": " ".join(sys.argv)}, f, indent=2)
+        if not args.resume or not os.path.isfile(csv_path):
+            with open(csv_path, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerow(CSV_FIELDS)
+    t0 = time.time()
+    stop = False
+    for epoch in range(start_epoch, args.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        model.train()
+        running, count = 0.0, 0
+        bar = tqdm(
+            loader,
+            desc=f"det-train {epoch + 1}/{args.epochs}",
+            disable=not main_proc or args.no_progress,
+            leave=False,
+        )
+        for images, targets in bar:
+            for g in opt.param_groups:
+                g["lr"] = args.lr * lr_factor(iteration, total_iters, args.warmup_iters)
+            images = images.to(device, non_blocking=True)
+            tg = to_device(targets, device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss, parts = compute_loss(ddp, criterion, images, tg)
+            if not math.isfinite(float(loss)):
+                raise SystemExit(f"loss is {float(loss)} at iteration {iteration}: {parts}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.clip_grad > 0:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(opt)
+            scaler.update()
+            ema.update(model)
+            iteration += 1
+            running += float(loss)
+            count += 1
+            bar.set_postfix(loss=f"{running / count:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+            if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
+                stop = True
+                break
+        row = {k: "" for k in CSV_FIELDS}
+        row.update(
+            epoch=epoch,
+            iteration=iteration,
+            lr=opt.param_groups[0]["lr"],
+            loss=running / max(count, 1),
+            seconds=round(time.time() - t0, 1),
+        )
+        last_epoch = stop or epoch == args.epochs - 1
+        if main_proc and val_ds is not None and ((epoch + 1) % args.eval_every == 0 or last_epoch):
+            from edge_perception.detection.evaluate import evaluate, torch_predictor
+
+            m = evaluate(torch_predictor(ema.module), val_ds, progress=not args.no_progress)
+            row.update(map=m.map, map50=m.map50, map75=m.map75)
+            tqdm.write(
+                f"epoch {epoch + 1}: loss {row['loss']:.4f} val mAP50:95 {m.map:.4f} "
+                f"mAP50 {m.map50:.4f}"
+            )
+            metric = m.map if not math.isnan(m.map) else -1.0
+            state = _state(model, ema, opt, epoch, iteration, max(best, metric), args)
+            state["val_metrics"] = m.as_dict()
+            if metric > best:
+                best = metric
+                _save(os.path.join(args.out, "best.pt"), state)
+        if main_proc:
+            state = _state(model, ema, opt, epoch, iteration, best, args)
+            _save(last_path, state)
+            with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, CSV_FIELDS).writerow(row)
+            plot_curves(csv_path, os.path.join(args.out, "curves.png"))
+        if stop:
+            break
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def _state(
+    model: RTDETR,
+    ema: ModelEMA,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    it: int,
+    best: float,
+    args: argparse.Namespace,
+) -> Dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "ema": ema.module.state_dict(),
+        "ema_updates": ema.updates,
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "iteration": it,
+        "best_map": best,
+        "config": config_dict(model),
+        "args": {k: v for k, v in vars(args).items() if k != "run"},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    """``python -m edge_perception.detection.train`` (also what torchrun launches)."""
+    parser = argparse.ArgumentParser(
+        prog="det-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    register(parser)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
