@@ -100,7 +100,7 @@ def test_params_file_and_commands(tmp_path):
     runner = Runner(resolve(str(cfg), {"enable_b": "false"}), env={}, work_dir=str(tmp_path / "w"))
     cmds = dict(runner.commands())
     assert list(cmds) == ["a", "lifecycle_manager"]
-    assert cmds["a"][:3] == [sys.executable, "-m", "test_runner_peer"]
+    assert cmds["a"][0] == sys.executable and cmds["a"][3:5] == ["test_runner_peer", "main"]
     assert "__node:=a" in cmds["a"] and "greeting:=/peers/a" in cmds["a"]
     manager = yaml.safe_load(open(cmds["lifecycle_manager"][-1]))
     assert manager["/**"]["ros__parameters"]["node_names"] == ["a"]

@@ -12,7 +12,7 @@ The section lists the nodes of a deployment and the launch arguments that tune i
         - name: lane_node            # node name (``__node:=``)
           package: edge_perception   # ament package + console script, for ros2 launch
           executable: lane_node
-          module: edge_perception.ros.lane_node   # ``python -m`` target, for the runner
+          module: edge_perception.ros.lane_node   # module[:function], default function main
           lifecycle: true            # managed by the lifecycle manager (default true)
           enabled: true              # default of the ``enable_<name>`` launch argument
           remappings: {image: $(var camera_topic)}
@@ -21,10 +21,9 @@ The section lists the nodes of a deployment and the launch arguments that tune i
 ``$(var NAME)`` (the ros2 launch spelling) inside a string is replaced by launch argument ``NAME``;
 a parameter value that is exactly ``$(var NAME)`` is read as a YAML scalar (``"true"`` -> True,
 ``"0.5"`` -> 0.5). Every deployment has the arguments ``use_sim_time`` (given to every node),
-``namespace`` and one ``enable_<node name>`` per node. A relative path in the parameter ``model``
-or one whose name ends in ``_path`` or ``_dir`` is resolved against the folder that holds
-``config/`` (the repository root, or ``share/edge_perception`` once installed), where ``models/``
-lives too.
+``namespace`` and one ``enable_<node name>`` per node. A parameter string starting with
+``models/`` or ``config/`` names a bundled file: it is resolved against the folder that holds
+``config/`` and ``models/`` (the repository root, or ``share/edge_perception`` once installed).
 
 :func:`resolve` is ROS-free and is what the runner and the tests use;
 :func:`generate_launch_description` imports ``launch``/``launch_ros`` lazily (they exist only where
@@ -41,6 +40,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 PACKAGE = "edge_perception"
+BUNDLED_DIRS = ("models/", "config/")
 _VAR = re.compile(r"\$\(var ([A-Za-z_][A-Za-z0-9_]*)\)")
 COMMON_ARGUMENTS: Dict[str, Tuple[str, str]] = {
     "use_sim_time": ("false", "use /clock (simulation time) in every node"),
@@ -189,7 +189,7 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
             k: _subst(v, args, where, typed=True) for k, v in (raw.get("parameters") or {}).items()
         }
         for k, v in list(params.items()):
-            if _is_path_key(k) and isinstance(v, str) and v and not os.path.isabs(v):
+            if _is_bundled_path(v):
                 params[k] = os.path.join(root, v)
         params["use_sim_time"] = use_sim_time
         remaps = [
@@ -216,8 +216,8 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
     return LaunchPlan(config_path, args["namespace"], args, nodes, manager)
 
 
-def _is_path_key(key: str) -> bool:
-    return key == "model" or key.endswith(("_path", "_dir"))
+def _is_bundled_path(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(BUNDLED_DIRS)
 
 
 def _arg_str(value: Any) -> str:

@@ -2,8 +2,8 @@
 
 It reads the same ``launch:`` section as ``launch/*.launch.py`` (see
 :mod:`edge_perception.ros.launch_common`), applies launch arguments given as ``name:=value``, and
-starts every enabled node as ``python -m <module> --ros-args -r __node:=<name> --params-file ...``
-followed by the lifecycle manager, which configures and activates them in order::
+starts every enabled node as ``python -c <call module.main()> --ros-args -r __node:=<name>
+--params-file ...``, then the lifecycle manager, which configures and activates them in order::
 
     edge-perception run config/cpu.yaml camera_topic:=/cam/image enable_detection_node:=false
 
@@ -82,11 +82,20 @@ def write_params_file(path: str, parameters: Dict[str, object]) -> str:
     return path
 
 
+# Imports the module and calls its entry function with sys.argv = [prog, --ros-args, ...], so a
+# node module needs no ``if __name__ == "__main__"`` block.
+_BOOT = (
+    "import importlib, sys; mod, fn = sys.argv[1:3]; del sys.argv[1:3]; "
+    "sys.exit(getattr(importlib.import_module(mod), fn)() or 0)"
+)
+
+
 def node_command(
     module: str, name: str, namespace: str, params_file: str, remappings: List[Tuple[str, str]]
 ) -> List[str]:
-    """The ``python -m`` command line of one node."""
-    cmd = [sys.executable, "-m", module, "--ros-args", "-r", "__node:=" + name]
+    """Command line of one node: ``module`` is ``package.module[:function]`` (default main)."""
+    mod, _, func = module.partition(":")
+    cmd = [sys.executable, "-c", _BOOT, mod, func or "main", "--ros-args", "-r", "__node:=" + name]
     if namespace:
         cmd += ["-r", "__ns:=" + (namespace if namespace.startswith("/") else "/" + namespace)]
     cmd += ["--params-file", params_file]
