@@ -114,8 +114,8 @@ class ScenarioPublisher(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)  # fmt: skip
         for key, (_topic, cls) in TOPICS.items():
-            if key == "clock" and not self._sim:
-                continue
+            if key == "clock" and not (self._sim or p["source"] == "bag"):
+                continue  # a bag's recorded /clock is replayed like every other topic
             qos = sensor if key in SENSOR_KEYS else latched if key == "label_info" else reliable
             self._pubs[key] = self.create_lifecycle_publisher(cls, p[key + "_topic"], qos)
         self.get_logger().info(
@@ -278,3 +278,7 @@ def main(args: Optional[list] = None) -> None:
         node._release()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Closed-loop evaluator node: ground truth vs perception outputs, paired by image stamp.
+
+Subscriptions (names are parameters):
+
+==============================  ======================================  =========================
+parameter (default topic)       type                                    role
+==============================  ======================================  =========================
+image_topic                     sensor_msgs/Image (sensor-data QoS)     image sizes, image count
+  (/camera/image_raw)
+gt_lanes_topic                  edge_perception_msgs/LaneSegmentation   lane ground truth
+  (/ground_truth/lanes)
+gt_detections_topic             vision_msgs/Detection2DArray            box ground truth
+  (/ground_truth/detections)
+gt_instances_topic              edge_perception_msgs/InstanceArray      mask ground truth
+  (/ground_truth/instances)
+lane_mask_topic                 sensor_msgs/Image mono8                 lane class mask
+  (/perception/lane/class_mask)
+lanes_topic (/perception/lanes) edge_perception_msgs/LaneSegmentation   lanes (embedded mask)
+detections_topic                vision_msgs/Detection2DArray            detector output
+  (/perception/detections)
+instances_topic                 edge_perception_msgs/InstanceArray      instance output
+  (/perception/instances)
+timing_topic                    edge_perception_msgs/FrameTiming        per-node timing
+  (/perception/timing)
+~/write_report                  std_msgs/Empty                          write the report now
+==============================  ======================================  =========================
+
+A prediction's latency is its arrival time on this node's clock minus its header stamp (the image
+stamp), so run the evaluator with the same ``use_sim_time`` as the publisher. Lane predictions
+are remapped to ``lane_classes`` by class name when the LaneSegmentation carries ``class_names``
+(``solid``/``dashed`` are accepted for ``lane_solid``/``lane_dashed``).
+
+The report (``<output_dir>/<stem>.json`` and ``.md``) is written at shutdown, every
+``report_period_s`` seconds when > 0, and whenever ``~/write_report`` receives a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from edge_perception.ros import convert
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Empty
+from vision_msgs.msg import Detection2DArray
+
+from carla_bridge.classes import LANE_CLASSES, OBJECT_CLASSES
+from carla_bridge.evaluation import ClosedLoopEvaluator, write_report
+from edge_perception_msgs.msg import FrameTiming, InstanceArray, LaneSegmentation
+
+LANE_ALIASES = {"solid": "lane_solid", "dashed": "lane_dashed", "road": "drivable"}
+
+DEFAULT_TOPICS = {
+    "image_topic": "/camera/image_raw",
+    "gt_lanes_topic": "/ground_truth/lanes",
+    "gt_detections_topic": "/ground_truth/detections",
+    "gt_instances_topic": "/ground_truth/instances",
+    "lane_mask_topic": "/perception/lane/class_mask",
+    "lanes_topic": "/perception/lanes",
+    "detections_topic": "/perception/detections",
+    "instances_topic": "/perception/instances",
+    "timing_topic": "/perception/timing",
+}
+
+
+def lane_remap(names: Sequence[str], table: Sequence[str]) -> np.ndarray:
+    """Lookup table from a prediction's class indices to indices of ``table`` (by name)."""
+    lut = np.zeros(max(len(names), 1), np.uint8)
+    for i, name in enumerate(names):
+        n = LANE_ALIASES.get(name, name)
+        if n not in table:
+            raise ValueError(
+                "lane class %r of the prediction is not in the evaluator's lane_classes %s"
+                % (name, list(table))
+            )
+        lut[i] = list(table).index(n)
+    return lut
+
+
+class EvaluatorNode(Node):
+    """See the module docstring; ``self.evaluator`` holds the metrics so far."""
+
+    def __init__(self, node_name: str = "evaluator", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, topic in DEFAULT_TOPICS.items():
+            self.declare_parameter(name, topic)
+        self.declare_parameter("output_dir", "evaluation")
+        self.declare_parameter("stem", "evaluation")
+        self.declare_parameter("report_period_s", 0.0)
+        self.declare_parameter("lane_classes", list(LANE_CLASSES))
+        self.declare_parameter("object_classes", list(OBJECT_CLASSES))
+        self.declare_parameter("line_tol_px", 2.0)
+        self.lane_classes: List[str] = list(self.get_parameter("lane_classes").value)
+        self.object_classes: List[str] = list(self.get_parameter("object_classes").value)
+        self.evaluator = ClosedLoopEvaluator(
+            self.object_classes, self.lane_classes,
+            line_tol_px=float(self.get_parameter("line_tol_px").value),
+        )  # fmt: skip
+        self._warned: Dict[str, bool] = {}
+        t = {n: self.get_parameter(n).value for n in DEFAULT_TOPICS}
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        sensor = qos_profile_sensor_data
+        self.create_subscription(Image, t["image_topic"], self._on_image, sensor)
+        self.create_subscription(
+            LaneSegmentation, t["gt_lanes_topic"], self._on_gt_lanes, reliable
+        )
+        self.create_subscription(Detection2DArray, t["gt_detections_topic"],
+                                 self._on_gt_detections, reliable)  # fmt: skip
+        self.create_subscription(InstanceArray, t["gt_instances_topic"], self._on_gt_instances,
+                                 reliable)  # fmt: skip
+        self.create_subscription(Image, t["lane_mask_topic"], self._on_lane_mask, reliable)
+        self.create_subscription(LaneSegmentation, t["lanes_topic"], self._on_lanes, reliable)
+        self.create_subscription(Detection2DArray, t["detections_topic"], self._on_detections,
+                                 reliable)  # fmt: skip
+        self.create_subscription(InstanceArray, t["instances_topic"], self._on_instances, reliable)
+        self.create_subscription(FrameTiming, t["timing_topic"], self._on_timing, reliable)
+        self.create_subscription(Empty, "~/write_report", lambda _m: self.write_report(), 1)
+        period = float(self.get_parameter("report_period_s").value)
+        if period > 0:
+            self.create_timer(period, self.write_report)
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        """Run one callback body; log each kind of failure once instead of crashing the node."""
+        try:
+            fn(*args)
+        except (ValueError, TypeError) as exc:
+            if not self._warned.get(what):
+                self._warned[what] = True
+                self.get_logger().error("%s: %s (further errors of this kind are counted)"
+                                        % (what, exc))  # fmt: skip
+
+    def write_report(self) -> List[str]:
+        """Write JSON + Markdown now; returns the paths."""
+        paths = write_report(self.evaluator.summary(), self.get_parameter("output_dir").value,
+                             self.get_parameter("stem").value)  # fmt: skip
+        self.get_logger().info("evaluation report: %s" % ", ".join(paths))
+        return paths
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_image(self, msg: Image) -> None:
+        self.evaluator.add_image(convert.stamp_to_ns(msg.header.stamp), msg.height, msg.width)
+
+    def _on_gt_lanes(self, msg: LaneSegmentation) -> None:
+        def run() -> None:
+            res = convert.msg_to_lane(msg)
+            if res.class_mask is None:
+                raise ValueError("ground-truth LaneSegmentation without an embedded class mask")
+            mask = res.class_mask
+            if res.class_names and list(res.class_names) != self.lane_classes:
+                mask = lane_remap(res.class_names, self.lane_classes)[mask]
+            self.evaluator.add_ground_truth("lane", convert.stamp_to_ns(msg.header.stamp), mask)
+
+        self._guard("ground-truth lanes", run)
+
+    def _add_lane_prediction(self, stamp: int, mask: np.ndarray, names: Sequence[str],
+                             stream: str) -> None:  # fmt: skip
+        if names and list(names) != self.lane_classes:
+            mask = lane_remap(names, self.lane_classes)[mask]
+        self.evaluator.add_prediction("lane", stamp, mask, self._now(), stream)
+
+    def _on_lane_mask(self, msg: Image) -> None:
+        def run() -> None:
+            if msg.encoding != "mono8":
+                raise ValueError("lane class mask must be mono8, got %r" % msg.encoding)
+            mask = convert.image_to_array(msg)[..., 0].copy()
+            self._add_lane_prediction(convert.stamp_to_ns(msg.header.stamp), mask, [], "lane_mask")
+
+        self._guard("lane mask", run)
+
+    def _on_lanes(self, msg: LaneSegmentation) -> None:
+        def run() -> None:
+            res = convert.msg_to_lane(msg)
+            if res.class_mask is None:
+                return  # the mask comes on lane_mask_topic
+            self._add_lane_prediction(convert.stamp_to_ns(msg.header.stamp), res.class_mask,
+                                      res.class_names, "lanes")  # fmt: skip
+
+        self._guard("lanes", run)
+
+    def _on_gt_detections(self, msg: Detection2DArray) -> None:
+        self._guard("ground-truth detections", lambda: self.evaluator.add_ground_truth(
+            "detection", convert.stamp_to_ns(msg.header.stamp),
+            convert.msg_to_detections(msg, self.object_classes)))  # fmt: skip
+
+    def _on_detections(self, msg: Detection2DArray) -> None:
+        self._guard(
+            "detections",
+            lambda: self.evaluator.add_prediction(
+                "detection",
+                convert.stamp_to_ns(msg.header.stamp),
+                convert.msg_to_detections(msg, self.object_classes),
+                self._now(),
+                "detections",
+            ),
+        )
+
+    def _on_gt_instances(self, msg: InstanceArray) -> None:
+        self._guard("ground-truth instances", lambda: self.evaluator.add_ground_truth(
+            "instance", convert.stamp_to_ns(msg.header.stamp),
+            convert.msg_to_instances(msg, decode_masks=False)))  # fmt: skip
+
+    def _on_instances(self, msg: InstanceArray) -> None:
+        self._guard(
+            "instances",
+            lambda: self.evaluator.add_prediction(
+                "instance",
+                convert.stamp_to_ns(msg.header.stamp),
+                convert.msg_to_instances(msg, decode_masks=False),
+                self._now(),
+                "instances",
+            ),
+        )
+
+    def _on_timing(self, msg: FrameTiming) -> None:
+        self.evaluator.add_timing(msg.node or "unknown", {
+            "preprocess_ms": msg.preprocess_ms, "inference_ms": msg.inference_ms,
+            "postprocess_ms": msg.postprocess_ms, "end_to_end_ms": msg.end_to_end_ms,
+        })  # fmt: skip
+
+
+def main(args: Optional[list] = None) -> None:
+    """Console entry: spin until Ctrl-C / shutdown, then write the report."""
+    rclpy.init(args=args)
+    node = EvaluatorNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node.write_report()
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
