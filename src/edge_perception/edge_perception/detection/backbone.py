@@ -11,8 +11,8 @@ stride-2 depthwise-separable downsample. Reasons:
   ONNX Runtime and TensorRT and quantises well to INT8 (ReLU outputs are non-negative, BN folds);
 - residual connections make training from scratch (no pretrained weights here) stable.
 
-``block="basic"`` swaps in ResNet basic blocks (two dense 3x3 convs); with ResNet-18 widths it gives
-the RT-DETRv2-S-sized reference model used only by ``bench/det_throughput.py``.
+``block="basic"`` swaps in ResNet basic blocks (two dense 3x3 convs); with ResNet-18 widths it
+gives the RT-DETRv2-S-sized reference model used only by ``bench/det_throughput.py``.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Terms (``num_boxes`` = objects in the batch, averaged over DDP processes):
 
 They are applied to the last decoder layer, every earlier layer (``_aux{i}``), the selected encoder
 proposals (``_enc``; trains the IoU-aware query selection) and, when denoising queries exist, to
-every layer's denoising outputs (``_dn{i}``) with the known one-to-one assignment of positive queries
-to their objects (negative and padding queries only see the "no object" target).
+every layer's denoising outputs (``_dn{i}``) with the known one-to-one assignment of positive
+queries to their objects (negative and padding queries only see the "no object" target).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ Indices = List[Tuple[Tensor, Tensor]]
 def varifocal_loss(
     logits: Tensor, target_score: Tensor, alpha: float = 0.75, gamma: float = 2.0
 ) -> Tensor:
-    """Element-wise VFL [..., C]: weight ``alpha p^gamma`` where the target is 0, else the target."""
+    """Element-wise VFL [..., C]: weight ``alpha p^gamma`` where the target is 0, else the
+    target."""
     p = logits.sigmoid().detach()
     weight = torch.where(target_score > 0, target_score, alpha * p.pow(gamma))
     return F.binary_cross_entropy_with_logits(

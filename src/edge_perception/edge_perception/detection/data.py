@@ -5,8 +5,8 @@ Reads ``<root>/<split>/annotations/coco.json`` and the images it names under
 (``category_id - 1``, the project's class table); boxes are returned as normalised cxcywh of the
 network input.
 
-Geometry: every image is *letterboxed* -- scaled by ``s = min(H_in / h, W_in / w)`` and padded at the
-bottom/right with grey -- so a box in input pixels maps back to the original image by ``/ s``
+Geometry: every image is *letterboxed* -- scaled by ``s = min(H_in / h, W_in / w)`` and padded at
+the bottom/right with grey -- so a box in input pixels maps back to the original image by ``/ s``
 (``target["scale"]``). Training augmentations (``augment=True``):
 
 - random zoom-in crop (keep 60-100 % of each side; boxes clipped, objects with < 40 % of their area

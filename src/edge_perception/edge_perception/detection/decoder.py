@@ -1,8 +1,8 @@
 """RT-DETR decoder: IoU-aware query selection, deformable decoder layers, iterative refinement.
 
 1. The encoder's multi-level maps are flattened into one memory; every token gets an anchor box
-   (its cell centre, size ``0.05 * 2**level``, clamped into (0.01, 0.99) so every logit is finite --
-   no infinities in the exported graph).
+   (its cell centre, size ``0.05 * 2**level``, clamped into (0.01, 0.99) so every logit is
+   finite -- no infinities in the exported graph).
 2. Query selection: an encoder head scores every token (class logits) and regresses a box relative
    to its anchor; the ``K`` tokens with the highest class score become the decoder's initial
    queries (content = the token's feature, reference = its box; both detached). The criterion
@@ -13,8 +13,8 @@
    has its own class and box heads; the box head predicts a delta in inverse-sigmoid space and the
    refined box (detached) is the next layer's reference.
 
-``set_eval_layers(k)`` makes inference stop after the first ``k`` layers and use that layer's heads,
-trading accuracy for speed without retraining; training always runs every layer.
+``set_eval_layers(k)`` makes inference stop after the first ``k`` layers and use that layer's
+heads, trading accuracy for speed without retraining; training always runs every layer.
 """
 
 from __future__ import annotations

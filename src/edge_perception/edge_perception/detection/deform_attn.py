@@ -1,11 +1,11 @@
 """Multi-scale deformable attention written with ``torch.nn.functional.grid_sample``.
 
 Each query looks at ``points`` sampling locations per head and per feature level, placed around its
-reference box: ``location = centre + offset / points * size / 2`` (offsets predicted from the query,
-so ``|offset| = points`` reaches the box edge). The sampled values (bilinear, zero outside the map,
-``align_corners=False`` pixel-centre convention) are summed with softmax weights over levels x
-points. Only standard ops are used (``GridSample`` is ONNX opset >= 16; ONNX Runtime and TensorRT
-8.5+ run it), no custom CUDA kernel.
+reference box: ``location = centre + offset / points * size / 2`` (offsets predicted from the
+query, so ``|offset| = points`` reaches the box edge). The sampled values (bilinear, zero outside
+the map, ``align_corners=False`` pixel-centre convention) are summed with softmax weights over
+levels x points. Only standard ops are used (``GridSample`` is ONNX opset >= 16; ONNX Runtime and
+TensorRT 8.5+ run it), no custom CUDA kernel.
 """
 
 from __future__ import annotations

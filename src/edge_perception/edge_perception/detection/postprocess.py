@@ -1,9 +1,9 @@
 """Detection postprocess inside the graph: top-K over (query, class) pairs, no NMS.
 
-Sigmoid scores of every (query, class) pair are ranked jointly and the ``K`` best kept, so one query
-may yield several labels (as in RT-DETR); boxes are converted from normalised cxcywh to x1, y1, x2,
-y2 in pixels of the network input image. Outputs follow CONTRACTS.md: ``boxes`` [N, K, 4] float32,
-``scores`` [N, K] float32, ``labels`` [N, K] int64 (0-based class index).
+Sigmoid scores of every (query, class) pair are ranked jointly and the ``K`` best kept, so one
+query may yield several labels (as in RT-DETR); boxes are converted from normalised cxcywh to x1,
+y1, x2, y2 in pixels of the network input image. Outputs follow CONTRACTS.md: ``boxes`` [N, K, 4]
+float32, ``scores`` [N, K] float32, ``labels`` [N, K] int64 (0-based class index).
 """
 
 from __future__ import annotations

@@ -353,7 +353,10 @@ def _state(
         "iteration": it,
         "best_map": best,
         "config": config_dict(model),
-        "args": {k: v for k, v in vars(args).items() if k != "run"},
+        "args": {
+            **{k: v for k, v in vars(args).items() if k != "run"},
+            "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        },
         "rng": torch.get_rng_state(),
     }
 

@@ -1,0 +1,139 @@
+"""Export a trained detector to ONNX with a parity check (``edge-perception det-export``).
+
+    edge-perception det-export --checkpoint runs/det/best.pt --out models/det_small.onnx \\
+        [--input-size 320 320] [--eval-layers 2] [--opset 17]
+
+The graph follows docs/CONTRACTS.md: input ``images`` float32 [N, 3, H, W] RGB in [0, 1] (dynamic
+N, fixed H, W), outputs ``boxes`` [N, K, 4] (x1, y1, x2, y2 input pixels), ``scores`` [N, K],
+``labels`` [N, K] int64, top-K inside the graph and no NMS. ``--eval-layers k`` bakes a shallower
+decoder (the first ``k`` layers and their heads) into the graph. After export the ONNX Runtime
+outputs are compared with PyTorch (:func:`edge_perception.export.check_parity`); a failed check
+exits non-zero. The sidecar manifest ``<model>.json`` records class names, input size, command,
+seed, data version and the checkpoint's validation metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from edge_perception.detection.model import RTDETR, count_parameters, model_from_checkpoint
+from edge_perception.export import check_parity, export_onnx, write_manifest
+
+INPUT_NAMES = ["images"]
+OUTPUT_NAMES = ["boxes", "scores", "labels"]
+CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
+
+
+def export_detector(
+    model: RTDETR,
+    path: str,
+    input_size: Tuple[int, int],
+    eval_layers: Optional[int] = None,
+    opset: int = 17,
+    batch: int = 1,
+    atol: float = 1e-3,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Export ``model`` in deploy mode to ``path`` and check parity on random images.
+
+    Returns ``{"path", "parity": ParityReport.as_dict(), "params"}``; raises RuntimeError when the
+    parity check fails (the file is left for inspection).
+    """
+    if opset < 16:
+        raise ValueError(f"opset {opset} lacks GridSample; use >= 16")
+    h, w = int(input_size[0]), int(input_size[1])
+    if h % 32 or w % 32:
+        raise ValueError(f"input size {input_size} must be multiples of 32")
+    if eval_layers is not None:
+        model.set_eval_layers(eval_layers)
+    model.deploy()
+    g = torch.Generator().manual_seed(seed)
+    example = torch.rand(batch, 3, h, w, generator=g)
+    export_onnx(model, (example,), path, INPUT_NAMES, OUTPUT_NAMES, opset=opset)
+    probe = torch.rand(2, 3, h, w, generator=g)
+    report = check_parity(model, path, {"images": probe}, atol=atol, int_mismatch=0.02)
+    if not report.ok:
+        raise RuntimeError(f"ONNX parity check failed for {path}: {report.as_dict()}")
+    return {"path": path, "parity": report.as_dict(), "params": count_parameters(model)}
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception det-export``."""
+    parser.add_argument("--checkpoint", required=True, help="det-train checkpoint (.pt)")
+    parser.add_argument("--out", required=True, help="output .onnx path")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="default: the training input size",
+    )
+    parser.add_argument(
+        "--eval-layers",
+        type=int,
+        default=None,
+        help="decoder layers baked into the graph (default: all)",
+    )
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--no-ema", action="store_true", help="export raw weights, not the EMA")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="det-eval JSON to record in the manifest (default: checkpoint's)",
+    )
+    parser.set_defaults(run=main)
+
+
+def _data_version(data_root: Optional[str]) -> Optional[str]:
+    if not data_root:
+        return None
+    path = os.path.join(data_root, "manifest.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        m = json.load(f)
+    return m.get("data_version")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Export as described by ``args``; writes the model and its manifest."""
+    torch.set_num_threads(1)
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"checkpoint {args.checkpoint} does not exist")
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    model = model_from_checkpoint(ckpt, use_ema=not args.no_ema)
+    train_args = ckpt.get("args", {})
+    size = tuple(args.input_size or train_args.get("input_size", (320, 320)))
+    info = export_detector(model, args.out, size, args.eval_layers, args.opset)
+    metrics = ckpt.get("val_metrics")
+    if args.metrics:
+        with open(args.metrics, encoding="utf-8") as f:
+            metrics = json.load(f)
+    manifest = {
+        "task": "detection",
+        "model": "rtdetr",
+        "variant": train_args.get("variant"),
+        "class_names": CLASS_NAMES[: model.cfg.num_classes],
+        "input_size": list(size),
+        "input_names": INPUT_NAMES,
+        "output_names": OUTPUT_NAMES,
+        "decoder_layers": model.decoder.eval_layers,
+        "params": info["params"],
+        "command": " ".join(["edge-perception", "det-export", *sys.argv[2:]]),
+        "train_command": train_args.get("command"),
+        "seed": train_args.get("seed"),
+        "data_version": _data_version(train_args.get("data")),
+        "epochs_trained": ckpt.get("epoch", -1) + 1,
+        "metrics": metrics,
+        "parity": info["parity"],
+    }
+    write_manifest(args.out, manifest)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB); parity {info['parity']}")
+    return 0
