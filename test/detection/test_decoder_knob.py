@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from edge_perception.detection.export import export_detector
 from edge_perception.detection.model import build_rtdetr
 from edge_perception.export import ort_session
@@ -55,11 +54,14 @@ def test_export_option_bakes_fewer_layers(tmp_path):
     full_path, short_path = str(tmp_path / "full.onnx"), str(tmp_path / "short.onnx")
     export_detector(_model(), full_path, (64, 64))
     export_detector(_model(), short_path, (64, 64), eval_layers=1)
-    scopes = lambda p: {
-        n.name.split("/")[2]
-        for n in onnx.load(p).graph.node  # noqa: E731
-        if n.name.startswith("/decoder/layers.")
-    }
+
+    def scopes(p):
+        return {
+            n.name.split("/")[2]
+            for n in onnx.load(p).graph.node
+            if n.name.startswith("/decoder/layers.")
+        }
+
     assert scopes(full_path) == {"layers.0", "layers.1", "layers.2"}
     assert scopes(short_path) == {"layers.0"}
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from edge_perception.detection.deform_attn import MSDeformableAttention, deformable_sample
 
 
@@ -29,7 +28,7 @@ def bilinear(img, x, y):
 
 def naive(value, shapes, locations, weights):
     b, _, heads, dh = value.shape
-    q, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
+    q, points = locations.shape[1], locations.shape[4]
     out = torch.zeros(b, q, heads * dh, dtype=torch.float64)
     starts = [0]
     for h, w in shapes:

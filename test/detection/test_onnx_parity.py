@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from edge_perception.detection.export import export_detector
 from edge_perception.detection.model import build_rtdetr
 from edge_perception.export import ort_session
