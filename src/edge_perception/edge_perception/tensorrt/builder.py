@@ -35,7 +35,7 @@ from .calibrator import (
     make_calibrator,
     read_cache,
 )
-from .policy import PRECISIONS, PrecisionPolicy, is_qdq_model, load_policy
+from .policy import PRECISIONS, PrecisionPolicy, is_qdq_model, load_policy, with_scoped_names
 
 if TYPE_CHECKING:  # annotations only: TensorRT is imported lazily at run time
     import tensorrt as trt
@@ -145,6 +145,13 @@ _ONNX_DTYPES = {
     9: "bool",
     10: "float16",
 }
+
+
+def onnx_model(model_path: str) -> Any:
+    """The ONNX ModelProto (graph only; external weights stay on disk)."""
+    import onnx
+
+    return onnx.load(model_path, load_external_data=False)
 
 
 def onnx_io(model_path: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -376,7 +383,13 @@ def build_engine(
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags())
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+    model = onnx_model(onnx_path)
+    scoped = with_scoped_names(model)
+    if scoped is model:
+        parsed = parser.parse_from_file(os.path.abspath(onnx_path))
+    else:  # renamed nodes (dynamo export): parse from memory, weights relative to the file
+        parsed = parser.parse(scoped.SerializeToString(), os.path.abspath(onnx_path))
+    if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise BuildError("TensorRT could not parse %s:\n  %s" % (onnx_path, "\n  ".join(errors)))
 

@@ -5,10 +5,14 @@ A policy is an ordered list of rules ``(pattern, precision)``; the first rule wh
 Layers no rule matches get ``default`` (``None`` = TensorRT picks among the enabled precisions).
 
 The TensorRT ONNX parser names each layer after the ONNX node it comes from (a node that becomes
-several layers gives them the node name plus a suffix), and ``torch.onnx.export`` names nodes after
-the module path (``/backbone/layer1/layer1.0/conv1/Conv``). So a rule can be checked without
-TensorRT against the ONNX graph: :func:`resolve_onnx` says which node every rule selects, and the
-engine builder applies the same :meth:`PrecisionPolicy.precision_for` to the network's layers.
+several layers gives them the node name plus a suffix). The TorchScript exporter
+(``torch.onnx.export(..., dynamo=False)``) names nodes after the module path
+(``/backbone/layer1/layer1.0/conv1/Conv``); the dynamo exporter (the default since torch 2.9)
+names them ``node_conv2d_3`` and keeps the module path in the node's ``namespace`` metadata.
+:func:`with_scoped_names` renames such nodes to ``/backbone/layer1/.../node_conv2d_3`` and the
+builder parses that renamed graph, so the same patterns work for both exporters. A rule can thus be
+checked without TensorRT against the ONNX graph: :func:`resolve_onnx` says which node every rule
+selects, and the builder applies the same :meth:`PrecisionPolicy.precision_for` to the layers.
 
 Policies come from a preset name (:data:`PRESETS`), a YAML file or a dict::
 
@@ -110,9 +114,10 @@ PRESETS: Dict[str, PrecisionPolicy] = {
         name="yolact",
         rules=_rules(
             [
+                # first: the FPN has its own "pred_layers", which are FPN, not prediction heads
+                (r"(^|/)(backbone|fpn|neck)(/|\.|$)", "int8"),
                 (r"(^|/)(prediction_layers?|pred_layers?|heads?|predict\w*)(/|\.|$)", "fp16"),
                 (r"(^|/)(proto_?net|protonet|proto)(/|\.|$)", "fp16"),
-                (r"(^|/)(backbone|fpn|neck)(/|\.|$)", "int8"),
             ]
         ),
         default="fp16",
@@ -124,7 +129,7 @@ PRESETS: Dict[str, PrecisionPolicy] = {
         rules=_rules(
             [
                 (r"(^|/)(decoder|transformer|dec_\w+|\w*_head|heads?|query\w*)(/|\.|$)", "fp16"),
-                (r"(^|/)(backbone|encoder|hybrid_encoder|input_proj)(/|\.|$)", "int8"),
+                (r"(^|/)(backbone|encoder|hybrid_encoder)(/|\.|$)", "int8"),
             ]
         ),
         default="fp16",
@@ -172,7 +177,15 @@ def policy_from_dict(data: Mapping[str, Any], name: str = "custom") -> Precision
         where = "policy %r rule %d" % (pname, i)
         if isinstance(item, Mapping) and set(item) == {"pattern", "precision"}:
             pattern, prec = item["pattern"], item["precision"]
-        elif isinstance(item, Mapping) and len(item) == 1:  # {"<regex>": "<precision>"}
+        elif (
+            isinstance(item, Mapping)
+            and len(item) == 1
+            and not set(item)
+            & {
+                "pattern",
+                "precision",
+            }
+        ):  # short form {"<regex>": "<precision>"}
             pattern, prec = next(iter(item.items()))
         else:
             raise PolicyError(
@@ -240,12 +253,52 @@ def _load_model(model: Any) -> Any:
     return model
 
 
-def onnx_node_names(model: Any) -> List[str]:
-    """Names of the nodes of an ONNX model (path or ``ModelProto``), in graph order.
+def _scope_of(node: Any) -> str:
+    """Module path from the dynamo exporter's ``namespace`` metadata, e.g. ``/backbone/fpn``.
 
-    Nodes without a name get ``<op_type>_<index>`` as the TensorRT parser does.
+    The value looks like ``": pkg.Net/backbone: torch...Sequential/backbone.0: ...Conv2d/conv2d:
+    aten.conv2d.default"``: ``/``-separated ``name: type`` pairs, the root first (empty name) and
+    the ATen op last.
     """
-    graph = _load_model(model).graph
+    for prop in node.metadata_props:
+        if prop.key == "namespace":
+            parts = [p.split(":", 1)[0].strip() for p in prop.value.split("/")]
+            scope = [p for p in parts[1:-1] if p]
+            return "/" + "/".join(scope) if scope else ""
+    return ""
+
+
+def with_scoped_names(model: Any) -> Any:
+    """The model with dynamo-exported nodes renamed ``<module path>/<node name>``.
+
+    Returns the input object unchanged when no node needs it (TorchScript exports, hand-made
+    graphs), else a renamed copy. Names stay unique (the original name is kept as the suffix).
+    """
+    model = _load_model(model)
+    renames = {}
+    for i, node in enumerate(model.graph.node):
+        if "/" in node.name:
+            continue
+        scope = _scope_of(node)
+        if scope:
+            renames[i] = "%s/%s" % (scope, node.name or "%s_%d" % (node.op_type, i))
+    if not renames:
+        return model
+    import copy
+
+    out = copy.deepcopy(model)
+    for i, name in renames.items():
+        out.graph.node[i].name = name
+    return out
+
+
+def onnx_node_names(model: Any) -> List[str]:
+    """Names of the nodes of an ONNX model (path or ``ModelProto``) as TensorRT will see them.
+
+    Graph order; dynamo-exported nodes get their module path (:func:`with_scoped_names`);
+    nodes without a name get ``<op_type>_<index>``.
+    """
+    graph = with_scoped_names(model).graph
     return [n.name or "%s_%d" % (n.op_type, i) for i, n in enumerate(graph.node)]
 
 
