@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import rclpy
 import rclpy.executors
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -124,7 +125,9 @@ class ScenarioPublisher(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._timer = self.create_timer(1.0 / self._rate, self._tick)
+        # The node is the source of simulated time: its pace must not wait for /clock.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timer = self.create_timer(1.0 / self._rate, self._tick, clock=steady)
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
