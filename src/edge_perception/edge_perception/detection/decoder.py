@@ -199,6 +199,10 @@ class RTDETRDecoder(nn.Module):
             target = torch.cat([self.denoising_embed(dn.labels), target], dim=1)
             ref = torch.cat([dn.ref_logits, ref], dim=1)
             attn_mask = dn.attn_mask
+        elif self.training:
+            # keep the denoising embedding in the graph (zero gradient) so that DDP, which waits
+            # for a gradient of every parameter, also works on batches without denoising
+            target = target + 0.0 * self.denoising_embed.weight.sum()
         ref_boxes = ref.sigmoid()
 
         n_layers = self.num_layers if self.training else self.eval_layers

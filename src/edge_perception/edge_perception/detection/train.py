@@ -103,7 +103,7 @@ def compute_loss(
     outputs = model(images, targets)
     losses = criterion(outputs, targets, num_boxes=max(float(num_boxes), 1e-6))
     total = sum(losses.values())
-    return total, {k: float(v) for k, v in losses.items()}
+    return total, {k: float(v.detach()) for k, v in losses.items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -280,8 +280,9 @@ def main(args: argparse.Namespace) -> int:
             tg = to_device(targets, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss, parts = compute_loss(ddp, criterion, images, tg)
-            if not math.isfinite(float(loss)):
-                raise SystemExit(f"loss is {float(loss)} at iteration {iteration}: {parts}")
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise SystemExit(f"loss is {loss_value} at iteration {iteration}: {parts}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if args.clip_grad > 0:
@@ -291,7 +292,7 @@ def main(args: argparse.Namespace) -> int:
             scaler.update()
             ema.update(model)
             iteration += 1
-            running += float(loss)
+            running += loss_value
             count += 1
             bar.set_postfix(loss=f"{running / count:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
             if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
