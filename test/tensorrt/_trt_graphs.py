@@ -56,6 +56,7 @@ def conv_chain(
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by the onnxruntime / TensorRT parsers of JetPack 5 too
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

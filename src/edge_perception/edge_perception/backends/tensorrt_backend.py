@@ -59,14 +59,12 @@ class TensorRTBackend(InferenceBackend):
         from ..tensorrt.cuda import CudaUnavailableError, get_cuda_api
 
         backend_opts = {k: options.pop(k) for k in list(options) if k in _BACKEND_OPTIONS}
+        from ..tensorrt import TensorRTUnavailableError, require_tensorrt
+
         try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise BackendError(
-                "tensorrt backend: the tensorrt Python package is not importable. On a Jetson it "
-                "comes with JetPack (python3-libnvinfer); on a desktop GPU: pip install tensorrt. "
-                "Without an NVIDIA GPU use the onnxruntime backend."
-            ) from None
+            require_tensorrt()
+        except TensorRTUnavailableError as exc:
+            raise BackendError("tensorrt backend: %s" % exc) from None
         self._closed = True
         self._engine: Optional[trt.ICudaEngine] = None
         self._context: Optional[trt.IExecutionContext] = None

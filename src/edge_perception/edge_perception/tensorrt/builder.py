@@ -371,6 +371,9 @@ def build_engine(
     shapes = resolve_shapes(io["inputs"], options.shapes)
     mode, calib_key, calib_files = calibration_plan(onnx_path, options, engine_path)
 
+    from . import require_tensorrt
+
+    require_tensorrt()
     import tensorrt as trt
 
     from .cuda import get_cuda_api

@@ -268,6 +268,9 @@ def runtime_fields(cuda: Any = None, dla_core: Optional[int] = None) -> Dict[str
     Imports TensorRT; ``cuda`` is a :class:`~edge_perception.tensorrt.cuda.CudaApi` (default:
     the first importable binding).
     """
+    from . import require_tensorrt
+
+    require_tensorrt()
     import tensorrt as trt
 
     from .cuda import get_cuda_api

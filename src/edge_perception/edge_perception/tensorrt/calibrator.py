@@ -253,6 +253,9 @@ def make_calibrator(
             "INT8 calibration needs images (--calib-data DIR) or an existing calibration cache "
             "(--calib-cache FILE); neither was given / found"
         )
+    from . import require_tensorrt
+
+    require_tensorrt()
     import tensorrt as trt
 
     from .cuda import get_cuda_api

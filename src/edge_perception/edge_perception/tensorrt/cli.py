@@ -208,7 +208,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--calib-data %s is not a folder" % opts.calib_data)
 
     if args.explain_policy:
-        explained = _explain(args, opts)
+        try:
+            explained = _explain(args, opts)
+        except PolicyError as exc:
+            return _usage_error(str(exc))
         if args.json:
             print(json.dumps(explained, indent=2))
         else:
@@ -231,13 +234,10 @@ def run(args: argparse.Namespace) -> int:
     engine_path = args.output or cache_mod.engine_path_for(
         args.model, opts.precision, opts.dla_core, args.cache_dir
     )
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        sys.stderr.write(
-            "%s: TensorRT is not importable here. Build engines on the target device "
-            "(Jetson: JetPack's python3-libnvinfer; desktop: pip install tensorrt).\n" % PROG
-        )
+    from . import INSTALL_HINT, tensorrt_available
+
+    if not tensorrt_available():
+        sys.stderr.write("%s: cannot build here: %s\n" % (PROG, INSTALL_HINT))
         return 1
     result: Dict[str, Any]
     try:
