@@ -80,7 +80,8 @@ def test_identical_predictions_score_perfectly(tmp_path):
     assert s["latency_ms"]["instance"]["max"] == pytest.approx(40.0)
     assert s["fps"]["detection"] == pytest.approx(10.0)
     assert s["pairing"]["lane"] == {"paired": 3, "gt_without_prediction": 0,
-                                    "prediction_without_gt": 0}  # fmt: skip
+                                    "prediction_without_gt": 0,
+                                    "duplicates_ignored": 0}  # fmt: skip
     paths = write_report(s, str(tmp_path / "out"))
     assert json.loads(open(paths[0]).read())["detection"]["map"] == pytest.approx(1.0)
     md = open(paths[1]).read()
@@ -106,7 +107,9 @@ def test_wrong_lane_class_lowers_miou_and_pairs_out_of_order():
     ev.add_prediction("lane", 7, pred)  # prediction before its ground truth
     ev.add_ground_truth("lane", 8, gt)  # a frame that never gets a prediction
     ev.add_ground_truth("lane", 7, gt)
+    ev.add_prediction("lane", 7, gt)  # a late duplicate must not change the score
     s = ev.summary()
+    assert s["pairing"]["lane"]["duplicates_ignored"] == 1
     # IoU background = 8 / 12, drivable = 4 / 8
     assert s["lane"]["miou"] == pytest.approx((8 / 12 + 4 / 8) / 2)
     assert s["pairing"]["lane"]["gt_without_prediction"] == 1

@@ -50,8 +50,17 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
     from edge_perception_msgs.msg import FrameTiming, InstanceArray, LaneSegmentation
 
     out = tmp_path / "report"
+    topics = {
+        "lane_mask_topic": "/perception/lane/class_mask",
+        "lanes_topic": "/perception/lanes",
+        "detections_topic": "/perception/detections",
+        "instances_topic": "/perception/instances",
+    }
     ev = EvaluatorNode(context=rclpy_context, parameter_overrides=[
-        Parameter("output_dir", value=str(out))])  # fmt: skip
+        Parameter("output_dir", value=str(out)),
+        Parameter("timing_topics", value=["/perception/timing"]),
+        *[Parameter(k, value=v) for k, v in topics.items()],
+    ])  # fmt: skip
     src = rclpy.create_node("fake_stream", context=rclpy_context)
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {
@@ -87,6 +96,8 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
                 pubs["mask"].publish(convert.array_to_image(_lane_mask(k), "mono8", hdr))
             else:
                 pubs["lanes"].publish(convert.lane_to_msg(hdr, remapped, names))
+            if k == 1:  # the same mask again on the other topic: ignored, counted
+                pubs["mask"].publish(convert.array_to_image(_lane_mask(k), "mono8", hdr))
             pubs["det"].publish(convert.detections_to_msg(hdr, shifted, [0.9], [0],
                                                           OBJECT_CLASSES))  # fmt: skip
             pubs["inst"].publish(inst)
@@ -96,6 +107,7 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
                            and done["instance"].paired == 3)  # fmt: skip
         s = ev.evaluator.summary()
         assert s["pairing"]["lane"]["prediction_without_gt"] == 0
+        assert _spin_until(ex, lambda: done["lane"].duplicates == 1, timeout=3.0)
         assert s["lane"]["miou"] == pytest.approx(1.0)
         assert s["detection"]["map"] == pytest.approx(0.4, abs=1e-6)
         assert s["detection"]["map50"] == pytest.approx(1.0)

@@ -65,11 +65,19 @@ class _Pairing:
         self.dropped_gt = 0
         self.dropped_pred = 0
         self.paired = 0
+        self.duplicates = 0
+        self._done: OrderedDict[int, None] = OrderedDict()  # recently paired stamps
 
     def add(self, side: str, stamp: int, item: Any) -> Optional[Tuple[Any, Any]]:
         mine, other = (self.gt, self.pred) if side == "gt" else (self.pred, self.gt)
+        if stamp in self._done or stamp in mine:
+            self.duplicates += 1  # a second message for an already seen stamp: ignored
+            return None
         if stamp in other:
             self.paired += 1
+            self._done[stamp] = None
+            if len(self._done) > self.max_pending:
+                self._done.popitem(last=False)
             partner = other.pop(stamp)
             return (item, partner) if side == "gt" else (partner, item)
         mine[stamp] = item
@@ -213,6 +221,7 @@ class ClosedLoopEvaluator:
                 "paired": p.paired,
                 "gt_without_prediction": p.dropped_gt + len(p.gt),
                 "prediction_without_gt": p.dropped_pred + len(p.pred),
+                "duplicates_ignored": p.duplicates,
             }
         lane = self._lane.compute() if self._lane.frames else None
         if lane is not None:

@@ -2,28 +2,23 @@
 
 Subscriptions (names are parameters):
 
-==============================  ======================================  =========================
-parameter (default topic)       type                                    role
-==============================  ======================================  =========================
-image_topic                     sensor_msgs/Image (sensor-data QoS)     image sizes, image count
-  (/camera/image_raw)
-gt_lanes_topic                  edge_perception_msgs/LaneSegmentation   lane ground truth
-  (/ground_truth/lanes)
-gt_detections_topic             vision_msgs/Detection2DArray            box ground truth
-  (/ground_truth/detections)
-gt_instances_topic              edge_perception_msgs/InstanceArray      mask ground truth
-  (/ground_truth/instances)
-lane_mask_topic                 sensor_msgs/Image mono8                 lane class mask
-  (/perception/lane/class_mask)
-lanes_topic (/perception/lanes) edge_perception_msgs/LaneSegmentation   lanes (embedded mask)
-detections_topic                vision_msgs/Detection2DArray            detector output
-  (/perception/detections)
-instances_topic                 edge_perception_msgs/InstanceArray      instance output
-  (/perception/instances)
-timing_topic                    edge_perception_msgs/FrameTiming        per-node timing
-  (/perception/timing)
-~/write_report                  std_msgs/Empty                          write the report now
-==============================  ======================================  =========================
+=======================  ======================================  ==============================
+parameter                type                                    default topic
+=======================  ======================================  ==============================
+image_topic              sensor_msgs/Image (sensor-data QoS)     /camera/image_raw
+gt_lanes_topic           edge_perception_msgs/LaneSegmentation   /ground_truth/lanes
+gt_detections_topic      vision_msgs/Detection2DArray            /ground_truth/detections
+gt_instances_topic       edge_perception_msgs/InstanceArray      /ground_truth/instances
+lane_mask_topic          sensor_msgs/Image mono8                 /lane_node/class_mask
+lanes_topic              edge_perception_msgs/LaneSegmentation   "" (off; for embedded masks)
+detections_topic         vision_msgs/Detection2DArray            /detection_node/detections
+instances_topic          edge_perception_msgs/InstanceArray      /instance_node/instances
+timing_topics (list)     edge_perception_msgs/FrameTiming        /<node>/timing of those three
+(fixed) ~/write_report   std_msgs/Empty                          write the report now
+=======================  ======================================  ==============================
+
+An empty topic name switches that input off. A second prediction for an already paired stamp
+(e.g. the same mask on two topics) is ignored and counted.
 
 A prediction's latency is its arrival time on this node's clock minus its header stamp (the image
 stamp), so run the evaluator with the same ``use_sim_time`` as the publisher. Lane predictions
@@ -59,12 +54,12 @@ DEFAULT_TOPICS = {
     "gt_lanes_topic": "/ground_truth/lanes",
     "gt_detections_topic": "/ground_truth/detections",
     "gt_instances_topic": "/ground_truth/instances",
-    "lane_mask_topic": "/perception/lane/class_mask",
-    "lanes_topic": "/perception/lanes",
-    "detections_topic": "/perception/detections",
-    "instances_topic": "/perception/instances",
-    "timing_topic": "/perception/timing",
+    "lane_mask_topic": "/lane_node/class_mask",
+    "lanes_topic": "",
+    "detections_topic": "/detection_node/detections",
+    "instances_topic": "/instance_node/instances",
 }
+DEFAULT_TIMING_TOPICS = ["/lane_node/timing", "/detection_node/timing", "/instance_node/timing"]
 
 
 def lane_remap(names: Sequence[str], table: Sequence[str]) -> np.ndarray:
@@ -101,23 +96,25 @@ class EvaluatorNode(Node):
             line_tol_px=float(self.get_parameter("line_tol_px").value),
         )  # fmt: skip
         self._warned: Dict[str, bool] = {}
+        self.declare_parameter("timing_topics", DEFAULT_TIMING_TOPICS)
         t = {n: self.get_parameter(n).value for n in DEFAULT_TOPICS}
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        sensor = qos_profile_sensor_data
-        self.create_subscription(Image, t["image_topic"], self._on_image, sensor)
-        self.create_subscription(
-            LaneSegmentation, t["gt_lanes_topic"], self._on_gt_lanes, reliable
-        )
-        self.create_subscription(Detection2DArray, t["gt_detections_topic"],
-                                 self._on_gt_detections, reliable)  # fmt: skip
-        self.create_subscription(InstanceArray, t["gt_instances_topic"], self._on_gt_instances,
-                                 reliable)  # fmt: skip
-        self.create_subscription(Image, t["lane_mask_topic"], self._on_lane_mask, reliable)
-        self.create_subscription(LaneSegmentation, t["lanes_topic"], self._on_lanes, reliable)
-        self.create_subscription(Detection2DArray, t["detections_topic"], self._on_detections,
-                                 reliable)  # fmt: skip
-        self.create_subscription(InstanceArray, t["instances_topic"], self._on_instances, reliable)
-        self.create_subscription(FrameTiming, t["timing_topic"], self._on_timing, reliable)
+        subs = [
+            (Image, "image_topic", self._on_image, qos_profile_sensor_data),
+            (LaneSegmentation, "gt_lanes_topic", self._on_gt_lanes, reliable),
+            (Detection2DArray, "gt_detections_topic", self._on_gt_detections, reliable),
+            (InstanceArray, "gt_instances_topic", self._on_gt_instances, reliable),
+            (Image, "lane_mask_topic", self._on_lane_mask, reliable),
+            (LaneSegmentation, "lanes_topic", self._on_lanes, reliable),
+            (Detection2DArray, "detections_topic", self._on_detections, reliable),
+            (InstanceArray, "instances_topic", self._on_instances, reliable),
+        ]
+        for cls, name, cb, qos in subs:
+            if t[name]:
+                self.create_subscription(cls, t[name], cb, qos)
+        for topic in self.get_parameter("timing_topics").value:
+            if topic:
+                self.create_subscription(FrameTiming, topic, self._on_timing, reliable)
         self.create_subscription(Empty, "~/write_report", lambda _m: self.write_report(), 1)
         period = float(self.get_parameter("report_period_s").value)
         if period > 0:
