@@ -98,3 +98,31 @@ def test_frames_from_a_live_server(tmp_path):
     assert np.isclose(frames[2].timestamp, 0.2, atol=1e-3)
     assert world.get_settings().synchronous_mode == sync_before  # settings restored on close
     assert frames[1].flow is not None and frames[1].flow_valid is not None
+
+
+def test_recorder_replay_needs_a_log_and_a_server():
+    from carla_bridge.replay import CarlaRecorderReplay, replay_frames
+
+    with pytest.raises(ValueError, match="recorder log name"):
+        CarlaRecorderReplay("")
+    cfg = ScenarioConfig.from_dict(
+        {
+            "backend": "carla",
+            "carla": {"host": "127.0.0.1", "port": closed_port(), "timeout_s": 0.3},
+        }
+    )
+    with pytest.raises(CarlaUnavailableError, match="did not answer within 0.3 s"):
+        next(replay_frames(cfg, "recording01.log"))
+
+
+@pytest.mark.carla
+def test_recorder_replay_of_a_missing_log_is_refused():
+    client = _carla_client()
+    from carla_bridge.replay import CarlaRecorderReplay
+
+    host, port = os.environ["CARLA_HOST"], int(os.environ.get("CARLA_PORT", "2000"))
+    cfg = ScenarioConfig.from_dict({"backend": "carla", "carla": {"host": host, "port": port}})
+    sync_before = client.get_world().get_settings().synchronous_mode
+    with pytest.raises(FileNotFoundError, match="cannot read recorder log"):
+        CarlaRecorderReplay("no_such_log_4711.log").open(cfg)
+    assert client.get_world().get_settings().synchronous_mode == sync_before

@@ -82,6 +82,7 @@ class ScenarioPublisher(LifecycleNode):
         self.declare_parameter("rate_hz", 0.0)
         self.declare_parameter("frame_id", "camera")
         self.declare_parameter("record_bag", "")
+        self.declare_parameter("autostart", True)  # read by main(): configure + activate
         for key, (topic, _cls) in TOPICS.items():
             self.declare_parameter(key + "_topic", topic)
         self._pubs: Dict[str, Any] = {}
@@ -265,7 +266,6 @@ def main(args: Optional[list] = None) -> None:
     """Console entry: run the node; ``autostart:=true`` (default) configures and activates it."""
     rclpy.init(args=args)
     node = ScenarioPublisher()
-    node.declare_parameter("autostart", True)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:
