@@ -346,8 +346,10 @@ class CarlaBackend(SceneBackend):
     def _class_map(self, config: ScenarioConfig) -> Dict[str, str]:
         return {k: v for k, v in self.object_map.items() if v in config.classes}
 
-    def _full_boxes(self, pose: np.ndarray, camera: Any) -> Dict[int, Tuple[float, ...]]:
-        out: Dict[int, Tuple[float, ...]] = {}
+    def _full_boxes(
+        self, pose: np.ndarray, camera: Any
+    ) -> Dict[int, Tuple[float, float, float, float]]:
+        out: Dict[int, Tuple[float, float, float, float]] = {}
         for actor in self.world.get_actors():
             if not (actor.type_id.startswith("vehicle.") or actor.type_id.startswith("walker.")):
                 continue

@@ -115,7 +115,9 @@ class ClosedLoopEvaluator:
         self._pairs = {t: _Pairing(max_pending) for t in TASKS}
         self._images: Dict[int, Tuple[int, int]] = {}  # stamp -> (height, width)
         self._image_ids: Dict[Tuple[str, int], int] = {}
-        self._coco = {t: {"images": [], "annotations": [], "results": []} for t in TASKS[1:]}
+        self._coco: Dict[str, Dict[str, List[Dict[str, Any]]]] = {
+            t: {"images": [], "annotations": [], "results": []} for t in TASKS[1:]
+        }
         self._latency: Dict[str, List[float]] = {}
         self._arrivals: Dict[str, List[int]] = {}
         self._timing: Dict[str, Dict[str, List[float]]] = {}

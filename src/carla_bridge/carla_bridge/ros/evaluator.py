@@ -115,10 +115,10 @@ class EvaluatorNode(Node):
         for topic in self.get_parameter("timing_topics").value:
             if topic:
                 self.create_subscription(FrameTiming, topic, self._on_timing, reliable)
-        self.create_subscription(Empty, "~/write_report", lambda _m: self.write_report(), 1)
+        self.create_subscription(Empty, "~/write_report", self._on_write_report, 1)
         period = float(self.get_parameter("report_period_s").value)
         if period > 0:
-            self.create_timer(period, self.write_report)
+            self.create_timer(period, self._on_write_report)
 
     # ------------------------------------------------------------------ helpers
     def _now(self) -> int:
@@ -133,6 +133,9 @@ class EvaluatorNode(Node):
                 self._warned[what] = True
                 self.get_logger().error("%s: %s (further errors of this kind are counted)"
                                         % (what, exc))  # fmt: skip
+
+    def _on_write_report(self, _msg: Any = None) -> None:
+        self.write_report()
 
     def write_report(self) -> List[str]:
         """Write JSON + Markdown now; returns the paths."""
