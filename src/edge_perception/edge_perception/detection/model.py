@@ -89,7 +89,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "small_s2": dict(use_s2=True),
     "ref_v2s": dict(
         backbone_channels=(64, 128, 256, 512),
-        backbone_depths=(2, 2, 2, 2),
+        backbone_depths=(3, 3, 3, 2),
         backbone_block="basic",
         stem_channels=32,
         hidden_dim=256,
