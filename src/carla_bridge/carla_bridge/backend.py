@@ -13,7 +13,7 @@ another config (e.g. ``config.replace(seed=..., sequence=...)``). ``frames()`` y
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from carla_bridge.frame import Frame
 from carla_bridge.scenario import ScenarioConfig
@@ -65,8 +65,10 @@ class SceneBackend:
         self.close()
 
 
-def make_backend(config: ScenarioConfig, open_now: bool = True) -> SceneBackend:
+def make_backend(config: ScenarioConfig, open_now: bool = True, **options: Any) -> SceneBackend:
     """Create the backend ``config.backend`` names and (by default) open it with ``config``.
+
+    ``options`` go to the backend's constructor (e.g. ``effects=False`` for the synthetic one).
 
     The CARLA backend (``carla_bridge.carla_backend.CarlaBackend``) is imported lazily, so the
     ``carla`` client package is needed only when it is used.
@@ -74,7 +76,7 @@ def make_backend(config: ScenarioConfig, open_now: bool = True) -> SceneBackend:
     if config.backend == "synthetic":
         from carla_bridge.synthetic import SyntheticBackend
 
-        backend: SceneBackend = SyntheticBackend()
+        backend: SceneBackend = SyntheticBackend(**options)
     elif config.backend == "carla":
         try:
             from carla_bridge.carla_backend import CarlaBackend
@@ -83,7 +85,7 @@ def make_backend(config: ScenarioConfig, open_now: bool = True) -> SceneBackend:
                 "the carla backend needs the CARLA Python client (pip install carla==0.9.16) "
                 f"and carla_bridge.carla_backend: {exc}"
             ) from exc
-        backend = CarlaBackend()
+        backend = CarlaBackend(**options)
     else:
         raise ValueError(f"unknown backend {config.backend!r}; use 'synthetic' or 'carla'")
     if open_now:

@@ -13,24 +13,20 @@ from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
-    M_BUILDING,
-    M_CROWN,
     M_GRASS,
     M_ROAD,
     M_SIDEWALK,
-    M_TRUNK,
     NEAR,
     SHIFT,
     CameraState,
     Raster,
-    box_faces,
     clip_near,
 )
-from carla_bridge.synthetic.shade import Ground, make_style, render_ground, shade_buildings
-from carla_bridge.synthetic.world import M_POLE, World
+from carla_bridge.synthetic.scene import SceneGeometry
+from carla_bridge.synthetic.shade import Ground, make_style, render_ground
+from carla_bridge.synthetic.world import World
 
 VIEW_BEHIND, VIEW_AHEAD = 12.0, 260.0
-Poly = Tuple[np.ndarray, Tuple[float, float, float], int, int, bool]
 
 
 class SyntheticBackend(SceneBackend):
@@ -51,6 +47,7 @@ class SyntheticBackend(SceneBackend):
     def _open(self, config: ScenarioConfig) -> None:
         rng = np.random.default_rng([config.seed, 0x5EED])
         self.world: World = generate_world(config, rng)
+        self.geometry = SceneGeometry(self.world)
         self.style = make_style(config, rng, self.effects)
         c = config.camera
         j = c.jitter
@@ -81,27 +78,36 @@ class SyntheticBackend(SceneBackend):
         s = float(w.ego_s[t])
         theta, xc, el = w.profile(np.array([s]))
         return CameraState(
-            self.camera, self.mount, self.pitch, s, float(w.ego_d[t]), float(w.ego_psi[t]),
-            float(theta[0]), float(xc[0]), float(el[0]),
-        )  # fmt: skip
+            self.camera,
+            self.mount,
+            self.pitch,
+            s,
+            float(w.ego_d[t]),
+            float(w.ego_psi[t]),
+            float(theta[0]),
+            float(xc[0]),
+            float(el[0]),
+        )
 
     def _render(self, config: ScenarioConfig, t: int, prev: Optional[dict]) -> Tuple[Frame, dict]:
         world, style, cam = self.world, self.style, self.camera
         cs = self.camera_state(t)
         r = Raster(cam)
         ground = render_ground(r, world, cs, style)
-        polys, owners = self._scene_polygons(cs, t)
+        r.night = style.time_of_day != "day"
+        q = self.geometry.quads(cs, t, cs.s - VIEW_BEHIND, cs.s + VIEW_AHEAD)
         full: Dict[int, List[np.ndarray]] = {}
-        if polys:
-            verts = np.concatenate([p[0] for p in polys])
-            x, y, z = cs.to_camera(world, verts[:, 0], verts[:, 1], verts[:, 2])
-            pc_all = np.stack([x, y, z], 1)
-            i = 0
-            for (q, col, mat, obj, em), owner in zip(polys, owners):
-                pc = pc_all[i : i + len(q)]
-                i += len(q)
-                r.polygon(pc, col, mat, obj, em, full.setdefault(owner, []) if owner else None)
-        shade_buildings(r, world, cs, style)
+        owners = q.owner.tolist()
+        for i, owner in enumerate(owners):
+            r.polygon(
+                q.pc[i],
+                q.color[i],
+                int(q.mat[i]),
+                int(q.obj[i]),
+                bool(q.emissive[i]),
+                full.setdefault(owner, []) if owner else None,
+                q.tex[i],
+            )
         shadow = self._shadows(cs, t)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, shadow, frame_rng)
@@ -135,64 +141,6 @@ class SyntheticBackend(SceneBackend):
         )
         return frame, {"cs": cs, "invz": r.invz, "obj": r.obj}
 
-    def _scene_polygons(self, cs: CameraState, t: int) -> Tuple[List[Poly], List[int]]:
-        """Road-coordinate polygons of everything in view; owners = track id (0 = scenery)."""
-        w = self.world
-        lo, hi = cs.s - VIEW_BEHIND, cs.s + VIEW_AHEAD
-        polys: List[Poly] = []
-        owners: List[int] = []
-
-        def add(q: np.ndarray, col, mat: int, obj: int, em: bool = False, owner: int = 0):
-            polys.append((q, tuple(float(c) for c in col), mat, obj, em))
-            owners.append(owner)
-
-        sun = self.style.sun_side
-        for b in w.buildings:
-            if b.s1 < lo or b.s0 > hi:
-                continue
-            side = np.sign(b.d)
-            lit = 1.0 if side * -sun > 0 else 0.72
-            s0, s1 = max(b.s0, lo), min(b.s1, hi)
-            edges = np.linspace(s0, s1, max(2, int(np.ceil((s1 - s0) / 6.0)) + 1))
-            for a, c in zip(edges[:-1], edges[1:]):
-                q = np.array([(a, b.d, 0), (c, b.d, 0), (c, b.d, b.height), (a, b.d, b.height)])
-                add(q, np.asarray(b.color) * lit, M_BUILDING, 0)
-            if cs.s < b.s0:
-                dd = b.d + side * b.depth
-                q = np.array(
-                    [(b.s0, b.d, 0), (b.s0, dd, 0), (b.s0, dd, b.height), (b.s0, b.d, b.height)]
-                )
-                add(q, np.asarray(b.color) * 0.85, M_BUILDING, 0)
-        ang = np.linspace(0, 2 * np.pi, 11)[:-1]
-        for tr in w.trees:
-            if not lo < tr.s < hi:
-                continue
-            for q, sh in box_faces(tr.s - 0.15, tr.s + 0.15, tr.d - 0.15, tr.d + 0.15, 0.0,
-                                   tr.trunk_h + tr.crown_r, cs, w):  # fmt: skip
-                add(q, (0.3 * sh, 0.22 * sh, 0.14 * sh), M_TRUNK, 0)
-            hc = tr.trunk_h + tr.crown_r
-            q = np.stack(
-                [np.full(10, tr.s - 0.2), tr.d + tr.crown_r * np.cos(ang),
-                 hc + tr.crown_r * 1.1 * np.sin(ang)], 1,
-            )  # fmt: skip
-            add(q, tr.color, M_CROWN, 0)
-        n_ag = len(w.agents)
-        for k, a in enumerate(w.agents + w.signs):
-            s = float(w.agent_s[t, k]) if k < n_ag else a.s
-            d = float(w.agent_d[t, k]) if k < n_ag else a.d
-            if not lo - a.length < s < hi:
-                continue
-            for bx in a.boxes:
-                sc, dc = s + bx.ds, d + bx.dd
-                for q, sh in box_faces(sc - bx.length / 2, sc + bx.length / 2, dc - bx.width / 2,
-                                       dc + bx.width / 2, bx.h0, bx.h1, cs, w):  # fmt: skip
-                    col = bx.color if bx.emissive else tuple(c * sh for c in bx.color)
-                    if bx.material == M_POLE:
-                        add(q, col, M_POLE, 0)
-                    else:
-                        add(q, col, bx.material, a.track_id, bx.emissive, a.track_id)
-        return polys, owners
-
     def _shadows(self, cs: CameraState, t: int) -> np.ndarray:
         """Mask of ground pixels shadowed by agents and by sun-side buildings."""
         w, cam = self.world, self.camera
@@ -219,8 +167,9 @@ class SyntheticBackend(SceneBackend):
             pc = clip_near(np.stack([x, y, z], 1))
             if len(pc) < 3:
                 continue
-            uv = np.stack([pc[:, 0] / pc[:, 2] * cam.fx + cam.cx,
-                           pc[:, 1] / pc[:, 2] * cam.fy + cam.cy], 1)  # fmt: skip
+            uv = np.stack(
+                [pc[:, 0] / pc[:, 2] * cam.fx + cam.cx, pc[:, 1] / pc[:, 2] * cam.fy + cam.cy], 1
+            )
             uv = np.clip(uv, -8 * cam.width, 8 * cam.width)
             cv2.fillPoly(mask, [np.round(uv * (1 << SHIFT)).astype(np.int32)], 1, 8, SHIFT)
         return mask

@@ -7,6 +7,7 @@ import numpy as np
 
 from carla_bridge.synthetic.render import M_GRASS, M_ROAD, M_SIDEWALK, CameraState, Raster
 from carla_bridge.synthetic.shade import Style
+from carla_bridge.synthetic.world import M_LIGHT
 
 
 def compose(
@@ -42,8 +43,7 @@ def compose(
     img = r.color * light
     em = r.emissive
     if em.any():
-        boost = 1.0 if style.time_of_day == "day" else 1.6
-        img[em] = r.color[em] * boost
+        img[em] = r.color[em]
     # sky gradient (rows above the horizon blend from horizon colour to zenith colour)
     if sky.any():
         horizon = cam.cy - cam.fy * np.tan(cs.pitch)
@@ -53,10 +53,11 @@ def compose(
     if np.isfinite(style.fog_vis):
         trans = np.exp(-zc / style.fog_vis)[..., None]
         img = img * trans + style.fog_color.astype(np.float32) * (1.0 - trans)
-    if style.time_of_day != "day" and em.any():
-        # bloom around lights (glare): blur the emissive layer at quarter resolution
+    lights = em & (r.mat == M_LIGHT)
+    if style.time_of_day != "day" and lights.any():
+        # bloom around vehicle lights (glare): blur the light layer at quarter resolution
         glow = np.zeros((h, w, 3), np.float32)
-        glow[em] = img[em]
+        glow[lights] = img[lights]
         small = cv2.resize(glow, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), 2.5)
         img += 1.5 * cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -61,7 +61,7 @@ def _lines(rng: np.random.Generator, n: int, width: float, n_on: int) -> List[Li
 
 
 def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
-    """Draw road, lines, scenery and agents for ``config`` and simulate ``config.frames`` frames."""
+    """Draw road, lines, scenery and agents for ``config``; simulate ``config.frames`` frames."""
     n_frames, dt = config.frames, 1.0 / config.fps
     ego_speed = float(rng.uniform(7.0, 17.0))
     s_max = ego_speed * n_frames * dt * 1.6 + 450.0
@@ -87,23 +87,49 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
                 base = rng.uniform(0.35, 0.85, 3) * rng.uniform(0.7, 1.0)
                 height = float(rng.uniform(5.0, 24.0 if scene == "urban" else 9.0))
                 buildings.append(
-                    Building(s, s + length, side * (verge + setback), 10.0, height,
-                             tuple(float(c) for c in base), float(rng.uniform(0.3, 1.0)))
-                )  # fmt: skip
+                    Building(
+                        s,
+                        s + length,
+                        side * (verge + setback),
+                        10.0,
+                        height,
+                        tuple(float(c) for c in base),
+                        float(rng.uniform(0.3, 1.0)),
+                    )
+                )
                 s += length + float(rng.uniform(0.0, 5.0))
             else:
                 s += float(rng.uniform(6.0, 20.0))
             if scene != "urban" or rng.random() < 0.3:
                 trees.append(
-                    Tree(s - float(rng.uniform(0, 5)), side * (verge + float(rng.uniform(0.3, 4))),
-                         float(rng.uniform(1.5, 3.0)), float(rng.uniform(1.2, 3.0)),
-                         tuple(float(c) for c in rng.uniform((0.1, 0.25, 0.05), (0.3, 0.5, 0.15))))
-                )  # fmt: skip
+                    Tree(
+                        s - float(rng.uniform(0, 5)),
+                        side * (verge + float(rng.uniform(0.3, 4))),
+                        float(rng.uniform(1.5, 3.0)),
+                        float(rng.uniform(1.2, 3.0)),
+                        tuple(float(c) for c in rng.uniform((0.1, 0.25, 0.05), (0.3, 0.5, 0.15))),
+                    )
+                )
     ego_lane = int(rng.integers(n_on, n))
     world = World(
-        config.seed, s_grid, theta, xc, elev, n, lane_w, n_on, lines, half, sidewalk, scene,
-        buildings, trees, [], [], ego_lane,
-    )  # fmt: skip
+        config.seed,
+        s_grid,
+        theta,
+        xc,
+        elev,
+        n,
+        lane_w,
+        n_on,
+        lines,
+        half,
+        sidewalk,
+        scene,
+        buildings,
+        trees,
+        [],
+        [],
+        ego_lane,
+    )
     classes = set(config.classes)
     tid = 1
     # vehicles
@@ -121,32 +147,66 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
         else:
             continue
         occupied.append((lane, s0))
-        boxes, L, W = make_vehicle(rng, cat, oncoming)
+        boxes, length, width = make_vehicle(rng, cat, oncoming)
         desired = float(rng.uniform(6.0, 16.0) if cat != "bus" else rng.uniform(5.0, 11.0))
         v = -desired if oncoming else desired
-        a = Agent(tid, cat, boxes, L, W, s0, world.lane_center(lane), v, desired,
-                  -1 if oncoming else 1, lane)  # fmt: skip
+        a = Agent(
+            tid,
+            cat,
+            boxes,
+            length,
+            width,
+            s0,
+            world.lane_center(lane),
+            v,
+            desired,
+            -1 if oncoming else 1,
+            lane,
+        )
         world.agents.append(a)
         tid += 1
     # cyclists ride at the right edge of the rightmost lane
     if "bicycle" in classes:
         for _ in range(int(rng.integers(0, 3))):
-            boxes, L, W = make_vehicle(rng, "bicycle", False)
+            boxes, length, width = make_vehicle(rng, "bicycle", False)
             sp = float(rng.uniform(3.5, 6.5))
             d = half - float(rng.uniform(0.6, 1.0))
             world.agents.append(
-                Agent(tid, "bicycle", boxes, L, W, float(rng.uniform(5, 90)), d, sp, sp, 1, n - 1)
+                Agent(
+                    tid,
+                    "bicycle",
+                    boxes,
+                    length,
+                    width,
+                    float(rng.uniform(5, 90)),
+                    d,
+                    sp,
+                    sp,
+                    1,
+                    n - 1,
+                )
             )
             tid += 1
     # pedestrians: walkers on sidewalks, some crossing the road
     if "pedestrian" in classes:
         for _ in range(config.num_walkers):
-            boxes, L, W = make_pedestrian(rng)
+            boxes, length, width = make_pedestrian(rng)
             side = -1 if rng.random() < 0.5 else 1
             edge = half + 0.25
             d = side * (edge + float(rng.uniform(0.4, max(sidewalk, 1.0) - 0.3)))
             sp = float(rng.uniform(0.8, 1.6)) * (-1 if rng.random() < 0.5 else 1)
-            p = Agent(tid, "pedestrian", boxes, L, W, float(rng.uniform(4, 80)), d, sp, abs(sp), 0)
+            p = Agent(
+                tid,
+                "pedestrian",
+                boxes,
+                length,
+                width,
+                float(rng.uniform(4, 80)),
+                d,
+                sp,
+                abs(sp),
+                0,
+            )
             if rng.random() < 0.3:
                 p.cross_at = int(rng.integers(0, max(1, n_frames // 2)))
                 p.vd = -side * float(rng.uniform(1.1, 1.6))
@@ -156,10 +216,10 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
     if "traffic_sign" in classes:
         s = float(rng.uniform(5, 30))
         while s < s_max:
-            boxes, L, W = make_sign(rng)
+            boxes, length, width = make_sign(rng)
             side = 1 if (n_on == 0 or rng.random() < 0.75) else -1
             d = side * (half + 0.25 + max(sidewalk, 1.2) - 0.4)
-            world.signs.append(Agent(tid, "traffic_sign", boxes, L, W, s, d, 0.0, 0.0, 0))
+            world.signs.append(Agent(tid, "traffic_sign", boxes, length, width, s, d, 0.0, 0.0, 0))
             tid += 1
             s += float(rng.uniform(25.0, 70.0))
     simulate(world, rng, n_frames, dt, ego_speed)
@@ -168,15 +228,26 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
 
 def simulate(world: World, rng: np.random.Generator, n: int, dt: float, ego_speed: float) -> None:
     """Fill the per-frame trajectories: car following, lane changes (overtaking), crossings."""
-    ego = Agent(0, "ego", [], 4.5, 1.9, 0.0, world.lane_center(world.ego_lane), ego_speed,
-                ego_speed, 1, world.ego_lane)  # fmt: skip
+    ego = Agent(
+        0,
+        "ego",
+        [],
+        4.5,
+        1.9,
+        0.0,
+        world.lane_center(world.ego_lane),
+        ego_speed,
+        ego_speed,
+        1,
+        world.ego_lane,
+    )
     movers = [ego] + world.agents
-    S = np.zeros((n, len(movers)))
-    D = np.zeros((n, len(movers)))
+    traj_s = np.zeros((n, len(movers)))
+    traj_d = np.zeros((n, len(movers)))
     psi = np.zeros(n)
     for t in range(n):
         for i, a in enumerate(movers):
-            S[t, i], D[t, i] = a.s, a.d
+            traj_s[t, i], traj_d[t, i] = a.s, a.d
         psi[t] = _lc_slope(ego) / max(ego.speed, 0.5)
         if t == n - 1:
             break
@@ -197,8 +268,8 @@ def simulate(world: World, rng: np.random.Generator, n: int, dt: float, ego_spee
                 else:
                     w = 0.5 - 0.5 * np.cos(np.pi * a.lc_t)
                     a.d = a.lc_from + (a.lc_to - a.lc_from) * w
-    world.ego_s, world.ego_d, world.ego_psi = S[:, 0], D[:, 0], psi
-    world.agent_s, world.agent_d = S[:, 1:], D[:, 1:]
+    world.ego_s, world.ego_d, world.ego_psi = traj_s[:, 0], traj_d[:, 0], psi
+    world.agent_s, world.agent_d = traj_s[:, 1:], traj_d[:, 1:]
 
 
 def _lc_slope(a: Agent) -> float:

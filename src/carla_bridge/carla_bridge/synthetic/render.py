@@ -41,8 +41,11 @@ class CameraState:
     elev: float
 
     def drift(self, world: World, z: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """``C(z)`` lateral drift of the centre line and ``E(s+z) - E(s)`` at forward distance z."""
-        _, xc, el = world.profile(self.s + z)
+        """``C(z)`` lateral drift of the centre line and ``E(s+z) - E(s)`` at forward distance z.
+
+        ``z`` is the distance along the road ahead of the camera.
+        """
+        xc, el = world.drift_elev(self.s + z)
         return xc - self.xc - self.theta * z, el - self.elev
 
     def to_camera(
@@ -98,20 +101,24 @@ class Raster:
         self.mat = np.zeros((h, w), np.uint8)
         self.obj = np.zeros((h, w), np.int32)
         self.emissive = np.zeros((h, w), bool)
+        self.night = False  # lit windows on facades
 
     def polygon(
         self,
         pc: np.ndarray,
-        color: Tuple[float, float, float],
+        color: np.ndarray,
         mat: int,
         obj: int,
         emissive: bool = False,
         full: Optional[List[np.ndarray]] = None,
+        tex: Optional[np.ndarray] = None,
     ) -> None:
         """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
 
         ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
+        ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid.
         """
+        src = pc
         pc = clip_near(pc)
         if pc.shape[0] < 3:
             return
@@ -122,9 +129,17 @@ class Raster:
         if full is not None:
             full.append(uv)
         # plane through the polygon: n . P = c, then 1/Z = (n . (xn, yn, 1)) / c
-        n = np.cross(pc[2] - pc[0], pc[-1] - pc[1] if pc.shape[0] > 3 else pc[1] - pc[0])
+        e1 = pc[2] - pc[0]
+        e2 = pc[-1] - pc[1] if pc.shape[0] > 3 else pc[1] - pc[0]
+        n = np.array(
+            [
+                e1[1] * e2[2] - e1[2] * e2[1],
+                e1[2] * e2[0] - e1[0] * e2[2],
+                e1[0] * e2[1] - e1[1] * e2[0],
+            ]
+        )
         c = float(n @ pc[0])
-        if abs(c) < 1e-9 or not np.isfinite(uv).all():
+        if abs(c) < 1e-9:
             return
         x0 = max(int(np.ceil(u.min())), 0)
         x1 = min(int(np.floor(u.max())) + 1, cam.width)
@@ -140,16 +155,38 @@ class Raster:
         k = (n[2] - n[0] * cam.cx / cam.fx - n[1] * cam.cy / cam.fy) / c
         us = np.arange(x0, x1, dtype=np.float32)
         vs = np.arange(y0, y1, dtype=np.float32)
-        iz = (vs[:, None] * b + k) + us[None, :] * a
+        iz = (vs[:, None] * np.float32(b) + np.float32(k)) + us[None, :] * np.float32(a)
         zb = self.invz[y0:y1, x0:x1]
         m = (canvas > 0) & (iz > zb)
         if not m.any():
             return
         zb[m] = iz[m]
-        self.color[y0:y1, x0:x1][m] = color
+        if tex is not None and not np.isnan(tex[0, 0]):
+            # facade coordinates are affine on the plane: attr = alpha . P + beta
+            coef = np.linalg.lstsq(np.c_[src, np.ones(len(src))], tex, rcond=None)[0]
+            vi, ui = np.nonzero(m)
+            xn = (ui + x0 - cam.cx) / cam.fx
+            yn = (vi + y0 - cam.cy) / cam.fy
+            zz = 1.0 / iz[m]
+            along = (coef[0, 0] * xn + coef[1, 0] * yn + coef[2, 0]) * zz + coef[3, 0]
+            up = (coef[0, 1] * xn + coef[1, 1] * yn + coef[2, 1]) * zz + coef[3, 1]
+            pix = np.empty((len(zz), 3), np.float32)
+            pix[:] = color
+            win = (np.mod(along, 3.2) > 1.0) & (np.mod(up, 3.3) > 1.1) & (np.mod(up, 3.3) < 2.6)
+            win &= up > 1.0
+            pix[win] = (0.14, 0.17, 0.23)
+            lit = np.zeros(len(zz), bool)
+            if self.night:
+                cell = np.sin(np.floor(along / 3.2) * 12.9898 + np.floor(up / 3.3) * 78.233)
+                lit = win & (np.mod(cell * 43758.5453, 1.0) > 0.55)
+                pix[lit] = (0.75, 0.62, 0.4)
+            self.color[y0:y1, x0:x1][m] = pix
+            self.emissive[y0:y1, x0:x1][m] = lit
+        else:
+            self.color[y0:y1, x0:x1][m] = color
+            self.emissive[y0:y1, x0:x1][m] = emissive
         self.mat[y0:y1, x0:x1][m] = mat
         self.obj[y0:y1, x0:x1][m] = obj
-        self.emissive[y0:y1, x0:x1][m] = emissive
 
 
 def clip_near(pc: np.ndarray) -> np.ndarray:
@@ -170,23 +207,3 @@ def clip_near(pc: np.ndarray) -> np.ndarray:
             t = (NEAR - a[2]) / (b[2] - a[2])
             out.append(a + t * (b - a))
     return np.array(out)
-
-
-def box_faces(
-    s0: float, s1: float, d0: float, d1: float, h0: float, h1: float, cam: CameraState, world
-) -> List[Tuple[np.ndarray, float]]:
-    """Camera-facing faces of a road-aligned cuboid as (4 x 3 road-coordinate quads, shade)."""
-    faces = []
-    sm = 0.5 * (s0 + s1)
-    if cam.s < s0:
-        faces.append(([(s0, d0, h0), (s0, d1, h0), (s0, d1, h1), (s0, d0, h1)], 0.85))
-    elif cam.s > s1:
-        faces.append(([(s1, d0, h0), (s1, d0, h1), (s1, d1, h1), (s1, d1, h0)], 0.85))
-    xl, _, _ = cam.to_camera(world, np.array([sm, sm]), np.array([d0, d1]), np.array([h1, h1]))
-    if xl[0] > 0:
-        faces.append(([(s0, d0, h0), (s0, d0, h1), (s1, d0, h1), (s1, d0, h0)], 0.7))
-    elif xl[1] < 0:
-        faces.append(([(s0, d1, h0), (s1, d1, h0), (s1, d1, h1), (s0, d1, h1)], 0.62))
-    if h1 < cam.height:
-        faces.append(([(s0, d0, h1), (s1, d0, h1), (s1, d1, h1), (s0, d1, h1)], 1.0))
-    return [(np.asarray(q, np.float64), sh) for q, sh in faces]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.render import (
-    M_BUILDING,
     M_GRASS,
     M_ROAD,
     M_SIDEWALK,
@@ -185,8 +185,9 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
     mat[grass] = M_GRASS
     road_full[top:] = road
     wear_tex = _tex(style.tex, s + 37.0, d, 3.0)
+    min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
     for ln in world.lines:
-        near = np.abs(d - ln.d) < np.maximum(px * 0.5, 0.5)
+        near = np.abs(d - ln.d) < np.maximum(px * (0.5 * min_px + 0.5), 0.5)
         if not near.any():
             continue
         dd = np.abs(d[near] - ln.d)
@@ -199,7 +200,7 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
         else:
             alpha = np.clip((ln.width / 2 - dd) / pxn + 0.5, 0, 1)
             extent = ln.width / 2
-        lab = dd < np.maximum(extent, 0.5 * pxn)
+        lab = dd < np.maximum(extent, 0.5 * min_px * pxn)
         if ln.type == "dashed":
             on = np.mod(s[near], ln.dash[1]) < ln.dash[0]
             lab &= on
@@ -212,28 +213,3 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
         ids[lab] = ln.line_id
         line_id[top:][near] = ids
     return Ground(top, line_id, road_full, zcr[:, 0], offset, zr)
-
-
-def shade_buildings(r: Raster, world: World, cs: CameraState, style: Style) -> None:
-    """Window grid on building facades, from per-pixel road coordinates."""
-    m = r.mat == M_BUILDING
-    if not m.any():
-        return
-    cam = r.cam
-    vv, uu = np.nonzero(m)
-    zc = 1.0 / r.invz[m]
-    x = (uu - cam.cx) / cam.fx * zc
-    y = (vv - cam.cy) / cam.fy * zc
-    s, d, h = cs.to_road(world, x, y, zc)
-    along = s + d  # varies along a facade (d constant) and along an end wall (s constant)
-    win = (np.mod(along, 3.2) > 1.0) & (np.mod(h, 3.3) > 1.1) & (np.mod(h, 3.3) < 2.6) & (h > 1)
-    col = r.color[m]
-    glass = np.array((0.15, 0.18, 0.24), np.float32)
-    if style.time_of_day != "day":
-        lit = _tex(style.tex, s * 3.0, h * 3.0, 1.0) > 0.55
-        col[win & lit] = (1.0, 0.85, 0.55)
-        r.emissive[vv[win & lit], uu[win & lit]] = True
-        col[win & ~lit] = glass
-    else:
-        col[win] = glass + 0.1 * _tex(style.tex, s, h, 2.0)[win][:, None]
-    r.color[m] = col

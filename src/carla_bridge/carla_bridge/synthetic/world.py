@@ -2,8 +2,8 @@
 
 Everything lives in *road coordinates* ``(s, d, h)``: ``s`` metres along the road centre line,
 ``d`` metres to the right of it, ``h`` metres above the road surface. A camera at road position
-``(s_c, d_c)`` (mount height ``H`` above the road, yaw ``psi`` relative to the road tangent) sees the
-point ``(s, d, h)`` at the pre-pitch camera coordinates::
+``(s_c, d_c)`` (mount height ``H`` above the road, yaw ``psi`` relative to the road tangent) sees
+the point ``(s, d, h)`` at the pre-pitch camera coordinates::
 
     Z' = s - s_c
     X' = d - d_c + C(Z') - psi * Z'        C = lateral drift of the curved centre line
@@ -38,7 +38,7 @@ class LineSpec:
 
 @dataclass
 class Box:
-    """An axis-aligned (in road coordinates) coloured cuboid, part of an agent or of the scenery."""
+    """A road-aligned coloured cuboid, part of an agent or of the scenery."""
 
     ds: float  # centre offset along s from the owner's position
     dd: float  # centre offset along d
@@ -123,6 +123,14 @@ class World:
     def lane_center(self, lane: int) -> float:
         return -self.half_width + (lane + 0.5) * self.lane_width
 
+    def drift_elev(self, s: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(xc, elev)`` at arc lengths ``s`` by linear interpolation on the uniform grid."""
+        f = (np.asarray(s, np.float64) - self.s_grid[0]) * (1.0 / DS)
+        i = np.clip(f.astype(np.int64), 0, len(self.s_grid) - 2)
+        t = np.clip(f - i, 0.0, 1.0)
+        xc0, el0 = self.xc[i], self.elev[i]
+        return xc0 + t * (self.xc[i + 1] - xc0), el0 + t * (self.elev[i + 1] - el0)
+
     def profile(self, s: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(theta, xc, elev)`` interpolated at arc lengths ``s``."""
         return (
@@ -133,10 +141,19 @@ class World:
 
 
 VEHICLE_COLORS = (
-    (0.85, 0.85, 0.85), (0.08, 0.08, 0.09), (0.55, 0.56, 0.58), (0.65, 0.08, 0.07),
-    (0.10, 0.20, 0.55), (0.90, 0.90, 0.93), (0.25, 0.32, 0.22), (0.80, 0.55, 0.10),
-    (0.35, 0.35, 0.38), (0.92, 0.80, 0.15), (0.45, 0.12, 0.35), (0.15, 0.45, 0.55),
-)  # fmt: skip
+    (0.85, 0.85, 0.85),
+    (0.08, 0.08, 0.09),
+    (0.55, 0.56, 0.58),
+    (0.65, 0.08, 0.07),
+    (0.10, 0.20, 0.55),
+    (0.90, 0.90, 0.93),
+    (0.25, 0.32, 0.22),
+    (0.80, 0.55, 0.10),
+    (0.35, 0.35, 0.38),
+    (0.92, 0.80, 0.15),
+    (0.45, 0.12, 0.35),
+    (0.15, 0.45, 0.55),
+)
 GLASS = (0.10, 0.13, 0.17)
 TYRE = (0.04, 0.04, 0.04)
 M_BODY, M_GLASS, M_LIGHT, M_TYRE, M_PERSON, M_SIGN, M_POLE = 10, 11, 12, 13, 14, 15, 16
@@ -159,52 +176,62 @@ def make_vehicle(
     back_col, front_col = rear_light, head_light
     boxes: List[Box] = []
     if category == "car":
-        L, W = rng.uniform(3.9, 4.9), rng.uniform(1.7, 1.95)
+        length, width = rng.uniform(3.9, 4.9), rng.uniform(1.7, 1.95)
         hb = rng.uniform(0.95, 1.15) if rng.random() < 0.6 else rng.uniform(1.15, 1.35)
         hc = hb + rng.uniform(0.4, 0.55)
-        boxes.append(Box(0, 0, L, W, 0.25, hb, col, M_BODY))
-        cl = L * rng.uniform(0.45, 0.62)
-        boxes.append(Box(-0.1 * L * rng.random(), 0, cl, W * 0.86, hb, hc, GLASS, M_GLASS))
-        boxes.append(Box(0, 0, cl * 0.9, W * 0.8, hc - 0.02, hc, col, M_BODY))
+        boxes.append(Box(0, 0, length, width, 0.25, hb, col, M_BODY))
+        cl = length * rng.uniform(0.45, 0.62)
+        boxes.append(
+            Box(-0.1 * length * rng.random(), 0, cl, width * 0.86, hb, hc, GLASS, M_GLASS)
+        )
+        boxes.append(Box(0, 0, cl * 0.9, width * 0.8, hc - 0.02, hc, col, M_BODY))
     elif category in ("truck", "bus"):
-        L = rng.uniform(7.0, 11.0) if category == "truck" else rng.uniform(10.0, 12.5)
-        W = rng.uniform(2.3, 2.55)
+        length = rng.uniform(7.0, 11.0) if category == "truck" else rng.uniform(10.0, 12.5)
+        width = rng.uniform(2.3, 2.55)
         hb = rng.uniform(3.0, 3.8) if category == "truck" else rng.uniform(2.9, 3.3)
         if category == "truck":
             cargo = _jit(rng, VEHICLE_COLORS[int(rng.integers(len(VEHICLE_COLORS)))])
             cab = 2.2
-            boxes.append(Box(-cab / 2, 0, L - cab, W, 0.9, hb, cargo, M_BODY))
-            boxes.append(Box((L - cab) / 2, 0, cab, W * 0.97, 0.5, 2.9, col, M_BODY))
-            boxes.append(Box((L - cab) / 2 + 0.3, 0, cab * 0.8, W * 0.9, 1.9, 2.7, GLASS, M_GLASS))
-            boxes.append(Box(-cab / 2, 0, L - cab - 0.4, W * 0.9, 0.35, 0.9, TYRE, M_TYRE))
+            boxes.append(Box(-cab / 2, 0, length - cab, width, 0.9, hb, cargo, M_BODY))
+            boxes.append(Box((length - cab) / 2, 0, cab, width * 0.97, 0.5, 2.9, col, M_BODY))
+            boxes.append(
+                Box((length - cab) / 2 + 0.3, 0, cab * 0.8, width * 0.9, 1.9, 2.7, GLASS, M_GLASS)
+            )
+            boxes.append(
+                Box(-cab / 2, 0, length - cab - 0.4, width * 0.9, 0.35, 0.9, TYRE, M_TYRE)
+            )
         else:
-            boxes.append(Box(0, 0, L, W, 0.35, hb, col, M_BODY))
-            boxes.append(Box(0, 0, L * 0.96, W + 0.02, 1.4, 2.4, GLASS, M_GLASS))
+            boxes.append(Box(0, 0, length, width, 0.35, hb, col, M_BODY))
+            boxes.append(Box(0, 0, length * 0.96, width + 0.02, 1.4, 2.4, GLASS, M_GLASS))
     else:  # motorcycle / bicycle with rider
-        L = rng.uniform(1.9, 2.2) if category == "motorcycle" else rng.uniform(1.6, 1.8)
-        W = 0.75 if category == "motorcycle" else 0.55
+        length = rng.uniform(1.9, 2.2) if category == "motorcycle" else rng.uniform(1.6, 1.8)
+        width = 0.75 if category == "motorcycle" else 0.55
         body_h = 0.95 if category == "motorcycle" else 0.75
         frame = col if category == "motorcycle" else _jit(rng, (0.2, 0.2, 0.22), 0.15)
-        boxes.append(Box(0, 0, L * 0.8, W * 0.5, 0.0, body_h, TYRE, M_TYRE))
-        boxes.append(Box(0, 0, L * 0.55, W * 0.8, 0.35, body_h, frame, M_BODY))
+        boxes.append(Box(0, 0, length * 0.8, width * 0.5, 0.0, body_h, TYRE, M_TYRE))
+        boxes.append(Box(0, 0, length * 0.55, width * 0.8, 0.35, body_h, frame, M_BODY))
         shirt = _jit(rng, tuple(rng.uniform(0.1, 0.9, 3)), 0.0)
-        boxes.append(Box(-0.1, 0, 0.4, W * 0.85, body_h, body_h + 0.65, shirt, M_PERSON))
+        boxes.append(Box(-0.1, 0, 0.4, width * 0.85, body_h, body_h + 0.65, shirt, M_PERSON))
         helmet = (0.9, 0.9, 0.9) if rng.random() < 0.5 else (0.1, 0.1, 0.1)
         boxes.append(Box(-0.05, 0, 0.3, 0.28, body_h + 0.65, body_h + 0.95, helmet, M_PERSON))
     if category in ("car", "truck", "bus", "motorcycle"):
         lw = 0.25 if category != "motorcycle" else 0.12
         for side in (-1, 1) if category != "motorcycle" else (0,):
-            dd = side * (W / 2 - lw / 2 - 0.08)
+            dd = side * (width / 2 - lw / 2 - 0.08)
             h0 = 0.6 if category == "car" else 0.9
-            boxes.append(Box(-L / 2 - 0.01, dd, 0.04, lw, h0, h0 + 0.15, back_col, M_LIGHT, True))
-            boxes.append(Box(L / 2 + 0.01, dd, 0.04, lw, h0, h0 + 0.15, front_col, M_LIGHT, True))
+            boxes.append(
+                Box(-length / 2 - 0.01, dd, 0.04, lw, h0, h0 + 0.15, back_col, M_LIGHT, True)
+            )
+            boxes.append(
+                Box(length / 2 + 0.01, dd, 0.04, lw, h0, h0 + 0.15, front_col, M_LIGHT, True)
+            )
     if category in ("car", "bus"):
         for ws in (-1, 1):
-            boxes.append(Box(ws * L * 0.3, 0, 0.7, W + 0.04, 0.0, 0.62, TYRE, M_TYRE))
+            boxes.append(Box(ws * length * 0.3, 0, 0.7, width + 0.04, 0.0, 0.62, TYRE, M_TYRE))
     if oncoming:  # drive along -s: mirror the boxes front to back
         for b in boxes:
             b.ds = -b.ds
-    return boxes, float(L), float(W)
+    return boxes, float(length), float(width)
 
 
 def make_pedestrian(rng: np.random.Generator) -> Tuple[list, float, float]:
@@ -232,8 +259,16 @@ def make_sign(rng: np.random.Generator) -> Tuple[list, float, float]:
     col = palette[int(rng.integers(len(palette)))]
     boxes = [
         Box(0, 0, 0.04, plate, h0, h0 + plate, col, M_SIGN),
-        Box(-0.035, 0, 0.02, plate * 0.6, h0 + plate * 0.2, h0 + plate * 0.8,
-            (0.97, 0.97, 0.97) if col != (0.95, 0.95, 0.95) else (0.1, 0.1, 0.1), M_SIGN),
+        Box(
+            -0.035,
+            0,
+            0.02,
+            plate * 0.6,
+            h0 + plate * 0.2,
+            h0 + plate * 0.8,
+            (0.97, 0.97, 0.97) if col != (0.95, 0.95, 0.95) else (0.1, 0.1, 0.1),
+            M_SIGN,
+        ),
         Box(0.06, 0, 0.06, 0.07, 0.0, h0, (0.5, 0.5, 0.52), M_POLE),
-    ]  # fmt: skip
+    ]
     return boxes, 0.1, float(plate)

@@ -1,0 +1,142 @@
+"""``generate_dataset``: render train/val splits with N worker processes, write the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from typing import Any, Dict, List, Optional
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from carla_bridge import __version__
+from carla_bridge.classes import LANE_CLASSES, LANE_PALETTE, OBJECT_CLASSES
+from carla_bridge.dataset.io import atomic_write_json, remove_stale_temp
+from carla_bridge.dataset.writer import (
+    FORMAT_VERSION,
+    SplitSpec,
+    _merge_split,
+    _part_path,
+    _seq_name,
+    render_sequence,
+    train_split,
+)
+from carla_bridge.scenario import ScenarioConfig
+
+
+def plan_splits(
+    seed: int,
+    train_sequences: int,
+    val_sequences: Optional[int],
+    frames_per_sequence: Optional[int],
+) -> List[SplitSpec]:
+    """The train split of ``seed`` and the validation split (standard unless overridden)."""
+    from carla_bridge.dataset import VALIDATION_SPLIT
+
+    val_n = VALIDATION_SPLIT.sequences if val_sequences is None else val_sequences
+    val_f = (
+        VALIDATION_SPLIT.frames_per_sequence
+        if frames_per_sequence is None
+        else frames_per_sequence
+    )
+    train_f = (
+        VALIDATION_SPLIT.frames_per_sequence
+        if frames_per_sequence is None
+        else frames_per_sequence
+    )
+    if val_n < 0 or train_f < 1:
+        raise ValueError("--val-sequences must be >= 0 and --frames-per-seq >= 1")
+    return [
+        train_split(seed, train_sequences, train_f),
+        SplitSpec("val", VALIDATION_SPLIT.base_seed, val_n, val_f),
+    ]
+
+
+def generate_dataset(
+    out: str,
+    scenario: ScenarioConfig,
+    train_sequences: int,
+    val_sequences: Optional[int] = None,
+    frames_per_sequence: Optional[int] = None,
+    workers: int = 2,
+    seed: int = 0,
+    backend_options: Optional[Dict[str, Any]] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Render and write a dataset under ``out``; returns the manifest.
+
+    Each sequence is one task (``workers`` processes; ``workers <= 1`` renders in this process).
+    Sequence ``i`` of a split uses scenario seed ``split.base_seed + i``; the validation split is
+    ``carla_bridge.dataset.VALIDATION_SPLIT`` unless ``val_sequences``/``frames_per_sequence``
+    override it (the manifest records ``standard_val``). Existing complete sequences are skipped.
+    """
+    from carla_bridge.dataset import VALIDATION_SPLIT
+
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    splits = plan_splits(seed, train_sequences, val_sequences, frames_per_sequence)
+    os.makedirs(out, exist_ok=True)
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)  # rewritten at the end; absent = dataset incomplete
+    remove_stale_temp(out)
+    opts = dict(backend_options or {})
+    tasks = []
+    for sp in splits:
+        for i, s in enumerate(sp.seeds()):
+            seq = _seq_name(i)
+            cfg = scenario.replace(seed=s, frames=sp.frames_per_sequence, sequence=seq)
+            tasks.append((out, sp.name, seq, cfg.to_dict(), opts))
+    todo = [t for t in tasks if not os.path.exists(_part_path(out, t[1], t[2]))]
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(tasks) - len(todo),
+        desc="sequences",
+        unit="seq",
+        disable=not progress,
+    )
+    if workers <= 1 or len(todo) <= 1:
+        for t in todo:
+            render_sequence(t)
+            bar.update(1)
+    else:
+        ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with ctx.Pool(min(workers, len(todo))) as pool:
+            for _ in pool.imap_unordered(render_sequence, todo):
+                bar.update(1)
+    bar.close()
+    split_info = {}
+    for sp in splits:
+        split_info[sp.name] = _merge_split(
+            out, sp.name, [_seq_name(i) for i in range(sp.sequences)]
+        )
+        split_info[sp.name]["seeds"] = (
+            [sp.base_seed, sp.base_seed + sp.sequences - 1] if sp.sequences else []
+        )
+        split_info[sp.name]["frames_per_sequence"] = sp.frames_per_sequence
+    val = splits[1]
+    manifest: Dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "generator": {
+            "backend": scenario.backend,
+            "scenario": scenario.to_dict(),
+            "backend_options": opts,
+            "seed": seed,
+        },
+        "standard_val": (val.sequences, val.frames_per_sequence)
+        == (VALIDATION_SPLIT.sequences, VALIDATION_SPLIT.frames_per_sequence),
+        "versions": {"carla_bridge": __version__, "numpy": np.__version__, "cv2": cv2.__version__},
+        "classes": {
+            "objects": list(OBJECT_CLASSES),
+            "lane": list(LANE_CLASSES),
+            "lane_palette": [list(c) for c in LANE_PALETTE],
+        },
+        "splits": split_info,
+    }
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    manifest["data_version"] = digest[:16]
+    atomic_write_json(manifest_path, manifest, indent=1)
+    return manifest

@@ -1,0 +1,114 @@
+"""Atomic, deterministic file writers (same inputs -> same bytes) and their readers."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import zipfile
+from typing import Any, Tuple
+
+import cv2
+import numpy as np
+
+from carla_bridge.classes import LANE_PALETTE
+
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file in the target directory, then ``os.replace`` it.
+
+    A process killed mid-write leaves at most a hidden ``.<name>.<pid>.tmp`` file (removed by
+    :func:`remove_stale_temp`), never a truncated ``path``.
+    """
+    d, name = os.path.split(path)
+    os.makedirs(d or ".", exist_ok=True)
+    tmp = os.path.join(d, f".{name}.{os.getpid()}{TMP_SUFFIX}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj: Any, indent: Any = None) -> None:
+    """Deterministic JSON (sorted keys, fixed separators) written atomically."""
+    text = json.dumps(obj, sort_keys=True, indent=indent, separators=(",", ":"))
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temp(root: str) -> int:
+    """Delete temporary files a killed run left under ``root``; returns how many."""
+    n = 0
+    for p in glob.glob(os.path.join(root, "**", f".*{TMP_SUFFIX}"), recursive=True):
+        os.remove(p)
+        n += 1
+    return n
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def encode_palette_png(mask: np.ndarray) -> bytes:
+    """8-bit palette PNG of a lane class mask (palette = ``LANE_PALETTE``)."""
+    from PIL import Image
+
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    pal = [c for rgb in LANE_PALETTE for c in rgb]
+    img.putpalette(pal + [0] * (768 - len(pal)))
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=False, compress_level=1)
+    return out.getvalue()
+
+
+def encode_png16(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint16), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_flow_npz(flow: np.ndarray, valid: np.ndarray) -> bytes:
+    """``.npz`` with ``flow`` (float16 H x W x 2) and ``valid`` (bool H x W); fixed zip dates so
+    the bytes depend only on the arrays (``np.savez`` stamps the current time)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in (("flow", flow.astype(np.float16)), ("valid", valid.astype(bool))):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue(), compresslevel=1)
+    return out.getvalue()
+
+
+def read_image(path: str) -> np.ndarray:
+    """RGB ``uint8`` image; raises ``FileNotFoundError`` naming the path."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str) -> np.ndarray:
+    """Palette or 16-bit PNG as stored values (no palette expansion)."""
+    if path.endswith(".png"):
+        m = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if m is not None and m.dtype == np.uint16:
+            return m
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"cannot read mask {path}")
+    return np.asarray(Image.open(path))
+
+
+def read_flow(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return z["flow"].astype(np.float32), z["valid"]

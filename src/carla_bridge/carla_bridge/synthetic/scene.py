@@ -1,0 +1,197 @@
+"""Vectorised scene geometry: every box, facade and tree crown of a sequence as quad arrays.
+
+All geometry is prepared once per sequence as arrays; per frame, agents are moved, everything is
+mapped to camera space in one call, and back faces / out-of-view quads are culled with array
+operations, so the Python-level work is one rasteriser call per visible quad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from carla_bridge.synthetic.render import M_BUILDING, M_CROWN, M_TRUNK, NEAR, CameraState
+from carla_bridge.synthetic.world import M_POLE, World
+
+# the 6 faces of a box with corners indexed by (s, d, h) bits: corner k = (k&1, k>>1&1, k>>2&1)
+FACES = np.array(
+    [[0, 2, 6, 4], [1, 5, 7, 3], [0, 4, 5, 1], [2, 3, 7, 6], [4, 6, 7, 5], [0, 1, 3, 2]]
+)  # -s, +s, -d, +d, +h, -h
+FACE_SHADE = np.array([0.85, 0.85, 0.7, 0.62, 1.0, 0.5], np.float32)
+CORNER_BITS = np.array([[k & 1, (k >> 1) & 1, (k >> 2) & 1] for k in range(8)])
+
+
+@dataclass
+class Quads:
+    """Visible quads of one frame in camera space, with their attributes."""
+
+    pc: np.ndarray  # M x 4 x 3 camera-space vertices
+    color: np.ndarray  # M x 3
+    mat: np.ndarray  # M
+    obj: np.ndarray  # M object id written to the id buffer (0 = scenery)
+    owner: np.ndarray  # M track id whose silhouette the quad belongs to (0 = none)
+    emissive: np.ndarray  # M bool
+    tex: np.ndarray  # M x 4 x 2 facade texture coordinates (along, height); NaN = none
+
+
+class SceneGeometry:
+    """Boxes (agents, signs, trunks) and quads (facades, crowns) of one world."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        agents = world.agents + world.signs
+        rows, cols, mats, objs, owners, ems, idx = [], [], [], [], [], [], []
+        for k, a in enumerate(agents):
+            for b in a.boxes:
+                rows.append(
+                    (
+                        b.ds - b.length / 2,
+                        b.ds + b.length / 2,
+                        b.dd - b.width / 2,
+                        b.dd + b.width / 2,
+                        b.h0,
+                        b.h1,
+                    )
+                )
+                cols.append(b.color)
+                mats.append(b.material)
+                pole = b.material == M_POLE
+                objs.append(0 if pole else a.track_id)
+                owners.append(0 if pole else a.track_id)
+                ems.append(b.emissive)
+                idx.append(k)
+        for tr in world.trees:
+            rows.append(
+                (tr.s - 0.15, tr.s + 0.15, tr.d - 0.15, tr.d + 0.15, 0.0, tr.trunk_h + tr.crown_r)
+            )
+            cols.append((0.3, 0.22, 0.14))
+            mats.append(M_TRUNK)
+            objs.append(0)
+            owners.append(0)
+            ems.append(False)
+            idx.append(-1)
+        self.box = np.array(rows, np.float64).reshape(-1, 6)
+        self.box_color = np.array(cols, np.float32).reshape(-1, 3)
+        self.box_mat = np.array(mats, np.int64)
+        self.box_obj = np.array(objs, np.int64)
+        self.box_owner = np.array(owners, np.int64)
+        self.box_em = np.array(ems, bool)
+        self.box_agent = np.array(idx, np.int64)
+        n_ag = len(world.agents)
+        n = max(len(world.ego_s), 1)
+        sign_s = np.array([a.s for a in world.signs], np.float64)
+        sign_d = np.array([a.d for a in world.signs], np.float64)
+        self.pos_s = np.concatenate([world.agent_s.reshape(n, n_ag), np.tile(sign_s, (n, 1))], 1)
+        self.pos_d = np.concatenate([world.agent_d.reshape(n, n_ag), np.tile(sign_d, (n, 1))], 1)
+        self._static_quads()
+
+    def _static_quads(self) -> None:
+        w = self.world
+        q, ic, col, mat, tex = [], [], [], [], []
+        for b in w.buildings:
+            side = float(np.sign(b.d))
+            edges = np.linspace(b.s0, b.s1, max(2, int(np.ceil((b.s1 - b.s0) / 10.0)) + 1))
+            for a, c in zip(edges[:-1], edges[1:]):
+                q.append([(a, b.d, 0), (c, b.d, 0), (c, b.d, b.height), (a, b.d, b.height)])
+                ic.append((0.5 * (a + c), b.d + side, 0.5 * b.height))
+                col.append(b.color)
+                mat.append(M_BUILDING)
+                tex.append([(a, 0), (c, 0), (c, b.height), (a, b.height)])
+            dd = b.d + side * b.depth
+            q.append([(b.s0, b.d, 0), (b.s0, dd, 0), (b.s0, dd, b.height), (b.s0, b.d, b.height)])
+            ic.append((b.s0 + 1.0, 0.5 * (b.d + dd), 0.5 * b.height))
+            col.append(tuple(c * 0.85 for c in b.color))
+            mat.append(M_BUILDING)
+            tex.append([(b.d, 0), (dd, 0), (dd, b.height), (b.d, b.height)])
+        for tr in w.trees:
+            r, hc, s = tr.crown_r, tr.trunk_h + tr.crown_r, tr.s - 0.2
+            lo, hi = hc - 0.45 * r, hc + 0.45 * r
+            for poly in (
+                [(s, tr.d - r, lo), (s, tr.d + r, lo), (s, tr.d + r, hi), (s, tr.d - r, hi)],
+                [
+                    (s, tr.d - r, hi),
+                    (s, tr.d + r, hi),
+                    (s, tr.d + 0.45 * r, hc + 1.1 * r),
+                    (s, tr.d - 0.45 * r, hc + 1.1 * r),
+                ],
+                [
+                    (s, tr.d - 0.45 * r, hc - 1.05 * r),
+                    (s, tr.d + 0.45 * r, hc - 1.05 * r),
+                    (s, tr.d + r, lo),
+                    (s, tr.d - r, lo),
+                ],
+            ):
+                q.append(poly)
+                ic.append((np.nan, np.nan, np.nan))
+                col.append(tr.color)
+                mat.append(M_CROWN)
+                tex.append([(np.nan, np.nan)] * 4)
+        self.sq = np.array(q, np.float64).reshape(-1, 4, 3)
+        self.sq_ic = np.array(ic, np.float64).reshape(-1, 3)
+        self.sq_color = np.array(col, np.float32).reshape(-1, 3)
+        self.sq_mat = np.array(mat, np.int64)
+        self.sq_tex = np.array(tex, np.float64).reshape(-1, 4, 2)
+        self.sq_s = self.sq[:, :, 0].mean(1) if len(self.sq) else np.zeros(0)
+
+    def quads(self, cs: CameraState, t: int, lo: float, hi: float) -> Quads:
+        """Camera-space quads facing the camera and inside the view of frame ``t``."""
+        w = self.world
+        # boxes at their frame-t positions
+        box = self.box.copy()
+        ag = self.box_agent
+        moving = ag >= 0
+        box[moving, 0:2] += self.pos_s[t, ag[moving]][:, None]
+        box[moving, 2:4] += self.pos_d[t, ag[moving]][:, None]
+        keep = (box[:, 1] > lo) & (box[:, 0] < hi)
+        box = box[keep]
+        nb = len(box)
+        corners = np.empty((nb, 8, 3))
+        for j in range(3):
+            lo_hi = box[:, 2 * j : 2 * j + 2]
+            corners[:, :, j] = lo_hi[:, CORNER_BITS[:, j]]
+        centre = corners.mean(1)
+        bq = corners[:, FACES]  # nb x 6 x 4 x 3
+        sel = (self.sq_s > lo - 10) & (self.sq_s < hi)
+        sq = self.sq[sel]
+        pts = np.concatenate([bq.reshape(-1, 3), centre, sq.reshape(-1, 3), self.sq_ic[sel]], 0)
+        pts = np.nan_to_num(pts, nan=0.0)  # two-sided quads have no interior point
+        x, y, z = cs.to_camera(w, pts[:, 0], pts[:, 1], pts[:, 2])
+        pc = np.stack([x, y, z], 1)
+        nq = nb * 6
+        bpc = pc[: nq * 4].reshape(nb, 6, 4, 3)
+        bc = pc[nq * 4 : nq * 4 + nb]
+        off = nq * 4 + nb
+        spc = pc[off : off + len(sq) * 4].reshape(-1, 4, 3)
+        sic = pc[off + len(sq) * 4 :]
+        allq = np.concatenate([bpc.reshape(-1, 4, 3), spc], 0)
+        ic = np.concatenate([np.repeat(bc, 6, 0), sic], 0)
+        two_sided = np.concatenate([np.zeros(nq, bool), np.isnan(self.sq_ic[sel][:, 0])])
+        fc = allq.mean(1)
+        facing = np.einsum("ij,ij->i", fc - ic, fc) < 0
+        facing |= two_sided
+        zs = allq[:, :, 2]
+        vis = facing & (zs.max(1) > NEAR)
+        cam = cs.cam
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = allq[:, :, 0] / zs * cam.fx + cam.cx
+            v = allq[:, :, 1] / zs * cam.fy + cam.cy
+        front = zs.min(1) > NEAR
+        outside = (u.max(1) < 0) | (u.min(1) > cam.width - 1) | (v.max(1) < 0)
+        outside |= v.min(1) > cam.height - 1
+        # no pixel centre inside the bounding box: nothing to draw
+        empty = (np.ceil(u.min(1)) > np.floor(u.max(1))) | (np.ceil(v.min(1)) > np.floor(v.max(1)))
+        vis &= ~(front & (outside | empty))
+        bshade = np.tile(FACE_SHADE, nb)
+        color = np.concatenate(
+            [np.repeat(self.box_color[keep], 6, 0) * bshade[:, None], self.sq_color[sel]], 0
+        )
+        em = np.concatenate([np.repeat(self.box_em[keep], 6), np.zeros(len(sq), bool)])
+        color[:nq][np.repeat(self.box_em[keep], 6)] = np.repeat(
+            self.box_color[keep][self.box_em[keep]], 6, 0
+        ).reshape(-1, 3)
+        mat = np.concatenate([np.repeat(self.box_mat[keep], 6), self.sq_mat[sel]])
+        obj = np.concatenate([np.repeat(self.box_obj[keep], 6), np.zeros(len(sq), np.int64)])
+        owner = np.concatenate([np.repeat(self.box_owner[keep], 6), np.zeros(len(sq), np.int64)])
+        tex = np.concatenate([np.full((nq, 4, 2), np.nan), self.sq_tex[sel]], 0)
+        return Quads(allq[vis], color[vis], mat[vis], obj[vis], owner[vis], em[vis], tex[vis])
