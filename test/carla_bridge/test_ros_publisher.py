@@ -202,3 +202,46 @@ def test_record_cli_writes_a_bag_from_a_scenario(tmp_path):
     assert main(["--scenario", str(scenario), "--out", str(tmp_path / "rec")]) == 0
     assert bag.topics(str(tmp_path / "rec"))["/ground_truth/lanes"][1] == 3
     assert main(["--scenario", str(scenario), "--out", str(tmp_path / "rec")]) == 2  # exists
+
+
+def test_dataset_source_republishes_the_written_labels(rclpy_context, tmp_path):
+    from carla_bridge.dataset import generate_dataset, iter_frames
+    from carla_bridge.replay import dataset_frames, load_scenario
+    from edge_perception.ros import convert
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_SCENARIO)
+    cfg = load_scenario(str(scenario))
+    generate_dataset(str(tmp_path / "ds"), cfg, train_sequences=0, val_sequences=1,
+                     frames_per_sequence=2, workers=1, progress=False)  # fmt: skip
+    frames = list(dataset_frames(str(tmp_path / "ds"), "val"))
+    assert [f.index for f in frames] == [0, 1] and frames[1].timestamp == pytest.approx(0.05)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    received: dict = {}
+    listener = _listener(rclpy_context, received)
+    pub = _publisher(rclpy_context, source="dataset", dataset_dir=str(tmp_path / "ds"),
+                     rate_hz=20.0)  # fmt: skip
+    ex.add_node(listener)
+    ex.add_node(pub)
+    try:
+        assert pub.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert _spin_until(ex, lambda: all(
+            p.get_subscription_count() > 0 for p in pub._pubs.values()))  # fmt: skip
+        assert pub.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert _spin_until(ex, lambda: pub.finished and len(received["instances"]) == 2)
+        lane = convert.msg_to_lane(received["lanes"][1])
+        on_disk = list(iter_frames(str(tmp_path / "ds"), "val"))[1].lane_class
+        np.testing.assert_array_equal(lane.class_mask, on_disk)
+        assert len(lane.lines) == len(frames[1].lane_lines) > 0
+        inst = convert.msg_to_instances(received["instances"][0])
+        assert len(inst) == len(frames[0].objects)
+    finally:
+        pub.destroy_node()
+        listener.destroy_node()
+    pub2 = _publisher(rclpy_context, source="dataset", dataset_dir=str(tmp_path / "missing"))
+    try:
+        assert pub2.trigger_configure() == TransitionCallbackReturn.FAILURE
+    finally:
+        pub2.destroy_node()

@@ -1,5 +1,6 @@
-"""Scenario replay (ROS-free): frames from a scenario YAML or from a CARLA recorder log.
+"""Scenario replay (ROS-free): frames from a scenario YAML, a dataset or a CARLA recorder log.
 
+- :func:`dataset_frames` reads a dataset split (``carla_bridge.dataset``) back into Frames;
 - :func:`scenario_frames` renders the sequences a scenario YAML describes with the backend it
   names (``synthetic`` by default, ``carla`` when the YAML says so).
 - :class:`CarlaRecorderReplay` replays a recording made with ``client.start_recorder(name)``
@@ -9,11 +10,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
+
+import numpy as np
 
 from carla_bridge.backend import make_backend
 from carla_bridge.carla_backend import CarlaBackend, connect
-from carla_bridge.frame import Frame
+from carla_bridge.classes import OBJECT_CLASSES
+from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
 
 
@@ -47,6 +51,64 @@ def scenario_frames(
             )
             with make_backend(cfg) as backend:
                 yield from backend.frames()
+        if not loop:
+            return
+
+
+def dataset_frames(root: str, split: str = "val", loop: bool = False) -> Iterator[Frame]:
+    """Frames of a dataset split written by ``carla-bridge generate``, in sequence order.
+
+    Objects come from ``coco.json`` (masks decoded from RLE), lines from ``lanes.json``, the
+    camera from ``ytvis.json`` and ``timestamp`` from the COCO image entry; the drivable mask is
+    every non-background pixel of the lane class mask, so ``Frame.class_mask()`` reproduces it.
+    """
+    from pycocotools import mask as mask_utils
+
+    from carla_bridge.dataset import iter_frames, load_coco, load_ytvis
+
+    cameras: Dict[str, Dict[str, Any]] = {}
+    for video in load_ytvis(root, split)["videos"]:
+        if video.get("file_names") and video.get("camera"):
+            cameras[video["file_names"][0].split("/")[0]] = video["camera"]
+    stamps = {im["file_name"]: float(im.get("timestamp", 0.0)) for im in
+              load_coco(root, split)["images"]}  # fmt: skip
+    while True:
+        for fr in iter_frames(root, split):
+            h, w = fr.image.shape[:2]
+            cam = cameras.get(fr.sequence)
+            if cam:
+                camera = CameraModel(
+                    int(cam["width"]),
+                    int(cam["height"]),
+                    float(cam["fx"]),
+                    float(cam["fy"]),
+                    float(cam["cx"]),
+                    float(cam["cy"]),
+                )
+            else:  # no intrinsics stored: a 90-degree pinhole
+                camera = CameraModel(w, h, w / 2.0, w / 2.0, w / 2.0, h / 2.0)
+            objects = []
+            for ann in fr.annotations:
+                segm = dict(ann["segmentation"])
+                if isinstance(segm.get("counts"), list):
+                    segm = mask_utils.frPyObjects(segm, h, w)
+                objects.append(ObjectLabel(
+                    track_id=int(ann.get("track_id", ann.get("id", 0))),
+                    category=OBJECT_CLASSES[int(ann["category_id"]) - 1],
+                    bbox=tuple(float(v) for v in ann["bbox"]),  # type: ignore[arg-type]
+                    mask=mask_utils.decode(segm).astype(bool),
+                    visible_fraction=float(ann.get("visible_fraction", -1.0)),
+                    truncated=float(ann.get("truncated", 0.0)),
+                ))  # fmt: skip
+            lines = [LaneLineLabel(int(ln["id"]), ln["type"], ln["color"],
+                                   np.asarray(ln["points"], np.float32).reshape(-1, 2))
+                     for ln in fr.lines]  # fmt: skip
+            yield Frame(
+                sequence=fr.sequence, index=fr.index, timestamp=stamps.get(fr.file_name, 0.0),
+                image=fr.image, camera=camera, pose=np.eye(4),
+                lane_instance_mask=fr.lane_instance, lane_lines=lines,
+                drivable_mask=fr.lane_class > 0, objects=objects, meta=dict(fr.meta),
+            )  # fmt: skip
         if not loop:
             return
 

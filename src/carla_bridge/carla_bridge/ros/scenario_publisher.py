@@ -45,26 +45,11 @@ from rclpy.serialization import serialize_message
 from carla_bridge.bag import BagWriter
 from carla_bridge.bag import read as read_bag
 from carla_bridge.frame import Frame
-from carla_bridge.replay import load_scenario, scenario_frames
+from carla_bridge.replay import dataset_frames, load_scenario, scenario_frames
 from carla_bridge.ros.frames import TOPICS, clock, frame_messages, label_info, msg_type_name
 
 SOURCES = ("scenario", "dataset", "bag")
 SENSOR_KEYS = ("image", "camera_info")
-
-
-def _dataset_frames(root: str, split: str, loop: bool) -> Iterator[Frame]:
-    """Frames of a dataset split, through the dataset reader of ``carla_bridge.dataset``."""
-    from carla_bridge import dataset  # written by the dataset part of the package
-
-    reader = getattr(dataset, "read_frames", None)
-    if reader is None:
-        raise RuntimeError(
-            "carla_bridge.dataset has no read_frames(root, split); the dataset source needs it"
-        )
-    while True:
-        yield from reader(root, split)
-        if not loop:
-            return
 
 
 class ScenarioPublisher(LifecycleNode):
@@ -159,7 +144,7 @@ class ScenarioPublisher(LifecycleNode):
         elif p["source"] == "dataset":
             if not p["dataset_dir"]:
                 raise ValueError("source=dataset needs the dataset_dir parameter")
-            self._frames = _dataset_frames(p["dataset_dir"], p["split"], bool(p["loop"]))
+            self._frames = dataset_frames(p["dataset_dir"], p["split"], bool(p["loop"]))
         else:
             if not p["bag"]:
                 raise ValueError("source=bag needs the bag parameter (a rosbag2 directory)")
