@@ -40,6 +40,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; models and logs are shared files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -9,6 +9,7 @@ PyTorch beyond ``--atol``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from dataclasses import asdict
@@ -36,7 +37,7 @@ def export_lane_model(
 
     Returns the manifest dict. Raises ``RuntimeError`` (and removes the file) if parity fails.
     """
-    model = model.deploy()
+    model = copy.deepcopy(model).deploy()  # the caller's model keeps its mode
     g = torch.Generator().manual_seed(seed)
     example = torch.rand(1, 3, size[0], size[1], generator=g)
     export_onnx(model, (example,), path, INPUT_NAMES, OUTPUT_NAMES)
