@@ -202,6 +202,12 @@ def test_record_cli_writes_a_bag_from_a_scenario(tmp_path):
     assert main(["--scenario", str(scenario), "--out", str(tmp_path / "rec")]) == 0
     assert bag.topics(str(tmp_path / "rec"))["/ground_truth/lanes"][1] == 3
     assert main(["--scenario", str(scenario), "--out", str(tmp_path / "rec")]) == 2  # exists
+    carla_yaml = tmp_path / "carla.yaml"
+    carla_yaml.write_text(
+        "backend: carla\ncarla: {host: 127.0.0.1, port: %d, timeout_s: 0.3}\n" % _closed_port()
+    )
+    args = ["--scenario", str(carla_yaml), "--carla-log", "rec.log", "--out", str(tmp_path / "c")]
+    assert main(args) == 2 and not (tmp_path / "c").exists()
 
 
 def test_dataset_source_republishes_the_written_labels(rclpy_context, tmp_path):

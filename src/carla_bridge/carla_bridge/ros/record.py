@@ -9,6 +9,8 @@ that keeps them increasing across sequences; ``/clock`` is written too, so a rep
 Usage::
 
     carla-bridge-record --scenario config/scenarios/default.yaml --out /tmp/run1 --sequences 2
+    # render a CARLA recorder log (server-side path) with the scenario's camera, fps and frames:
+    carla-bridge-record --scenario carla.yaml --carla-log recording01.log --out /tmp/run2
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rclpy.serialization import serialize_message
 
 from carla_bridge.bag import BagWriter
 from carla_bridge.frame import Frame
-from carla_bridge.replay import load_scenario, scenario_frames
+from carla_bridge.replay import load_scenario, replay_frames, scenario_frames
 from carla_bridge.ros.frames import TOPICS, clock, frame_messages, label_info, msg_type_name
 
 
@@ -66,11 +68,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--sequences", type=int, default=1, help="sequences (seed, seed+1, ...)")
     ap.add_argument("--frame-id", default="camera")
     ap.add_argument("--no-clock", action="store_true", help="do not write /clock")
+    ap.add_argument("--carla-log", default="", help="replay this CARLA recorder log instead")
+    ap.add_argument("--log-start", type=float, default=0.0, help="seconds into the log")
     args = ap.parse_args(argv)
     try:
         config = load_scenario(args.scenario or None)
+        if args.carla_log:
+            frames = replay_frames(config, args.carla_log, start=args.log_start)
+        else:
+            frames = scenario_frames(config, args.sequences)
         n = record_frames(
-            scenario_frames(config, args.sequences),
+            frames,
             args.out,
             args.frame_id,
             period_ns=int(1e9 / config.fps),
