@@ -221,8 +221,8 @@ def test_malformed_images_are_dropped_and_node_keeps_serving(rclpy_context, mode
             "unknown_encoding": 1,
             "zero_size": 1,
         }
-        assert h.spin_until(lambda: h.diag_value("malformed_bad_step") == "1")
-        assert h.diag_value("malformed") == "4"
+        assert h.spin_until(lambda: h.diag_value("malformed") == "4")
+        assert h.diag_value("malformed_bad_step") == "1"
         assert not any(_by_stamp(h.received["mask"], 100 + k) for k in range(4))
         assert h.state() == State.PRIMARY_STATE_ACTIVE
     finally:
