@@ -52,7 +52,7 @@ def test_resolve_applies_arguments_and_paths():
     assert lane.parameters["backend"] == "pytorch"
     assert lane.parameters["use_sim_time"] is True
     assert lane.parameters["model"] == str(REPO / "models" / "lane_small.onnx")
-    assert ("image", "/camera/image_raw") in lane.remappings
+    assert lane.parameters["input_topic"] == "/camera/image_raw"
     assert "detection_node" not in plan.managed_names and "lane_node" in plan.managed_names
     assert plan.manager_parameters["use_sim_time"] is True
 
@@ -186,3 +186,22 @@ def test_runner_exits_nonzero_when_a_node_dies(tmp_path):
     assert res.returncode == 1, res.stderr
     assert "broken exited with status" in res.stderr
     assert time.monotonic() - t0 < 30.0
+
+
+def test_cli_accepts_options_between_launch_arguments(capsys):
+    import argparse
+
+    from edge_perception.ros.runner import register
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    args = parser.parse_args(
+        ["--grace", "3", "xavier.yaml", "backend:=onnxruntime", "--print", "enable_lane_node:=0"]
+    )
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert "detection_node:" in out and "lane_node:" not in out
+    assert "backend: onnxruntime" in out and args.grace == 3.0
+    args = parser.parse_args(["xavier.yaml", "nonsense:=1", "--print"])
+    assert args.run(args) == 2
+    assert "unknown launch argument 'nonsense'" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def config_root(config_path: str) -> str:
 def find_config(name: str) -> str:
     """Path of ``config/<name>``: an existing path as given, else the installed package share."""
     if os.path.isfile(name):
-        return os.path.abspath(name)
+        return os.path.realpath(name)
     here = os.path.dirname(os.path.abspath(__file__))
     candidates = [os.path.join(here, "..", "..", "..", "..", "config", name)]
     try:
@@ -115,7 +115,7 @@ def find_config(name: str) -> str:
         pass
     for c in candidates:
         if os.path.isfile(c):
-            return os.path.abspath(c)
+            return os.path.realpath(c)  # a symlink-install copy resolves to the checkout
     raise LaunchConfigError(
         "config %r not found (looked in %s); pass a path to a config/*.yaml file"
         % (name, ", ".join(os.path.normpath(c) for c in candidates))
@@ -156,7 +156,7 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
 
     Raises :class:`LaunchConfigError` for unknown arguments, malformed nodes or unknown keys.
     """
-    config_path = os.path.abspath(config_path)
+    config_path = os.path.realpath(config_path)
     section = load_section(config_path)
     declared = declared_arguments(config_path)
     args = {k: v[0] for k, v in declared.items()}

@@ -212,18 +212,7 @@ def _reap(proc: subprocess.Popen, grace_s: float, name: str) -> None:
             continue
 
 
-def register(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-perception run``."""
-    parser.description = __doc__.split("\n\n")[0]
-    parser.add_argument(
-        "config",
-        nargs="?",
-        default="cpu.yaml",
-        help="config file or name under config/ (default cpu.yaml; xavier.yaml on the Jetson)",
-    )
-    parser.add_argument(
-        "arguments", nargs="*", metavar="NAME:=VALUE", help="launch arguments, as for ros2 launch"
-    )
+def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the run")
     parser.add_argument(
         "--discovery-range",
@@ -237,11 +226,46 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print", action="store_true", help="print the commands and parameters, start nothing"
     )
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception run``: ``[CONFIG] [NAME:=VALUE ...]`` and options, mixed."""
+    parser.description = __doc__.split("\n\n")[0]
+    _add_options(parser)
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default="cpu.yaml",
+        help="config file or name under config/ (default cpu.yaml; xavier.yaml on the Jetson)",
+    )
+    # Everything after CONFIG (launch arguments and options in any order) is parsed in run().
+    parser.add_argument(
+        "arguments",
+        nargs=argparse.REMAINDER,
+        metavar="NAME:=VALUE",
+        help="launch arguments, as for ros2 launch (options may follow them)",
+    )
     parser.set_defaults(run=run)
+
+
+def _split_rest(args: argparse.Namespace) -> None:
+    """Parse the options mixed into ``args.arguments`` (argparse stops at the first positional)."""
+    rest = argparse.ArgumentParser(prog="edge-perception run", add_help=False)
+    _add_options(rest)
+    rest.add_argument("arguments", nargs="*")
+    defaults = {a.dest: a.default for a in rest._actions if a.dest != "arguments"}
+    given = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
+    parsed = rest.parse_intermixed_args(list(args.arguments))
+    for key, value in vars(parsed).items():
+        setattr(args, key, value)
+    for key, value in given.items():  # options before CONFIG keep their values
+        if getattr(args, key) == defaults[key]:
+            setattr(args, key, value)
 
 
 def run(args: argparse.Namespace) -> int:
     """Body of ``edge-perception run`` (exit status)."""
+    _split_rest(args)
     if ":=" in args.config:  # only launch arguments were given: the default config
         args.arguments, args.config = [args.config] + list(args.arguments), "cpu.yaml"
     try:
