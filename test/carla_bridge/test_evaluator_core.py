@@ -116,6 +116,21 @@ def test_wrong_lane_class_lowers_miou_and_pairs_out_of_order():
     assert "no paired frames" in to_markdown(s)  # detection and instances
 
 
+def test_line_f1_stride_scores_every_nth_frame_only():
+    ev = ClosedLoopEvaluator(line_f1_stride=2)
+    for k in range(3):
+        pred = lane_mask(k)
+        if k == 1:
+            pred = np.where(pred >= 2, 1, pred).astype(np.uint8)  # lines missed on frame 1
+        ev.add_ground_truth("lane", k, lane_mask(k))
+        ev.add_prediction("lane", k, pred)
+    lane = ev.summary()["lane"]
+    assert lane["frames"] == 3 and lane["line_f1_frames"] == 2  # frames 0 and 2
+    assert lane["line_f1"] == pytest.approx(1.0) and lane["miou"] < 1.0
+    with pytest.raises(ValueError, match="line_f1_stride"):
+        ClosedLoopEvaluator(line_f1_stride=-1)
+
+
 def test_bad_inputs_name_the_fix():
     ev = ClosedLoopEvaluator(max_pending=2)
     with pytest.raises(ValueError, match="unknown task 'lanes'"):

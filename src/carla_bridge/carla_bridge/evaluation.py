@@ -103,6 +103,7 @@ class ClosedLoopEvaluator:
         lane_classes: Sequence[str] = LANE_CLASSES,
         max_pending: int = 300,
         line_tol_px: float = 2.0,
+        line_f1_stride: int = 1,
     ) -> None:
         from edge_perception.metrics.segmentation import SegmentationMeter
 
@@ -110,8 +111,14 @@ class ClosedLoopEvaluator:
             raise ValueError("max_pending must be >= 1, got %r" % (max_pending,))
         self.object_classes = list(object_classes)
         self.lane_classes = list(lane_classes)
+        if line_f1_stride < 0:
+            raise ValueError("line_f1_stride must be >= 0 (0 = off), got %r" % (line_f1_stride,))
         line_classes = [i for i, n in enumerate(self.lane_classes) if n.startswith("lane_")]
-        self._lane = SegmentationMeter(self.lane_classes, line_classes, tol=line_tol_px)
+        # mIoU on every paired frame; lane-line F1 (two distance transforms per frame, the costly
+        # part) on every ``line_f1_stride``-th paired frame.
+        self._lane = SegmentationMeter(self.lane_classes, (), tol=line_tol_px)
+        self._lines = SegmentationMeter(self.lane_classes, line_classes, tol=line_tol_px)
+        self.line_f1_stride = int(line_f1_stride)
         self._pairs = {t: _Pairing(max_pending) for t in TASKS}
         self._images: Dict[int, Tuple[int, int]] = {}  # stamp -> (height, width)
         self._image_ids: Dict[Tuple[str, int], int] = {}
@@ -177,7 +184,9 @@ class ClosedLoopEvaluator:
                     "lane prediction %s and ground truth %s differ in size at stamp %d; publish "
                     "the class mask at the camera resolution" % (p.shape, g.shape, stamp)
                 )
-            self._lane.update(p.astype(np.int64), g.astype(np.int64))
+            self._lane.update(p, g)
+            if self.line_f1_stride and (self._lane.frames - 1) % self.line_f1_stride == 0:
+                self._lines.update(p, g)
             return
         coco = self._coco[task]
         image_id = len(coco["images"]) + 1
@@ -227,6 +236,10 @@ class ClosedLoopEvaluator:
             }
         lane = self._lane.compute() if self._lane.frames else None
         if lane is not None:
+            lines = self._lines.compute() if self._lines.frames else {}
+            for key in ("line_precision", "line_recall", "line_f1"):
+                lane[key] = lines.get(key, float("nan"))
+            lane["line_f1_frames"] = self._lines.frames
             lane = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                     for k, v in lane.items()}  # fmt: skip
         out["lane"] = lane

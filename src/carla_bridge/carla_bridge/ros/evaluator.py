@@ -89,11 +89,13 @@ class EvaluatorNode(Node):
         self.declare_parameter("lane_classes", list(LANE_CLASSES))
         self.declare_parameter("object_classes", list(OBJECT_CLASSES))
         self.declare_parameter("line_tol_px", 2.0)
+        self.declare_parameter("line_f1_stride", 1)  # lane-line F1 on every n-th frame, 0 = off
         self.lane_classes: List[str] = list(self.get_parameter("lane_classes").value)
         self.object_classes: List[str] = list(self.get_parameter("object_classes").value)
         self.evaluator = ClosedLoopEvaluator(
             self.object_classes, self.lane_classes,
             line_tol_px=float(self.get_parameter("line_tol_px").value),
+            line_f1_stride=int(self.get_parameter("line_f1_stride").value),
         )  # fmt: skip
         self._warned: Dict[str, bool] = {}
         self.declare_parameter("timing_topics", DEFAULT_TIMING_TOPICS)
