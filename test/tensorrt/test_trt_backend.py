@@ -25,6 +25,16 @@ def test_backend_without_tensorrt_names_the_fix(tmp_path):
         TensorRTBackend(str(model))
 
 
+def test_backend_rejects_unknown_options_on_any_machine(tmp_path):
+    from edge_perception.backends.tensorrt_backend import TensorRTBackend
+
+    model = conv_chain(tmp_path / "m.onnx", ["/a/Conv"])
+    with pytest.raises(BackendError, match="unknown TensorRT build option 'intra_op_threads'"):
+        TensorRTBackend(str(model), intra_op_threads=2)
+    with pytest.raises(BackendError, match="unknown precision policy"):
+        TensorRTBackend(str(model), precision="int8", policy="yolo")
+
+
 def reference(model_path, x):
     ort = pytest.importorskip("onnxruntime")
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])

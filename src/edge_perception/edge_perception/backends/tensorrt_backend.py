@@ -56,9 +56,16 @@ class TensorRTBackend(InferenceBackend):
         super().__init__()
         from ..tensorrt import builder as trt_builder
         from ..tensorrt import cache as cache_mod
+        from ..tensorrt.calibrator import CalibrationError
         from ..tensorrt.cuda import CudaUnavailableError, get_cuda_api
+        from ..tensorrt.policy import PolicyError
 
         backend_opts = {k: options.pop(k) for k in list(options) if k in _BACKEND_OPTIONS}
+        # options first: a misconfiguration is reported on any machine
+        try:
+            build_opts = trt_builder.options_from_kwargs(**options)
+        except (trt_builder.BuildError, PolicyError, ValueError) as exc:
+            raise BackendError("tensorrt backend: %s" % exc) from exc
         from ..tensorrt import TensorRTUnavailableError, require_tensorrt
 
         try:
@@ -75,25 +82,24 @@ class TensorRTBackend(InferenceBackend):
             )
         except CudaUnavailableError as exc:
             raise BackendError("tensorrt backend: %s" % exc) from exc
-        try:
-            build_opts = trt_builder.options_from_kwargs(**options)
-        except (trt_builder.BuildError, ValueError) as exc:
-            raise BackendError("tensorrt backend: %s" % exc) from exc
 
         expected_dtypes: Dict[str, str] = {}
         if model_path.endswith(".onnx"):
-            engine_path, key, how = trt_builder.ensure_engine(
-                model_path,
-                build_opts,
-                engine_path=cache_mod.engine_path_for(
+            try:
+                engine_path, key, how = trt_builder.ensure_engine(
                     model_path,
-                    build_opts.precision,
-                    build_opts.dla_core,
-                    backend_opts.get("cache_dir"),
-                ),
-                build_if_missing=bool(backend_opts.get("build_if_missing", True)),
-                cuda=self._cuda,
-            )
+                    build_opts,
+                    engine_path=cache_mod.engine_path_for(
+                        model_path,
+                        build_opts.precision,
+                        build_opts.dla_core,
+                        backend_opts.get("cache_dir"),
+                    ),
+                    build_if_missing=bool(backend_opts.get("build_if_missing", True)),
+                    cuda=self._cuda,
+                )
+            except (trt_builder.BuildError, CalibrationError, PolicyError) as exc:
+                raise BackendError("tensorrt backend: %s" % exc) from exc
             extra = key.diagnostics()
             extra["engine_source"] = how
         elif os.path.isfile(model_path):
