@@ -122,3 +122,31 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
     finally:
         ev.destroy_node()
         src.destroy_node()
+
+
+def test_evaluator_process_writes_its_report_on_sigint(rclpy_context, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "carla_bridge.ros.evaluator", "--ros-args",
+         "-p", "output_dir:=%s" % tmp_path, "-p", "stem:=final"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    probe = rclpy.create_node("probe", context=rclpy_context)
+    try:
+        from rclpy.executors import SingleThreadedExecutor
+
+        ex = SingleThreadedExecutor(context=rclpy_context)
+        ex.add_node(probe)
+        assert _spin_until(ex, lambda: "evaluator" in probe.get_node_names(), timeout=15.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        probe.destroy_node()
+    report = json.loads((tmp_path / "final.json").read_text())
+    assert report["images_seen"] == 0 and report["lane"] is None
+    assert (tmp_path / "final.md").is_file() and "evaluation report" in out
