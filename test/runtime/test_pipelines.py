@@ -8,7 +8,7 @@ from edge_perception.backends import BackendError, create_backend
 from edge_perception.runtime.detection import DetectionPipeline
 from edge_perception.runtime.lane import LanePipeline
 from edge_perception.runtime.preprocess import Preprocessor, make_transform
-from tiny_models import TinyLaneUNet, detector_onnx, lane_onnx
+from tiny_models import TinyLaneUNet, detector_onnx, lane_onnx, pattern_lane_onnx
 
 
 def _frame(h=48, w=80, seed=0):
@@ -107,3 +107,21 @@ def test_detection_pipeline_threshold_filter_topk_rescale(tmp_path):
         DetectionPipeline(b, classes=["tram"])
     with pytest.raises(BackendError, match="boxes/scores/labels"):
         DetectionPipeline(create_backend("onnxruntime", lane_onnx(str(tmp_path / "l.onnx"))))
+
+
+def test_lane_pipeline_extracts_lines_in_camera_pixels(tmp_path):
+    pytest.importorskip("edge_perception.lane.postprocess")
+    b = create_backend("onnxruntime", pattern_lane_onnx(str(tmp_path / "pattern.onnx")))
+    pipe = LanePipeline(b)
+    assert pipe.lines_available
+    res = pipe.process(_frame(128, 256)).result  # camera = 4x wide, 2x tall
+    assert res.class_mask.shape == (128, 256)
+    assert len(res.lines) == 2
+    left, right = res.lines
+    assert left.type == "solid" and right.type == "dashed"
+    assert np.all(np.abs(left.points[:, 0] - 16 * 4) < 8)
+    assert np.all(np.abs(right.points[:, 0] - 48 * 4) < 8)
+    assert left.points[0, 1] > left.points[-1, 1]  # bottom (near) first
+    assert left.points[:, 1].max() <= 128
+    off = LanePipeline(b, extract_lines=False).process(_frame(128, 256)).result
+    assert off.lines == []

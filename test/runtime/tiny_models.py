@@ -71,6 +71,29 @@ class TinyDetector(nn.Module):
         )
 
 
+class PatternLane(nn.Module):
+    """Lane-contract model whose mask is a fixed class pattern (e.g. painted lines), any input."""
+
+    def __init__(self, pattern: torch.Tensor, num_classes: int = 4) -> None:
+        super().__init__()
+        onehot = F.one_hot(pattern.long(), num_classes).permute(2, 0, 1).float() * 10.0
+        self.register_buffer("logits", onehot.unsqueeze(0))
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits + images.mean() * 0.0
+        return logits, logits.argmax(dim=1).to(torch.uint8)
+
+
+def two_lines_pattern(h: int = 64, w: int = 64) -> torch.Tensor:
+    """Drivable road with a solid line at x = 14..17 and a dashed one at x = 46..49."""
+    p = torch.zeros(h, w, dtype=torch.uint8)
+    p[h // 3 :, :] = 1
+    p[:, 14:18] = 2
+    for y0 in range(0, h, 16):
+        p[y0 : y0 + 10, 46:50] = 3
+    return p
+
+
 def export(
     model: nn.Module,
     path: str,
@@ -104,6 +127,10 @@ def export(
 
 def lane_onnx(path: str, input_hw: Tuple[int, int] = (32, 64), dynamic_hw: bool = False) -> str:
     return export(TinyLaneUNet(), path, input_hw, ["logits", "mask"], dynamic_hw)
+
+
+def pattern_lane_onnx(path: str, h: int = 64, w: int = 64) -> str:
+    return export(PatternLane(two_lines_pattern(h, w)), path, (h, w), ["logits", "mask"])
 
 
 def detector_onnx(path: str, input_hw: Tuple[int, int] = (32, 64)) -> str:

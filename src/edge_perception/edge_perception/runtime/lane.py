@@ -3,7 +3,8 @@
 The class mask (argmax, ``mask`` output, or computed from ``logits`` when a model exports only
 those) is mapped back to camera pixels. Lane lines come from
 :func:`edge_perception.lane.postprocess.extract_lines` (imported lazily; when that module is not
-installed the pipeline still runs and returns no lines, ``lines_available`` says so).
+installed the pipeline still runs and returns no lines, ``lines_available`` says so), traced on
+the model-resolution mask and scaled to camera pixels.
 
 Python 3.8 compatible.
 """
@@ -83,6 +84,9 @@ class LanePipeline(Pipeline):
         class_mask = transform.mask_to_source(mask)
         lines: List[LaneLineResult] = []
         if self._extract is not None:
-            found = self._extract(class_mask)
+            # Lines are traced at model resolution (cheaper) and scaled to camera pixels.
+            content = transform.content(mask)
+            scale = (1.0 / transform.scale_x, 1.0 / transform.scale_y)
+            found = self._extract(np.ascontiguousarray(content), scale=scale)
             lines = [_as_line(ln, i) for i, ln in enumerate(found)]
         return LaneResult(class_mask=class_mask, class_names=self.class_names, lines=lines)

@@ -43,6 +43,14 @@ class Transform:
             np.clip(b[:, 1::2], 0.0, float(h), out=b[:, 1::2])
         return b
 
+    def content(self, mask: np.ndarray) -> np.ndarray:
+        """The part of an input-size array that shows the camera image (letterbox pad cut off)."""
+        h, w = self.src_hw
+        x0, y0 = int(round(self.pad_x)), int(round(self.pad_y))
+        x1 = x0 + int(round(w * self.scale_x))
+        y1 = y0 + int(round(h * self.scale_y))
+        return np.asarray(mask)[y0:y1, x0:x1]
+
     def mask_to_source(self, mask: np.ndarray) -> np.ndarray:
         """HxW label mask in input pixels -> camera size (nearest; the padding is cropped off)."""
         import cv2
@@ -51,10 +59,7 @@ class Transform:
         if m.shape[:2] != tuple(self.dst_hw):
             raise ValueError(f"mask shape {m.shape[:2]} is not the input size {self.dst_hw}")
         h, w = self.src_hw
-        x0, y0 = int(round(self.pad_x)), int(round(self.pad_y))
-        x1 = x0 + int(round(w * self.scale_x))
-        y1 = y0 + int(round(h * self.scale_y))
-        crop = m[y0:y1, x0:x1]
+        crop = self.content(m)
         if crop.shape[:2] == (h, w):
             return np.ascontiguousarray(crop)
         if crop.dtype == np.bool_:
