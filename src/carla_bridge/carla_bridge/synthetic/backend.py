@@ -242,9 +242,15 @@ class SyntheticBackend(SceneBackend):
         ok &= (u2 >= 0) & (u2 <= wd - 1) & (v2 >= 0) & (v2 <= h - 1)
         ui = np.clip(np.round(u2).astype(np.int64), 0, wd - 1)
         vi = np.clip(np.round(v2).astype(np.int64), 0, h - 1)
-        piz = prev["invz"][vi, ui].astype(np.float64)
-        pz = np.where(piz > 0, 1.0 / np.maximum(piz, 1e-9), np.inf)
-        ok &= np.abs(pz - z2) < 0.04 * z2 + 0.1
+        # occlusion test: the previous inverse depth (bilinear: exact on planes) must match
+        u0 = np.clip(np.floor(u2).astype(np.int64), 0, wd - 2)
+        v0 = np.clip(np.floor(v2).astype(np.int64), 0, h - 2)
+        fu, fv = np.clip(u2 - u0, 0, 1), np.clip(v2 - v0, 0, 1)
+        piz = prev["invz"]
+        iz = (piz[v0, u0] * (1 - fu) + piz[v0, u0 + 1] * fu) * (1 - fv) + (
+            piz[v0 + 1, u0] * (1 - fu) + piz[v0 + 1, u0 + 1] * fu
+        ) * fv
+        ok &= np.abs(iz * z2s - 1.0) < 0.02
         ok &= prev["obj"][vi, ui] == obj
         flow[vv, uu, 0] = (u2 - uu).astype(np.float32)
         flow[vv, uu, 1] = (v2 - vv).astype(np.float32)

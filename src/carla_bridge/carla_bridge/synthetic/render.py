@@ -141,10 +141,11 @@ class Raster:
         c = float(n @ pc[0])
         if abs(c) < 1e-9:
             return
-        x0 = max(int(np.ceil(u.min())), 0)
-        x1 = min(int(np.floor(u.max())) + 1, cam.width)
-        y0 = max(int(np.ceil(v.min())), 0)
-        y1 = min(int(np.floor(v.max())) + 1, cam.height)
+        # fillPoly also sets pixels its edges touch: keep one pixel of margin on every side
+        x0 = max(int(np.floor(u.min())), 0)
+        x1 = min(int(np.ceil(u.max())) + 1, cam.width)
+        y0 = max(int(np.floor(v.min())), 0)
+        y1 = min(int(np.ceil(v.max())) + 1, cam.height)
         if x1 <= x0 or y1 <= y0:
             return
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)

@@ -164,6 +164,9 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
     walk = (ad >= half + 0.25) & (ad < half + 0.25 + world.sidewalk)
     col = r.color[top:]
     mat = r.mat[top:]
+    # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
+    fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
+    grain = 0.5 + (grain - 0.5) * fade
     base = style.asphalt * (0.8 + 0.25 * grain + 0.25 * (patch - 0.5))
     col[:] = (base[..., None] * np.array((1.0, 1.0, 1.04), np.float32)).astype(np.float32)
     mat[:] = M_ROAD
