@@ -78,7 +78,7 @@ def write_dataset(
     manifest = {
         "seed": seed,
         "data_version": "test-tiny",
-        "classes": {"lane_classes": CLASSES},
+        "classes": {"lane": CLASSES},
         "splits": splits,
     }
     (root / "manifest.json").write_text(json.dumps(manifest))

@@ -59,7 +59,7 @@ def test_wrong_class_table_is_rejected(tmp_path):
 
     root = write_dataset(tmp_path, frames=(1, 1), size=(32, 64))
     m = json.loads((root / "manifest.json").read_text())
-    m["classes"]["lane_classes"] = ["background", "road"]
+    m["classes"]["lane"] = ["background", "road"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="class table"):
         LaneDataset(str(root), "train", size=(32, 64))

@@ -59,7 +59,10 @@ def load_manifest(root: str) -> Dict[str, object]:
         )
     with open(path, encoding="utf-8") as f:
         manifest = json.load(f)
-    table = _find_key(manifest, "lane_classes")
+    classes = manifest.get("classes")
+    table = classes.get("lane") if isinstance(classes, dict) else None
+    if table is None:
+        table = _find_key(manifest, "lane_classes")
     if table is not None and tuple(table) != LANE_CLASSES:
         raise ValueError(
             f"{path}: lane class table {table} differs from edge_perception's {LANE_CLASSES};"
