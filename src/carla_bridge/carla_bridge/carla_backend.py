@@ -139,7 +139,11 @@ class CarlaBackend(SceneBackend):
         rng = random.Random(config.seed)
         world = self.client.get_world()
         if config.town not in world.get_map().name:
-            world = self.client.load_world(config.town)
+            self.client.set_timeout(max(float(config.carla.timeout_s), 60.0))  # map loads are slow
+            try:
+                world = self.client.load_world(config.town)
+            finally:
+                self.client.set_timeout(float(config.carla.timeout_s))
         self.world = world
         self._original_settings = world.get_settings()
         settings = world.get_settings()
@@ -150,7 +154,6 @@ class CarlaBackend(SceneBackend):
         self._tm.set_synchronous_mode(True)
         self._tm.set_random_device_seed(int(config.seed))
         world.set_pedestrians_seed(int(config.seed))
-        random.seed(config.seed)
 
         weather, tod, preset = weather_preset(config.weather, config.time_of_day, rng)
         params = getattr(carla.WeatherParameters, preset)
@@ -174,7 +177,14 @@ class CarlaBackend(SceneBackend):
         order = list(config.spawn_points) if config.spawn_points else []
         order += [i for i in rng.sample(range(len(spawn)), len(spawn)) if i not in order]
         order = [i for i in order if i < len(spawn)]
-        ego_bp = lib.find("vehicle.lincoln.mkz_2020")
+        cars = [bp for bp in lib.filter("vehicle.*")
+                if bp.has_attribute("number_of_wheels")
+                and bp.get_attribute("number_of_wheels").as_int() >= 2]  # fmt: skip
+        if not cars:
+            raise RuntimeError("the CARLA blueprint library has no vehicles")
+        fours = [bp for bp in cars if bp.get_attribute("number_of_wheels").as_int() == 4]
+        named = [bp for bp in fours if bp.id == "vehicle.lincoln.mkz_2020"]
+        ego_bp = (named or fours or cars)[0]
         ego_bp.set_attribute("role_name", "hero")
         for i in order:
             self.ego = world.try_spawn_actor(ego_bp, spawn[i])
@@ -186,9 +196,6 @@ class CarlaBackend(SceneBackend):
         self._actors.append(self.ego)
         tm_port = self._tm.get_port()
         self.ego.set_autopilot(True, tm_port)
-        cars = [
-            bp for bp in lib.filter("vehicle.*") if int(bp.get_attribute("number_of_wheels")) >= 2
-        ]
         for i in order[: config.num_vehicles]:
             v = world.try_spawn_actor(rng.choice(cars), spawn[i])
             if v is not None:
