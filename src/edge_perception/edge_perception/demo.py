@@ -1,0 +1,341 @@
+"""``edge-perception demo``: the whole stack on this machine, over real ROS 2, in one command.
+
+It runs ``config/cpu.yaml`` through the launch runner (:mod:`edge_perception.ros.runner`): the
+synthetic scenario publisher (carla_bridge) -> lane node + detection node (ONNX Runtime, the
+bundled ``models/lane_small.onnx`` and ``models/det_small.onnx``) -> the closed-loop evaluator,
+with the lifecycle manager bringing the nodes up. It stops after ``--frames`` frames went through
+both perception nodes (or ``--seconds``), then leaves in ``--out`` (default ``out/demo/``):
+
+- ``strip.jpg``: rows of lane overlay | detection overlay for a few frames (``--video`` adds
+  ``demo.mp4`` of every kept frame);
+- ``report.md`` + ``report.json``: FPS, latency percentiles, per-node timing, lane mIoU and box
+  mAP against the scenario's ground truth (the evaluator's full report is
+  ``evaluation.md``/``.json``), the models and the command;
+- ``logs/``: every process's output.
+
+A missing bundled model stops the demo before anything starts, naming the file and the fix.
+Needs the built workspace (``scripts/setup.sh``; ``scripts/demo.sh`` does it all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+BUNDLED = {"lane_model": "models/lane_small.onnx", "det_model": "models/det_small.onnx"}
+HOW_TO_GET = {
+    "lane_model": "train and export it: edge-perception lane-train ... && edge-perception "
+    "lane-export ... --out models/lane_small.onnx (see README, 'Models')",
+    "det_model": "train and export it: edge-perception det-train ... && edge-perception "
+    "det-export ... --out models/det_small.onnx (see README, 'Models')",
+}
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run or did not complete; the message says why and what to do."""
+
+
+def repo_root() -> str:
+    """Folder holding ``config/`` and ``models/`` (the checkout, or the installed share)."""
+    from edge_perception.ros.launch_common import config_root, find_config
+
+    return config_root(find_config("cpu.yaml"))
+
+
+def check_models(models: Dict[str, str], root: str) -> Dict[str, str]:
+    """Absolute paths of the models; DemoError naming every missing file and how to get it."""
+    out: Dict[str, str] = {}
+    missing: List[str] = []
+    for key, path in models.items():
+        full = path if os.path.isabs(path) else os.path.join(root, path)
+        if not os.path.isfile(full):
+            missing.append("  %s: %s is missing; %s" % (key, full, HOW_TO_GET.get(key, "")))
+        out[key] = full
+    if missing:
+        raise DemoError("the demo needs the bundled models:\n" + "\n".join(missing))
+    return out
+
+
+def write_scenario(root: str, out_dir: str, seed: int) -> str:
+    """A copy of the default scenario with the demo's seed, written to ``out_dir``."""
+    import yaml
+
+    with open(os.path.join(root, "config", "scenarios", "default.yaml"), encoding="utf-8") as f:
+        scenario = yaml.safe_load(f)
+    scenario["seed"] = int(seed)
+    path = os.path.join(out_dir, "scenario.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(scenario, f, sort_keys=False)
+    return path
+
+
+def make_strip(
+    lane: Dict[int, np.ndarray], det: Dict[int, np.ndarray], rows: int, width: int = 480
+) -> Optional[np.ndarray]:
+    """RGB image: up to ``rows`` rows of [lane overlay | detection overlay], evenly spaced frames.
+
+    Frames both nodes processed come first; when there are too few, the latest overlays of each
+    node fill the rows. None when there is no overlay at all.
+    """
+    import cv2
+
+    common = sorted(set(lane) & set(det))
+    pairs = [(lane[s], det[s]) for s in common]
+    if len(pairs) < rows:
+        extra = list(zip(list(lane.values())[::-1], list(det.values())[::-1]))
+        pairs += extra[: rows - len(pairs)]
+    if not pairs:
+        return None
+    idx = np.linspace(0, len(pairs) - 1, min(rows, len(pairs))).round().astype(int)
+
+    def fit(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        return cv2.resize(img, (width, max(1, int(round(h * width / w)))))
+
+    lines = []
+    for i in sorted(set(idx.tolist())):
+        a, b = fit(pairs[i][0]), fit(pairs[i][1])
+        h = min(a.shape[0], b.shape[0])
+        lines.append(np.concatenate([a[:h], np.full((h, 4, 3), 255, np.uint8), b[:h]], axis=1))
+    return np.concatenate(lines, axis=0)
+
+
+def write_video(path: str, lane: Dict[int, np.ndarray], det: Dict[int, np.ndarray]) -> int:
+    """``demo.mp4`` (mp4v) of the frames both nodes processed; returns the frame count."""
+    import cv2
+
+    frames = [make_strip({s: lane[s]}, {s: det[s]}, 1) for s in sorted(set(lane) & set(det))]
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return 0
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(cv2.resize(f, (w, h)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return len(frames)
+
+
+def _sha(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def _num(v: Any, fmt: str = "%.1f") -> str:
+    return fmt % v if isinstance(v, (int, float)) else "n/a"
+
+
+def summarize(evaluation: Dict[str, Any], capture: Dict[str, Any]) -> Dict[str, Any]:
+    """The demo's headline numbers from the evaluator's summary and the capture counts."""
+    lat = evaluation.get("latency_ms", {})
+    fps = evaluation.get("fps", {})
+    lane = evaluation.get("lane") or {}
+    det = evaluation.get("detection") or {}
+    timing = evaluation.get("timing", {})
+    return {
+        "frames_through_both_nodes": capture["frames"],
+        "images_published_seen": evaluation.get("images_seen"),
+        "fps": fps,
+        "latency_ms": {k: {q: v.get(q) for q in ("p50", "p95", "max")} for k, v in lat.items()},
+        "inference_ms": {
+            n: {q: t.get("inference_ms", {}).get(q) for q in ("mean", "p95")}
+            for n, t in timing.items()
+        },
+        "lane_miou": lane.get("miou"),
+        "lane_frames": lane.get("frames"),
+        "det_map": det.get("map"),
+        "det_map50": det.get("map50"),
+        "det_frames": det.get("frames"),
+    }
+
+
+def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
+    """``report.md`` text."""
+    lines = [
+        "# edge_perception demo",
+        "",
+        "Command: `%s`  " % meta["command"],
+        "Machine: %s, %s CPU cores, Python %s  " % (meta["machine"], meta["cpus"], meta["python"]),
+        "Backend: %s; %d frames through both nodes in %.1f s" % (
+            meta["backend"], summary["frames_through_both_nodes"], meta["seconds"]),
+        "",
+        "| model | file | sha256 | size |",
+        "| --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for key, m in meta["models"].items():
+        lines.append("| %s | %s | %s | %.2f MB |" % (key, m["path"], m["sha256"], m["mb"]))
+    lines += ["", "## Accuracy against the scenario's ground truth", ""]
+    lines.append(
+        "- lane mIoU: %s over %s frames"
+        % (_num(summary["lane_miou"], "%.4f"), summary["lane_frames"])
+    )
+    lines.append(
+        "- detection box mAP: %s (AP50 %s) over %s frames"
+        % (_num(summary["det_map"], "%.4f"), _num(summary["det_map50"], "%.4f"),
+           summary["det_frames"])
+    )  # fmt: skip
+    lines += [
+        "",
+        "## Speed (this machine, this run)",
+        "",
+        "| stream | FPS | latency p50 ms | p95 ms | max ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for k, q in summary["latency_ms"].items():
+        lines.append(
+            "| %s | %s | %s | %s | %s |"
+            % (k, _num(summary["fps"].get(k), "%.2f"), _num(q["p50"]), _num(q["p95"]),
+               _num(q["max"]))
+        )  # fmt: skip
+    if summary["inference_ms"]:
+        lines += ["", "| node | inference mean ms | p95 ms |", "| --- | --- | --- |"]
+        for n, q in summary["inference_ms"].items():
+            lines.append("| %s | %s | %s |" % (n, _num(q["mean"], "%.2f"), _num(q["p95"], "%.2f")))
+    lines += [
+        "",
+        "Latency is the evaluator's arrival time minus the camera image stamp (one host clock).",
+        "",
+        "![lane overlay | detection overlay](strip.jpg)",
+        "",
+        "Full evaluator report: [evaluation.md](evaluation.md); process logs in `logs/`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-perception demo``."""
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("--frames", type=int, default=20, help="frames through both nodes")
+    parser.add_argument("--seconds", type=float, default=120.0, help="stop after N s at most")
+    parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--rate", type=float, default=4.0, help="camera frame rate, Hz")
+    parser.add_argument("--seed", type=int, default=0, help="scenario seed")
+    parser.add_argument("--strip", type=int, default=4, help="rows in strip.jpg")
+    parser.add_argument("--video", action="store_true", help="also write demo.mp4")
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (random)")
+    parser.add_argument(
+        "--lane-model", default=BUNDLED["lane_model"], help="default: the bundled model"
+    )
+    parser.add_argument("--det-model", default=BUNDLED["det_model"], help="default: the bundled")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Body of ``edge-perception demo`` (exit status: 0 done, 1 failed run, 2 cannot start)."""
+    try:
+        return _run(args)
+    except DemoError as exc:
+        print("edge-perception demo: %s" % exc, file=sys.stderr)
+        return 2 if "needs the bundled models" in str(exc) else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge_perception.ros.launch_common import find_config, resolve
+    from edge_perception.ros.runner import Runner, ros_environment
+
+    if args.frames < 1:
+        raise DemoError("--frames must be >= 1")
+    root = repo_root()
+    models = check_models({"lane_model": args.lane_model, "det_model": args.det_model}, root)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    for stale in ("report.md", "report.json", "evaluation.json", "evaluation.md", "strip.jpg"):
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
+    overrides = {
+        "lane_model": models["lane_model"],
+        "det_model": models["det_model"],
+        "scenario": write_scenario(root, out, args.seed),
+        "rate_hz": str(args.rate),
+        "enable_evaluator": "true",
+        "output_dir": out,
+    }
+    plan = resolve(find_config("cpu.yaml"), overrides)
+    env = ros_environment(args.domain_id)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    os.environ["ROS_LOCALHOST_ONLY"] = env["ROS_LOCALHOST_ONLY"]
+    runner = Runner(plan, env, log_dir=os.path.join(out, "logs"), grace_s=10.0)
+    print("[demo] starting %s (ROS_DOMAIN_ID=%s); output in %s"
+          % (", ".join(n.name for n in plan.enabled_nodes), env["ROS_DOMAIN_ID"], out),
+          file=sys.stderr)  # fmt: skip
+
+    def died() -> Optional[str]:
+        dead = [n for n, p in runner.procs if p.poll() is not None]
+        return ("process(es) exited early: %s (see %s/logs)" % (dead, out)) if dead else None
+
+    from edge_perception.ros.demo_capture import capture
+
+    runner.start()
+    try:
+        cap = capture(int(env["ROS_DOMAIN_ID"]), args.frames, args.seconds, abort=died)
+    finally:
+        rc = runner.stop()
+    eval_json = os.path.join(out, "evaluation.json")
+    if cap.error:
+        raise DemoError(cap.error)
+    if rc != 0:
+        raise DemoError("a process failed (see %s/logs)" % out)
+    if not os.path.isfile(eval_json):
+        raise DemoError("the evaluator wrote no report (see %s/logs/evaluator.log)" % out)
+    with open(eval_json, encoding="utf-8") as f:
+        evaluation = json.load(f)
+    strip = make_strip(cap.lane_overlays, cap.det_overlays, args.strip)
+    if strip is not None:
+        cv2.imwrite(os.path.join(out, "strip.jpg"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    if args.video:
+        write_video(os.path.join(out, "demo.mp4"), cap.lane_overlays, cap.det_overlays)
+    counts = {"frames": cap.frames, "lane_frames": cap.lane_frames, "det_frames": cap.det_frames}
+    summary = summarize(evaluation, counts)
+    meta = {
+        "command": " ".join(["edge-perception", "demo"] + sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "demo"
+        else "edge-perception demo",
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "backend": next(
+            n.parameters.get("backend", "?") for n in plan.nodes if n.name == "lane_node"
+        ),
+        "seconds": cap.seconds,
+        "models": {
+            k: {"path": p, "sha256": _sha(p), "mb": os.path.getsize(p) / 1e6}
+            for k, p in models.items()
+        },
+        "topics": cap.topics,
+        "capture": counts,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
+        json.dump({"summary": summary, "meta": meta}, f, indent=2, sort_keys=True)
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+        f.write(report_markdown(summary, meta))
+    if cap.frames < args.frames:
+        print("[demo] only %d of %d frames in %.0f s (slow machine? raise --seconds)"
+              % (cap.frames, args.frames, args.seconds), file=sys.stderr)  # fmt: skip
+    print("[demo] wrote %s" % os.path.join(out, "report.md"), file=sys.stderr)
+    return 0 if cap.frames >= 1 else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry, the same as ``edge-perception demo``."""
+    parser = argparse.ArgumentParser(prog="edge-perception demo")
+    register(parser)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

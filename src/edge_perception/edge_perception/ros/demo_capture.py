@@ -1,0 +1,121 @@
+"""The demo's ROS side: watch a running deployment and keep its overlay images.
+
+:func:`capture` joins the deployment's domain with a node of its own, subscribes to the lane and
+detection overlays, the lane class masks, the detections and the lifecycle manager's status, and
+returns once ``frames`` frames went through both perception nodes, ``timeout_s`` passed, the
+bring-up failed, or ``abort()`` returned a reason. Used by :mod:`edge_perception.demo`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from edge_perception.ros.convert import image_to_array, stamp_to_ns
+from edge_perception.ros.lifecycle_manager import STATUS_QOS, parse_status
+
+TOPICS = {
+    "lane_overlay": "/lane_node/overlay",
+    "det_overlay": "/detection_node/overlay",
+    "lane_mask": "/lane_node/class_mask",
+    "detections": "/detection_node/detections",
+    "manager_status": "/lifecycle_manager/status",
+}
+
+
+@dataclass
+class Capture:
+    """What :func:`capture` saw; images are RGB uint8, keyed by the source image stamp (ns)."""
+
+    lane_overlays: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
+    det_overlays: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
+    lane_frames: int = 0
+    det_frames: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    manager_phase: str = ""
+    error: str = ""
+    topics: Dict[str, List[str]] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        """Frames that went through both nodes (the smaller of the two counts)."""
+        return min(self.lane_frames, self.det_frames)
+
+
+def _keep(store: OrderedDict[int, np.ndarray], stamp: int, img: np.ndarray, keep: int) -> None:
+    store[stamp] = img
+    while len(store) > keep:
+        store.popitem(last=False)
+
+
+def capture(
+    domain_id: int,
+    frames: int,
+    timeout_s: float,
+    abort: Optional[Callable[[], Optional[str]]] = None,
+    keep: int = 64,
+) -> Capture:
+    """Watch the deployment on ``domain_id`` (see the module docstring); never raises on ROS
+    trouble, the reason lands in ``Capture.error``."""
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=int(domain_id))
+    out = Capture()
+    node = rclpy.create_node("edge_perception_demo_capture", context=ctx)
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_lane_overlay(msg: Image) -> None:
+        _keep(out.lane_overlays, stamp_to_ns(msg.header.stamp), image_to_array(msg), keep)
+
+    def on_det_overlay(msg: Image) -> None:
+        _keep(out.det_overlays, stamp_to_ns(msg.header.stamp), image_to_array(msg), keep)
+
+    def on_mask(_msg: Image) -> None:
+        out.lane_frames += 1
+
+    def on_dets(msg: Detection2DArray) -> None:
+        out.det_frames += 1
+        out.detections += len(msg.detections)
+
+    def on_status(msg: DiagnosticArray) -> None:
+        phase, _states = parse_status(msg)
+        out.manager_phase = phase
+        if phase == "failed":
+            errors = [s.message for s in msg.status if s.level == DiagnosticStatus.ERROR]
+            out.error = "lifecycle bring-up failed: " + "; ".join(e for e in errors if e)
+
+    node.create_subscription(Image, TOPICS["lane_overlay"], on_lane_overlay, reliable)
+    node.create_subscription(Image, TOPICS["det_overlay"], on_det_overlay, reliable)
+    node.create_subscription(Image, TOPICS["lane_mask"], on_mask, reliable)
+    node.create_subscription(Detection2DArray, TOPICS["detections"], on_dets, reliable)
+    node.create_subscription(DiagnosticArray, TOPICS["manager_status"], on_status, STATUS_QOS)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    t0 = time.monotonic()
+    try:
+        while out.frames < frames and not out.error:
+            if time.monotonic() - t0 > timeout_s:
+                break
+            reason = abort() if abort is not None else None
+            if reason:
+                out.error = reason
+                break
+            executor.spin_once(timeout_sec=0.1)
+        out.topics = {name: list(types) for name, types in node.get_topic_names_and_types()}
+    finally:
+        out.seconds = time.monotonic() - t0
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        ctx.try_shutdown()
+    return out
