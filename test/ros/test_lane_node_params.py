@@ -86,3 +86,21 @@ def test_empty_list_default_accepts_strings(rclpy_context):
         assert not res.successful and "tram" in res.reason
     finally:
         node.destroy_node()
+
+
+def test_overlay_tints_classes_and_leaves_background():
+    import numpy as np
+    from edge_perception.ros.lane_node import LANE_PALETTE, render_overlay
+    from edge_perception.runtime.results import LaneLineResult, LaneResult
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (24, 32)).astype(np.uint8)
+    out = render_overlay(rgb, LaneResult(mask, []), alpha=0.5)
+    fg = mask > 0
+    expected = np.round(rgb[fg] * 0.5 + LANE_PALETTE[mask[fg]] * 0.5)
+    assert np.abs(out[fg].astype(int) - expected).max() <= 1
+    np.testing.assert_array_equal(out[~fg], rgb[~fg])
+    line = LaneLineResult(points=np.array([[5.0, 23.0], [5.0, 0.0]]), type="solid")
+    drawn = render_overlay(rgb, LaneResult(np.zeros((24, 32), np.uint8), [], [line]), 0.5)
+    assert (drawn[:, 5] == (0, 255, 0)).all(axis=1).sum() > 10

@@ -44,17 +44,16 @@ LINE_COLOURS = {"solid": (0, 255, 0), "dashed": (0, 200, 255), "double": (255, 0
 
 def render_overlay(rgb: np.ndarray, result: LaneResult, alpha: float = 0.5) -> np.ndarray:
     """RGB image with non-background classes blended in and lane lines drawn on top."""
-    out = rgb.copy()
-    mask = result.class_mask
-    if mask is not None:
-        fg = mask > 0
-        if fg.any():
-            colours = LANE_PALETTE[np.minimum(mask[fg], len(LANE_PALETTE) - 1)].astype(np.float32)
-            blend = out[fg].astype(np.float32) * (1.0 - alpha) + colours * alpha
-            out[fg] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
-    if result.lines:
-        import cv2
+    import cv2
 
+    mask = result.class_mask
+    if mask is None or not mask.any():
+        out = rgb.copy()
+    else:
+        tint = LANE_PALETTE[np.minimum(mask, len(LANE_PALETTE) - 1)]
+        blended = cv2.addWeighted(rgb, 1.0 - float(alpha), tint, float(alpha), 0.0)
+        out = np.where((mask > 0)[..., None], blended, rgb)
+    if result.lines:
         for line in result.lines:
             pts = np.round(np.asarray(line.points, np.float32)).astype(np.int32).reshape(-1, 1, 2)
             if len(pts) >= 2:

@@ -1,0 +1,232 @@
+"""ROS overhead of the lane node: node end-to-end latency minus bare inference, and node RSS.
+
+    python bench/ros_overhead.py [--model models/lane_small.onnx] [--frames 60] [--threads 2]
+
+1. *Bare inference*: the model's backend called on one preprocessed 640x480 frame (ONNX Runtime,
+   same threads as the node), nothing else.
+2. *Node*: ``python -m edge_perception.ros.lane_node --autostart`` in its own process (reliable
+   QoS, overlay on or off); this process publishes a 640x480 rgb8 image, waits for the node's
+   ``~/timing`` of that stamp (closed loop: one frame in flight, so no frame is dropped and the
+   latency is not queueing) and records publish -> receive time, plus the node's own stage times.
+3. Overhead = node end-to-end p50 - bare inference p50 (decode, resize, transport both ways,
+   mask/overlay encoding, executor and thread hand-off). RSS of the node process at the end.
+
+Without ``models/lane_small.onnx`` a stand-in is exported: the untrained ``small`` LaneUNet
+(same architecture and cost, random weights) at 384x640; the results say which model ran.
+Results: bench/results/ros_overhead.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from common import environment, markdown_table, summarize, time_calls, write_results  # noqa: E402
+
+
+def standin_model(folder: str, size=(384, 640)) -> str:
+    """Export the untrained ``small`` lane U-Net (seeded) as the stand-in model."""
+    import torch
+    from edge_perception.lane.export import export_lane_model
+    from edge_perception.lane.model import build_model
+
+    torch.manual_seed(0)
+    path = os.path.join(folder, "lane_small_untrained.onnx")
+    export_lane_model(build_model("small"), path, size, info={"note": "untrained stand-in"})
+    return path
+
+
+def bare_inference(model: str, threads: int, frame: np.ndarray, runs: int) -> Dict[str, Any]:
+    from edge_perception.backends import create_backend
+    from edge_perception.runtime.lane import LanePipeline
+
+    backend = create_backend("onnxruntime", model, intra_op_threads=threads)
+    pipe = LanePipeline(backend, extract_lines=False)
+    feeds, _ = pipe.preprocess(frame)
+    feeds = {k: v.copy() for k, v in feeds.items()}
+    infer = time_calls(lambda: backend(feeds), runs)
+    full = time_calls(lambda: pipe.process(frame), max(5, runs // 3))
+    out = {
+        "inference_ms": summarize(infer),
+        "pipeline_ms": summarize(full),
+        "input_size": list(pipe.input_hw),
+    }
+    backend.close()
+    return out
+
+
+def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[str, Any]:
+    import psutil
+    import rclpy
+    from edge_perception.ros.convert import array_to_image, make_header, stamp_to_ns
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from edge_perception_msgs.msg import FrameTiming
+
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_perception.ros.lane_node",
+        "--autostart",
+        "--ros-args",
+        "-p",
+        f"model:={model}",
+        "-p",
+        "input_topic:=/bench/image",
+        "-p",
+        "qos:=reliable",
+        "-p",
+        f"threads:={args.threads}",
+        "-p",
+        f"overlay:={'true' if args.overlay else 'false'}",
+        "-p",
+        f"lines:={'true' if args.lines else 'false'}",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rclpy.init()
+    node = Node("ros_overhead_bench")
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "/bench/image", qos)
+    got: Dict[int, Any] = {}
+
+    def on_timing(msg: FrameTiming) -> None:
+        got[stamp_to_ns(msg.header.stamp)] = (time.perf_counter(), msg)
+
+    node.create_subscription(FrameTiming, "/lane_node/timing", on_timing, qos)
+    e2e: List[float] = []
+    stages: Dict[str, List[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    try:
+        deadline = time.monotonic() + 120.0
+        while pub.get_subscription_count() == 0 or node.count_publishers("/lane_node/timing") == 0:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "lane node did not start: " + proc.stderr.read().decode()[-2000:]
+                )
+        for i in range(args.warmup + args.frames):
+            stamp = node.get_clock().now().nanoseconds
+            msg = array_to_image(frame, "rgb8", make_header(stamp, "camera"))
+            t0 = time.perf_counter()
+            pub.publish(msg)
+            end = time.monotonic() + 30.0
+            while stamp not in got and time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+            if stamp not in got:
+                raise RuntimeError(f"no timing for frame {i} within 30 s")
+            t1, timing = got.pop(stamp)
+            if i >= args.warmup:
+                e2e.append((t1 - t0) * 1e3)
+                stages["preprocess"].append(timing.preprocess_ms)
+                stages["inference"].append(timing.inference_ms)
+                stages["postprocess"].append(timing.postprocess_ms)
+        rss = psutil.Process(proc.pid).memory_info().rss
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "end_to_end_ms": summarize(e2e),
+        "node_stage_ms": {k: summarize(v) for k, v in stages.items()},
+        "node_rss_mib": round(rss / 2**20, 1),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "lane_small.onnx"))
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--lines", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = ap.parse_args(argv)
+
+    tmp = tempfile.mkdtemp(prefix="ros_overhead_")
+    model, model_note = args.model, "bundled"
+    if not os.path.isfile(model):
+        print(f"{model} not found: exporting the untrained 'small' LaneUNet as a stand-in")
+        model, model_note = standin_model(tmp), "stand-in: untrained LaneUNet 'small' 384x640"
+    frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
+
+    bare = bare_inference(model, args.threads, frame, runs=max(20, args.frames // 2))
+    node = run_node(model, args, frame)
+    overhead = node["end_to_end_ms"]["p50"] - bare["inference_ms"]["p50"]
+    data = {
+        "benchmark": "ros_overhead",
+        "model": model if model_note == "bundled" else os.path.basename(model),
+        "model_note": model_note,
+        "camera": [args.height, args.width],
+        "model_input": bare["input_size"],
+        "threads": args.threads,
+        "overlay": args.overlay,
+        "lines": args.lines,
+        "frames": args.frames,
+        "bare": bare,
+        "node": node,
+        "overhead_p50_ms": round(overhead, 2),
+        "environment": environment(),
+    }
+    rows = [
+        ["bare inference (backend call)", *_cols(bare["inference_ms"])],
+        ["pipeline in-process (pre+infer+post)", *_cols(bare["pipeline_ms"])],
+        ["node end-to-end (publish -> ~/timing)", *_cols(node["end_to_end_ms"])],
+        ["  node preprocess (decode+resize)", *_cols(node["node_stage_ms"]["preprocess"])],
+        ["  node inference", *_cols(node["node_stage_ms"]["inference"])],
+        ["  node postprocess (+publish)", *_cols(node["node_stage_ms"]["postprocess"])],
+    ]
+    env = data["environment"]
+    md = "\n".join(
+        [
+            "# ROS overhead of the lane node",
+            "",
+            f"Model: {model_note} (input {bare['input_size'][0]}x{bare['input_size'][1]}), camera "
+            f"{args.width}x{args.height} rgb8, ONNX Runtime CPU, {args.threads} threads, overlay "
+            f"{'on' if args.overlay else 'off'}, lines {'on' if args.lines else 'off'}, "
+            f"{args.frames} frames closed loop.",
+            f"Machine: {env['cpu']} ({env['cpu_count']} cores, load {env['load_avg_1m']}), "
+            f"Python {env['python']}, onnxruntime {env['onnxruntime']}, {env['rmw']}.",
+            "",
+            markdown_table(rows, ["ms", "p50", "p90", "p99", "mean"]),
+            "",
+            f"**Overhead (node end-to-end p50 - bare inference p50): {overhead:.1f} ms**; "
+            f"node RSS {node['node_rss_mib']} MiB.",
+            "",
+            "Command: `python bench/ros_overhead.py " + " ".join(argv or sys.argv[1:]) + "`",
+        ]
+    )
+    paths = write_results("ros_overhead", data, md, args.out)
+    print(md)
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
+def _cols(s: Dict[str, float]) -> List[Any]:
+    return [s.get("p50"), s.get("p90"), s.get("p99"), s.get("mean")]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
