@@ -227,12 +227,15 @@ def _arg_str(value: Any) -> str:
 
 
 def _as_bool(text: str, name: str, where: str) -> bool:
+    # The spellings launch's IfCondition accepts, so both front ends agree.
     low = str(text).strip().lower()
-    if low in ("true", "1", "yes", "on"):
+    if low in ("true", "1"):
         return True
-    if low in ("false", "0", "no", "off"):
+    if low in ("false", "0"):
         return False
-    raise LaunchConfigError("%s: launch argument %s=%r is not true/false" % (where, name, text))
+    raise LaunchConfigError(
+        "%s: launch argument %s=%r is not true/false (or 1/0)" % (where, name, text)
+    )
 
 
 def _subst(value: Any, args: Dict[str, str], where: str, typed: bool) -> Any:
