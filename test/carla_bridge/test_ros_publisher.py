@@ -251,3 +251,37 @@ def test_dataset_source_republishes_the_written_labels(rclpy_context, tmp_path):
         assert pub2.trigger_configure() == TransitionCallbackReturn.FAILURE
     finally:
         pub2.destroy_node()
+
+
+def test_publisher_process_autostarts_and_closes_its_recording_on_sigint(rclpy_context, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from carla_bridge.ros.record import record_frames
+    from rclpy.executors import SingleThreadedExecutor
+
+    from carla_bridge import bag
+
+    record_frames(tiny_frames(2), str(tmp_path / "src"))
+    received: dict = {}
+    listener = _listener(rclpy_context, received)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(listener)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "carla_bridge.ros.scenario_publisher", "--ros-args",
+         "-p", "source:=bag", "-p", "bag:=%s" % (tmp_path / "src"), "-p", "loop:=true",
+         "-p", "rate_hz:=5.0", "-p", "record_bag:=%s" % (tmp_path / "rec")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert _spin_until(ex, lambda: len(received["lanes"]) >= 1, timeout=20.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.destroy_node()
+    assert proc.returncode == 0, out
+    topics = bag.topics(str(tmp_path / "rec"))
+    assert "recorded" in out and topics["/ground_truth/lanes"][1] >= 1, (out, topics)

@@ -148,7 +148,7 @@ class ScenarioPublisher(LifecycleNode):
         else:
             if not p["bag"]:
                 raise ValueError("source=bag needs the bag parameter (a rosbag2 directory)")
-            self._frames = self._bag_groups(p["bag"])
+            self._frames = self._bag_groups(p["bag"], bool(p["loop"]))
         # Produce the first item now (connects to CARLA, opens files): configure must fail when
         # the source cannot deliver.
         self._first = next(self._frames, None)
@@ -156,16 +156,22 @@ class ScenarioPublisher(LifecycleNode):
             raise ValueError("the %s source is empty" % p["source"])
         self._rate = rate if rate > 0 else 10.0
 
-    def _bag_groups(self, path: str) -> Iterator[Any]:
-        """Lists of stored messages sharing one bag time (this node records a frame that way)."""
-        group: list = []
-        for m in read_bag(path):
-            if group and m.t_ns != group[0].t_ns:
+    def _bag_groups(self, path: str, loop: bool) -> Iterator[Any]:
+        """Lists of stored messages sharing one bag time (this node records a frame that way).
+
+        With ``loop`` the bag starts over (stamps repeat as recorded).
+        """
+        while True:
+            group: list = []
+            for m in read_bag(path):
+                if group and m.t_ns != group[0].t_ns:
+                    yield group
+                    group = []
+                group.append(m)
+            if group:
                 yield group
-                group = []
-            group.append(m)
-        if group:
-            yield group
+            if not loop:
+                return
 
     def _tick(self) -> None:
         try:
