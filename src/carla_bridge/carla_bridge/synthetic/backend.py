@@ -98,6 +98,7 @@ class SyntheticBackend(SceneBackend):
         q = self.geometry.quads(cs, t, cs.s - VIEW_BEHIND, cs.s + VIEW_AHEAD)
         full: Dict[int, List[np.ndarray]] = {}
         owners = q.owner.tolist()
+        front = q.front.tolist()
         for i, owner in enumerate(owners):
             r.polygon(
                 q.pc[i],
@@ -107,6 +108,8 @@ class SyntheticBackend(SceneBackend):
                 bool(q.emissive[i]),
                 full.setdefault(owner, []) if owner else None,
                 q.tex[i],
+                q.uv[i] if front[i] else None,
+                q.plane[i] if front[i] else None,
             )
         shadow = self._shadows(cs, t)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
@@ -213,50 +216,55 @@ class SyntheticBackend(SceneBackend):
         """
         cam, w = self.camera, self.world
         h, wd = cam.height, cam.width
-        flow = np.zeros((h, wd, 2), np.float32)
-        valid = np.zeros((h, wd), bool)
         if prev is None:
-            return flow, valid
-        vv, uu = np.nonzero(r.invz > 0)
-        z = 1.0 / r.invz[vv, uu].astype(np.float64)
-        x = (uu - cam.cx) / cam.fx * z
-        y = (vv - cam.cy) / cam.fy * z
-        s, d, hh = cs.to_road(w, x, y, z)
-        obj = r.obj[vv, uu]
-        n_ag = len(w.agents)
-        tids = np.array([a.track_id for a in w.agents], np.int64)
-        lut_s = np.zeros(int(r.obj.max()) + 1 if r.obj.size else 1)
-        lut_d = np.zeros_like(lut_s)
-        if n_ag:
-            keep = tids < len(lut_s)
-            lut_s[tids[keep]] = (w.agent_s[t] - w.agent_s[t - 1])[keep]
-            lut_d[tids[keep]] = (w.agent_d[t] - w.agent_d[t - 1])[keep]
-        s = s - lut_s[obj]
-        d = d - lut_d[obj]
+            return np.zeros((h, wd, 2), np.float32), np.zeros((h, wd), bool)
         pcs: CameraState = prev["cs"]
-        x2, y2, z2 = pcs.to_camera(w, s, d, hh)
-        ok = z2 > NEAR
-        z2s = np.where(ok, z2, 1.0)
-        u2 = x2 / z2s * cam.fx + cam.cx
-        v2 = y2 / z2s * cam.fy + cam.cy
+        f32 = np.float32
+        # camera -> road -> previous camera, with the table lookups of static points cancelled
+        # out analytically (see world.py): only moving objects need the road profile per pixel
+        z = 1.0 / np.maximum(r.invz, f32(1e-6))
+        x = ((np.arange(wd, dtype=f32) - f32(cam.cx)) / f32(cam.fx))[None, :] * z
+        y = ((np.arange(h, dtype=f32) - f32(cam.cy)) / f32(cam.fy))[:, None] * z
+        cp, sp = f32(np.cos(cs.pitch)), f32(np.sin(cs.pitch))
+        yp = y * cp + z * sp
+        zp = z * cp - y * sp
+        obj = r.obj
+        lut = np.zeros((int(obj.max()) + 1, 2))
+        tids = np.array([a.track_id for a in w.agents], np.int64)
+        if len(tids):
+            keep = tids < len(lut)
+            lut[tids[keep], 0] = (w.agent_s[t] - w.agent_s[t - 1])[keep]
+            lut[tids[keep], 1] = (w.agent_d[t] - w.agent_d[t - 1])[keep]
+        zp2 = zp + f32(cs.s - pcs.s)
+        x2 = x + f32(cs.d - pcs.d + cs.xc - pcs.xc) + f32(cs.theta + cs.psi) * zp
+        y2 = yp + f32(pcs.elev - cs.elev)
+        moving = lut[obj, 0] != 0
+        moving |= lut[obj, 1] != 0
+        if moving.any():
+            m_s = (zp[moving] + cs.s).astype(np.float64)
+            ds, dd = lut[obj[moving], 0], lut[obj[moving], 1]
+            xa, ea = w.drift_elev(m_s)
+            xb, eb = w.drift_elev(m_s - ds)
+            zp2[moving] -= ds.astype(f32)
+            x2[moving] -= (dd + xa - xb).astype(f32)
+            y2[moving] += (ea - eb).astype(f32)
+        x2 -= f32(pcs.theta + pcs.psi) * zp2
+        yc2 = y2 * cp - zp2 * sp
+        zc2 = y2 * sp + zp2 * cp
+        ok = (r.invz > 0) & (zc2 > NEAR)
+        inv2 = f32(1.0) / np.where(ok, zc2, f32(1.0))
+        u2 = x2 * inv2 * f32(cam.fx) + f32(cam.cx)
+        v2 = yc2 * inv2 * f32(cam.fy) + f32(cam.cy)
         ok &= (u2 >= 0) & (u2 <= wd - 1) & (v2 >= 0) & (v2 <= h - 1)
-        ui = np.clip(np.round(u2).astype(np.int64), 0, wd - 1)
-        vi = np.clip(np.round(v2).astype(np.int64), 0, h - 1)
         # occlusion test: the previous inverse depth (bilinear: exact on planes) must match
-        u0 = np.clip(np.floor(u2).astype(np.int64), 0, wd - 2)
-        v0 = np.clip(np.floor(v2).astype(np.int64), 0, h - 2)
-        fu, fv = np.clip(u2 - u0, 0, 1), np.clip(v2 - v0, 0, 1)
-        piz = prev["invz"]
-        iz = (piz[v0, u0] * (1 - fu) + piz[v0, u0 + 1] * fu) * (1 - fv) + (
-            piz[v0 + 1, u0] * (1 - fu) + piz[v0 + 1, u0 + 1] * fu
-        ) * fv
-        ok &= np.abs(iz * z2s - 1.0) < 0.02
-        ok &= prev["obj"][vi, ui] == obj
-        flow[vv, uu, 0] = (u2 - uu).astype(np.float32)
-        flow[vv, uu, 1] = (v2 - vv).astype(np.float32)
-        valid[vv, uu] = ok
-        flow[~valid] = 0.0
-        return flow, valid
+        iz = cv2.remap(prev["invz"], u2, v2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        ok &= np.abs(iz * zc2 - 1.0) < 0.02
+        pobj = cv2.remap(prev["obj"].astype(f32), u2, v2, cv2.INTER_NEAREST)
+        ok &= pobj == obj
+        flow = np.zeros((h, wd, 2), f32)
+        flow[..., 0] = np.where(ok, u2 - np.arange(wd, dtype=f32)[None, :], 0)
+        flow[..., 1] = np.where(ok, v2 - np.arange(h, dtype=f32)[:, None], 0)
+        return flow, ok
 
     def _polylines(self, g: Ground, cs: CameraState) -> List[LaneLineLabel]:
         """Each line's centre as a polyline (bottom to top) over the visible ground rows."""

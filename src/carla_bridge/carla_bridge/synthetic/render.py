@@ -112,35 +112,33 @@ class Raster:
         emissive: bool = False,
         full: Optional[List[np.ndarray]] = None,
         tex: Optional[np.ndarray] = None,
+        uv: Optional[np.ndarray] = None,
+        plane: Optional[np.ndarray] = None,
     ) -> None:
         """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
+
+        ``uv`` / ``plane`` (projected vertices, inverse-depth plane ``1/Z = a u + b v + k``) may
+        be passed precomputed for polygons entirely in front of the near plane.
 
         ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
         ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid.
         """
         src = pc
-        pc = clip_near(pc)
-        if pc.shape[0] < 3:
-            return
         cam = self.cam
-        u = pc[:, 0] / pc[:, 2] * cam.fx + cam.cx
-        v = pc[:, 1] / pc[:, 2] * cam.fy + cam.cy
-        uv = np.stack([u, v], 1)
+        if uv is None or plane is None:
+            pc = clip_near(pc)
+            if pc.shape[0] < 3:
+                return
+            uv = np.stack(
+                [pc[:, 0] / pc[:, 2] * cam.fx + cam.cx, pc[:, 1] / pc[:, 2] * cam.fy + cam.cy], 1
+            )
+            plane = plane_coefficients(pc[None], cam)[0]
         if full is not None:
             full.append(uv)
-        # plane through the polygon: n . P = c, then 1/Z = (n . (xn, yn, 1)) / c
-        e1 = pc[2] - pc[0]
-        e2 = pc[-1] - pc[1] if pc.shape[0] > 3 else pc[1] - pc[0]
-        n = np.array(
-            [
-                e1[1] * e2[2] - e1[2] * e2[1],
-                e1[2] * e2[0] - e1[0] * e2[2],
-                e1[0] * e2[1] - e1[1] * e2[0],
-            ]
-        )
-        c = float(n @ pc[0])
-        if abs(c) < 1e-9:
+        a, b, k = plane
+        if not np.isfinite(k):
             return
+        u, v = uv[:, 0], uv[:, 1]
         # fillPoly also sets pixels its edges touch: keep one pixel of margin on every side
         x0 = max(int(np.floor(u.min())), 0)
         x1 = min(int(np.ceil(u.max())) + 1, cam.width)
@@ -151,9 +149,6 @@ class Raster:
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         pts = np.round((uv - (x0, y0)) * (1 << SHIFT)).astype(np.int32)
         cv2.fillPoly(canvas, [pts], 1, cv2.LINE_8, SHIFT)
-        a = n[0] / (c * cam.fx)
-        b = n[1] / (c * cam.fy)
-        k = (n[2] - n[0] * cam.cx / cam.fx - n[1] * cam.cy / cam.fy) / c
         us = np.arange(x0, x1, dtype=np.float32)
         vs = np.arange(y0, y1, dtype=np.float32)
         iz = (vs[:, None] * np.float32(b) + np.float32(k)) + us[None, :] * np.float32(a)
@@ -188,6 +183,29 @@ class Raster:
             self.emissive[y0:y1, x0:x1][m] = emissive
         self.mat[y0:y1, x0:x1][m] = mat
         self.obj[y0:y1, x0:x1][m] = obj
+
+
+def plane_coefficients(pc: np.ndarray, cam: CameraModel) -> np.ndarray:
+    """``(a, b, k)`` with ``1/Z = a u + b v + k`` for each planar polygon in ``pc`` (M x N x 3).
+
+    Degenerate (edge-on) polygons get ``k = inf``.
+    """
+    e1 = pc[:, 2] - pc[:, 0]
+    e2 = pc[:, -1] - pc[:, 1] if pc.shape[1] > 3 else pc[:, 1] - pc[:, 0]
+    n = np.cross(e1, e2)
+    c = np.einsum("ij,ij->i", n, pc[:, 0])
+    bad = np.abs(c) < 1e-9
+    c = np.where(bad, 1.0, c)
+    out = np.stack(
+        [
+            n[:, 0] / (c * cam.fx),
+            n[:, 1] / (c * cam.fy),
+            (n[:, 2] - n[:, 0] * cam.cx / cam.fx - n[:, 1] * cam.cy / cam.fy) / c,
+        ],
+        1,
+    )
+    out[bad, 2] = np.inf
+    return out
 
 
 def clip_near(pc: np.ndarray) -> np.ndarray:

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carla_bridge.synthetic.render import M_BUILDING, M_CROWN, M_TRUNK, NEAR, CameraState
+from carla_bridge.synthetic.render import (
+    M_BUILDING,
+    M_CROWN,
+    M_TRUNK,
+    NEAR,
+    CameraState,
+    plane_coefficients,
+)
 from carla_bridge.synthetic.world import M_POLE, World
 
 # the 6 faces of a box with corners indexed by (s, d, h) bits: corner k = (k&1, k>>1&1, k>>2&1)
@@ -33,6 +40,9 @@ class Quads:
     owner: np.ndarray  # M track id whose silhouette the quad belongs to (0 = none)
     emissive: np.ndarray  # M bool
     tex: np.ndarray  # M x 4 x 2 facade texture coordinates (along, height); NaN = none
+    front: np.ndarray  # M bool: entirely in front of the near plane (uv / plane are valid)
+    uv: np.ndarray  # M x 4 x 2 projected vertices
+    plane: np.ndarray  # M x 3 inverse-depth plane coefficients
 
 
 class SceneGeometry:
@@ -194,4 +204,18 @@ class SceneGeometry:
         obj = np.concatenate([np.repeat(self.box_obj[keep], 6), np.zeros(len(sq), np.int64)])
         owner = np.concatenate([np.repeat(self.box_owner[keep], 6), np.zeros(len(sq), np.int64)])
         tex = np.concatenate([np.full((nq, 4, 2), np.nan), self.sq_tex[sel]], 0)
-        return Quads(allq[vis], color[vis], mat[vis], obj[vis], owner[vis], em[vis], tex[vis])
+        pcv = allq[vis]
+        uv = np.stack([u[vis], v[vis]], 2)
+        plane = plane_coefficients(pcv, cam) if len(pcv) else np.zeros((0, 3))
+        return Quads(
+            pcv,
+            color[vis],
+            mat[vis],
+            obj[vis],
+            owner[vis],
+            em[vis],
+            tex[vis],
+            front[vis],
+            uv,
+            plane,
+        )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Dict
 
 import cv2
 import numpy as np
@@ -42,6 +43,7 @@ class Style:
     glare: float  # sun glare strength
     tex: np.ndarray  # TEX x TEX noise in [0, 1]
     noise: np.ndarray  # int16 sensor-noise pool
+    cache: Dict[str, np.ndarray] = field(default_factory=dict)  # per-sequence constant images
 
 
 def make_style(config: ScenarioConfig, rng: np.random.Generator, effects: bool = True) -> Style:
