@@ -217,10 +217,10 @@ class ScenarioPublisher(LifecycleNode):
         pub = self._pubs.get(key)
         if pub is None:
             return
-        pub.publish(msg)
-        if self._writer is not None:
+        if self._writer is not None:  # record first: whatever was published is in the bag
             self._writer.write(pub.topic_name, msg_type_name(type(msg)), serialize_message(msg),
                                stamp_ns)  # fmt: skip
+        pub.publish(msg)
 
     def _publish_stored(self, group: list) -> None:
         by_topic = {pub.topic_name: (key, pub) for key, pub in self._pubs.items()}
@@ -228,9 +228,9 @@ class ScenarioPublisher(LifecycleNode):
             entry = by_topic.get(m.topic)
             if entry is None or msg_type_name(entry[1].msg_type) != m.msgtype:
                 continue  # a topic this node does not publish (or of another type)
-            entry[1].publish(m.data)
             if self._writer is not None:
                 self._writer.write(m.topic, m.msgtype, m.data, m.t_ns)
+            entry[1].publish(m.data)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
