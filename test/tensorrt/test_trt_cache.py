@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from _trt_graphs import conv_chain
 from edge_perception.backends.base import BackendError
@@ -174,6 +175,20 @@ def test_int8_engine_without_local_images_accepts_its_recorded_calibration(tmp_p
     cache.write_engine(cache.engine_path_for(model, "int8"), b"plan", key, {})
     _, found, how = ensure_engine(model, opts, build_if_missing=False, platform=PLATFORM)
     assert how == "cached" and found.calibration == key.calibration
+    # the calibration cache its build wrote beside it does not make it stale either
+    (tmp_path / "det.int8.engine.calib").write_bytes(b"TRT-8502-EntropyCalibration2\n")
+    _, _, how = ensure_engine(model, opts, build_if_missing=False, platform=PLATFORM)
+    assert how == "cached"
+    # other calibration images given explicitly: a different engine
+    import cv2
+
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "0.jpg"), np.zeros((8, 8, 3), np.uint8))
+    opts_imgs = BuildOptions(
+        precision="int8", policy=PRESETS["rtdetr"], calib_data=str(tmp_path / "imgs")
+    )
+    with pytest.raises(cache.EngineCacheError, match="calibration: engine has images:1212"):
+        ensure_engine(model, opts_imgs, build_if_missing=False, platform=PLATFORM)
     # but a different policy is a different engine
     opts_lane = BuildOptions(precision="int8", policy=PRESETS["lane"])
     with pytest.raises(cache.EngineCacheError, match="policy"):

@@ -212,6 +212,61 @@ def test_no_py39_typing_evaluated_at_run_time():
     assert not problems, "Python 3.8 cannot evaluate these:\n" + "\n".join(problems)
 
 
+def find_python38() -> str:
+    """A real CPython 3.8 interpreter here, if any (PATH, then pyenv's versions folder)."""
+    candidates = [shutil.which("python3.8") or ""]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += sorted(str(p) for p in pyenv.glob("3.8*/bin/python3.8"))
+    for exe in candidates:
+        if not exe:
+            continue
+        try:
+            out = subprocess.run(
+                [exe, "-c", "import sys; print(sys.version_info[:2] == (3, 8))"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except OSError:
+            continue
+        if out.stdout.strip() == "True":
+            return exe
+    return ""
+
+
+def test_runtime_modules_compile_and_policy_runs_on_python_3_8(tmp_path):
+    """Byte-compile every runtime module with a real 3.8, and run the policy code there."""
+    exe = find_python38()
+    if not exe:
+        pytest.skip("no CPython 3.8 interpreter on this machine")
+    files = []
+    for base in existing_runtime_paths():
+        files += [base] if base.is_file() else sorted(base.rglob("*.py"))
+    script = (
+        "import py_compile, sys\n"
+        "for i, f in enumerate(sys.argv[1:]):\n"
+        "    py_compile.compile(f, cfile=%r + '/%%d.pyc' %% i, doraise=True)\n" % str(tmp_path)
+    )
+    out = subprocess.run(
+        [exe, "-c", script] + [str(f) for f in files], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    policy = PKG / "tensorrt" / "policy.py"  # stdlib-only at import: runs without numpy
+    check = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('policy', %r)\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['policy'] = m\n"
+        "spec.loader.exec_module(m)\n"
+        "p = m.policy_from_dict({'rules': [{'^/backbone/': 'int8'}], 'default': 'fp16'})\n"
+        "assert p.precision_for('/backbone/c/Conv') == 'int8', p\n"
+        "assert m.PRESETS['yolact'].precision_for('/fpn/pred_layers.0/Conv') == 'int8'\n"
+        "print(p.digest())\n" % str(policy)
+    )
+    out = subprocess.run([exe, "-c", check], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert len(out.stdout.strip()) == 64
+
+
 def test_runtime_typing_finder_flags_what_it_should():
     src = (
         "from __future__ import annotations\n"

@@ -502,8 +502,8 @@ def ensure_engine(
 
     A missing, unverified or mismatching engine is rebuilt when ``build_if_missing``; otherwise
     :class:`~edge_perception.tensorrt.cache.EngineCacheError` says what differs and the command
-    that rebuilds it. Without calibration images to hash, an INT8 engine's recorded calibration
-    is accepted as is.
+    that rebuilds it. Without calibration images to hash (``calib_data``), an INT8 engine's
+    recorded calibration is accepted as is.
     """
     options.validate()
     engine_path = engine_path or cache_mod.engine_path_for(
@@ -513,9 +513,13 @@ def ensure_engine(
     shapes = resolve_shapes(io["inputs"], options.shapes)
     ignore: Sequence[str] = ()
     try:
-        _, calib_key, _ = calibration_plan(model_path, options, engine_path)
-    except BuildError:
-        calib_key, ignore = None, ("calibration",)
+        mode, calib_key, _ = calibration_plan(model_path, options, engine_path)
+    except BuildError:  # no images and no cache here: accept the engine's own calibration
+        mode, calib_key = "unknown", None
+    if mode in ("unknown", "calibration-cache"):
+        # Only images given now can contradict the engine's calibration; a cache file beside
+        # the engine is the one its own build wrote.
+        ignore = ("calibration",)
     if platform is None:
         platform = cache_mod.runtime_fields(cuda, options.dla_core)
     key = expected_key(model_path, options, platform, calib_key, shapes)
