@@ -160,8 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--lines", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--no-overlay", dest="overlay", action="store_false", help="overlay off")
+    ap.add_argument("--no-lines", dest="lines", action="store_false", help="no lane lines")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
 

@@ -24,6 +24,7 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
+from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -128,8 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rclpy.init(args=args)
     autostart = "--autostart" in remove_ros_args(args)
     node = LaneSegmentationNode()
-    if autostart:
-        node.trigger_configure()
+    if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
         node.trigger_activate()
     spin_node(node)
     return 0

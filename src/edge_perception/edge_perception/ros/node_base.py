@@ -159,6 +159,9 @@ class PerceptionNodeBase(LifecycleNode):
         with self._lock:
             self.config = cfg
             self.pipeline = pipeline
+        if abs(self._diag_timer.timer_period_ns / 1e9 - cfg.diagnostics_period) > 1e-6:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(cfg.diagnostics_period, self.publish_diagnostics)
         self._timing_pub = self.add_publisher(FrameTiming, self.timing_topic, 10)
         self.create_publishers(cfg)
         self.stats.reset()
