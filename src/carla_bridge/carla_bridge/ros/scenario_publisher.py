@@ -246,10 +246,13 @@ class ScenarioPublisher(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
-        if self._writer is not None:
-            self._writer.close()
-            self.get_logger().info("recorded %d messages" % self._writer.count)
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+                self.get_logger().info("recorded %d messages" % writer.count)
+            except Exception as exc:  # noqa: BLE001 - report, never lose the shutdown path
+                self.get_logger().error("could not finish the recording: %s" % exc)
         self._label_sent = False
 
 
