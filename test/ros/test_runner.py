@@ -123,7 +123,8 @@ def _peer_events(log_dir: Path) -> List[tuple]:
 
 
 @pytest.mark.ros
-def test_runner_brings_up_and_shuts_down_in_order(tmp_path, rclpy_context):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_runner_brings_up_and_shuts_down_in_order(tmp_path, rclpy_context, stop_signal):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
@@ -148,7 +149,7 @@ def test_runner_brings_up_and_shuts_down_in_order(tmp_path, rclpy_context):
         while not got and time.monotonic() < end and proc.poll() is None:
             executor.spin_once(timeout_sec=0.1)
         assert got and got[0] == "hello", (proc.poll(), _peer_events(logs))
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=30.0)
         assert proc.returncode == 0, out
     finally:
