@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("sensor_msgs.msg")
 pytest.importorskip("edge_perception_msgs.msg")
 
-from edge_perception.ros import convert  # noqa: E402
 from edge_perception.ros.convert import (  # noqa: E402
     DECODE_ERROR_KINDS,
     ImageDecodeError,
@@ -29,6 +28,7 @@ from edge_perception.ros.convert import (  # noqa: E402
     timing_msg,
 )
 from edge_perception.runtime.results import LaneLineResult  # noqa: E402
+from edge_perception.runtime.yuv import decode_yuv422_numpy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -104,7 +104,7 @@ def test_yuv_byte_orders_differ_and_numpy_decoder_matches_opencv():
     for msg, is_uyvy in ((uyvy, True), (yuyv, False)):
         rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(4, 8, 2)
         ref = image_to_array(msg)
-        ours = convert.decode_yuv422_numpy(rows, is_uyvy)
+        ours = decode_yuv422_numpy(rows, is_uyvy)
         assert np.abs(ours.astype(int) - ref).max() <= 1
 
 

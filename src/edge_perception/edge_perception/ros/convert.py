@@ -38,6 +38,7 @@ from vision_msgs.msg import (
 
 from edge_perception.masks import box_from_mask, mask_to_rle_counts, rle_counts_to_mask
 from edge_perception.runtime.results import Detections, Instances, LaneLineResult, LaneResult
+from edge_perception.runtime.yuv import decode_yuv422, encode_yuv422
 from edge_perception_msgs.msg import (
     FrameTiming,
     Instance,
@@ -124,42 +125,6 @@ def _bytes_view(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
-def _yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """BT.601 limited range (same convention as OpenCV's COLOR_YUV2RGB_UYVY / _YUY2)."""
-    c = 1.164 * (y.astype(np.float32) - 16.0)
-    d = u.astype(np.float32) - 128.0
-    e = v.astype(np.float32) - 128.0
-    rgb = np.empty(y.shape + (3,), dtype=np.float32)
-    rgb[..., 0] = c + 1.596 * e
-    rgb[..., 1] = c - 0.391 * d - 0.813 * e
-    rgb[..., 2] = c + 2.018 * d
-    np.clip(rgb + 0.5, 0.0, 255.0, out=rgb)
-    return rgb.astype(np.uint8)
-
-
-def _decode_yuv422(rows: np.ndarray, uyvy: bool) -> np.ndarray:
-    """rows: HxWx2 bytes of UYVY (``uyvy``) or YUYV pixel pairs -> RGB HxWx3."""
-    try:
-        import cv2  # optional: faster, same coefficients
-
-        code = cv2.COLOR_YUV2RGB_UYVY if uyvy else cv2.COLOR_YUV2RGB_YUY2
-        return cv2.cvtColor(np.ascontiguousarray(rows), code)
-    except ImportError:  # pragma: no cover - numpy fallback (tested via decode_yuv422_numpy)
-        return decode_yuv422_numpy(rows, uyvy)
-
-
-def decode_yuv422_numpy(rows: np.ndarray, uyvy: bool) -> np.ndarray:
-    """Pure-NumPy YUV 4:2:2 decoder (used when OpenCV is absent; tests compare the two)."""
-    h, w = rows.shape[:2]
-    pairs = rows.reshape(h, w // 2, 4)
-    if uyvy:
-        u, y0, v, y1 = pairs[..., 0], pairs[..., 1], pairs[..., 2], pairs[..., 3]
-    else:
-        y0, u, y1, v = pairs[..., 0], pairs[..., 1], pairs[..., 2], pairs[..., 3]
-    y = np.stack([y0, y1], axis=-1).reshape(h, w)
-    return _yuv_to_rgb(y, np.repeat(u, 2, axis=1), np.repeat(v, 2, axis=1))
-
-
 def image_to_array(msg: Image) -> np.ndarray:
     """Decode an image message into a C-contiguous RGB ``uint8`` array of shape HxWx3.
 
@@ -209,28 +174,7 @@ def image_to_array(msg: Image) -> np.ndarray:
             return np.repeat(hi[..., None], 3, axis=2)
         px = hi.reshape(h, w, 3)
         return np.ascontiguousarray(px[..., ::-1] if enc == "bgr16" else px)
-    return _decode_yuv422(rows.reshape(h, w, 2), uyvy=enc in _UYVY)
-
-
-def _encode_yuv422(rgb: np.ndarray, uyvy: bool) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if w % 2:
-        raise ValueError(f"YUV 4:2:2 needs an even width, got {w}")
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b
-    u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b
-    v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b
-    u = 0.5 * (u[:, 0::2] + u[:, 1::2])
-    v = 0.5 * (v[:, 0::2] + v[:, 1::2])
-
-    def q(a: np.ndarray) -> np.ndarray:
-        return np.clip(a + 0.5, 0, 255).astype(np.uint8)
-
-    y0, y1 = y[:, 0::2], y[:, 1::2]
-    planes = (u, y0, v, y1) if uyvy else (y0, u, y1, v)
-    out = np.stack([q(p) for p in planes], axis=-1)
-    return out.reshape(h, w * 2)
+    return decode_yuv422(rows.reshape(h, w, 2), uyvy=enc in _UYVY)
 
 
 def array_to_image(
@@ -277,7 +221,7 @@ def array_to_image(
         src = a if enc != "bgr16" else a[..., ::-1]
         payload = src.astype(">u2" if is_bigendian else "<u2").view(np.uint8)
     else:
-        payload = _encode_yuv422(a[..., :3], uyvy=enc in _UYVY)
+        payload = encode_yuv422(a[..., :3], uyvy=enc in _UYVY)
     row = np.ascontiguousarray(payload).reshape(h, w * bpp)
     row_step = w * bpp if step is None else int(step)
     if row_step < w * bpp:

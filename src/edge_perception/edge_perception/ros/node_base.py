@@ -106,6 +106,7 @@ class PerceptionNodeBase(LifecycleNode):
         self._logged_kinds: set = set()
         self._dropped_reported = 0
         self._last_src_hw: Optional[Tuple[int, int]] = None
+        self._last_stamp_ns = 0
         install_validator(self, self.config_class, self._on_params_accepted)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = float(self.get_parameter("diagnostics_period").value or 1.0)
@@ -294,16 +295,21 @@ class PerceptionNodeBase(LifecycleNode):
             return
         decode_ms = (time.perf_counter() - t0) * 1e3
         src_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-        if self._last_src_hw is not None and src_hw != self._last_src_hw:
-            pipeline.reset()  # video state does not survive a change of camera size
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if self._last_src_hw is not None and (
+            src_hw != self._last_src_hw or stamp_ns < self._last_stamp_ns
+        ):
+            # Video state does not survive a new camera size or time going back (bag loop).
+            pipeline.reset()
         self._last_src_hw = src_hw
+        self._last_stamp_ns = stamp_ns
         out = pipeline.process(rgb)
         out.times.preprocess_ms += decode_ms
         t1 = time.perf_counter()
         self.publish_results(msg.header, out, rgb)
         out.times.postprocess_ms += (time.perf_counter() - t1) * 1e3
         now_ns = self.get_clock().now().nanoseconds
-        e2e_ms = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e6
+        e2e_ms = (now_ns - stamp_ns) / 1e6
         dropped_total = self.mailbox.dropped
         dropped = dropped_total - self._dropped_reported
         self._dropped_reported = dropped_total
