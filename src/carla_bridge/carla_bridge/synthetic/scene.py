@@ -26,6 +26,7 @@ FACES = np.array(
     [[0, 2, 6, 4], [1, 5, 7, 3], [0, 4, 5, 1], [2, 3, 7, 6], [4, 6, 7, 5], [0, 1, 3, 2]]
 )  # -s, +s, -d, +d, +h, -h
 FACE_SHADE = np.array([0.85, 0.85, 0.7, 0.62, 1.0, 0.5], np.float32)
+LOD_DIST = 70.0  # buildings whose centre is farther ahead are drawn with one facade quad
 CORNER_BITS = np.array([[k & 1, (k >> 1) & 1, (k >> 2) & 1] for k in range(8)])
 
 
@@ -98,16 +99,25 @@ class SceneGeometry:
 
     def _static_quads(self) -> None:
         w = self.world
-        q, ic, col, mat, tex = [], [], [], [], []
+        q, ic, col, mat, tex, lod, ref = [], [], [], [], [], [], []
         for b in w.buildings:
             side = float(np.sign(b.d))
+            # facades: 10 m pieces follow the road curvature near the camera (LOD 1); far away
+            # one quad per building is enough (LOD 2)
             edges = np.linspace(b.s0, b.s1, max(2, int(np.ceil((b.s1 - b.s0) / 10.0)) + 1))
-            for a, c in zip(edges[:-1], edges[1:]):
+            pieces = list(zip(edges[:-1], edges[1:]))
+            if len(pieces) > 1:
+                pieces.append((b.s0, b.s1))
+            for j, (a, c) in enumerate(pieces):
                 q.append([(a, b.d, 0), (c, b.d, 0), (c, b.d, b.height), (a, b.d, b.height)])
                 ic.append((0.5 * (a + c), b.d + side, 0.5 * b.height))
                 col.append(b.color)
                 mat.append(M_BUILDING)
                 tex.append([(a, 0), (c, 0), (c, b.height), (a, b.height)])
+                lod.append(0 if len(pieces) == 1 else (2 if j == len(pieces) - 1 else 1))
+                ref.append(0.5 * (b.s0 + b.s1))
+            lod.append(0)
+            ref.append(b.s0)
             dd = b.d + side * b.depth
             q.append([(b.s0, b.d, 0), (b.s0, dd, 0), (b.s0, dd, b.height), (b.s0, b.d, b.height)])
             ic.append((b.s0 + 1.0, 0.5 * (b.d + dd), 0.5 * b.height))
@@ -137,12 +147,16 @@ class SceneGeometry:
                 col.append(tr.color)
                 mat.append(M_CROWN)
                 tex.append([(np.nan, np.nan)] * 4)
+                lod.append(0)
+                ref.append(s)
         self.sq = np.array(q, np.float64).reshape(-1, 4, 3)
         self.sq_ic = np.array(ic, np.float64).reshape(-1, 3)
         self.sq_color = np.array(col, np.float32).reshape(-1, 3)
         self.sq_mat = np.array(mat, np.int64)
         self.sq_tex = np.array(tex, np.float64).reshape(-1, 4, 2)
         self.sq_s = self.sq[:, :, 0].mean(1) if len(self.sq) else np.zeros(0)
+        self.sq_lod = np.array(lod, np.int64)
+        self.sq_ref = np.array(ref, np.float64)
 
     def quads(self, cs: CameraState, t: int, lo: float, hi: float) -> Quads:
         """Camera-space quads facing the camera and inside the view of frame ``t``."""
@@ -162,7 +176,9 @@ class SceneGeometry:
             corners[:, :, j] = lo_hi[:, CORNER_BITS[:, j]]
         centre = corners.mean(1)
         bq = corners[:, FACES]  # nb x 6 x 4 x 3
+        near = self.sq_ref - cs.s < LOD_DIST
         sel = (self.sq_s > lo - 10) & (self.sq_s < hi)
+        sel &= (self.sq_lod == 0) | ((self.sq_lod == 1) & near) | ((self.sq_lod == 2) & ~near)
         sq = self.sq[sel]
         pts = np.concatenate([bq.reshape(-1, 3), centre, sq.reshape(-1, 3), self.sq_ic[sel]], 0)
         pts = np.nan_to_num(pts, nan=0.0)  # two-sided quads have no interior point

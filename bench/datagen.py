@@ -1,0 +1,109 @@
+"""Dataset generation throughput: labelled frames/s with 1 and 2 workers, writing included.
+
+Runs ``carla_bridge.dataset.generate_dataset`` (procedural backend, every label and file of the
+dataset layout: JPEG, lane PNGs, flow .npz, COCO / YouTube-VIS / lanes JSON, manifest) into a
+temporary directory and divides the number of frames by the wall time.
+
+    python bench/datagen.py [--sequences 4] [--frames 15] [--width 640 --height 384]
+
+Writes ``bench/results/datagen.json`` and ``bench/results/datagen.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from carla_bridge.dataset import generate_dataset  # noqa: E402
+from carla_bridge.scenario import ScenarioConfig  # noqa: E402
+from common import environment, markdown_table, write_results  # noqa: E402
+
+
+def measure(workers: int, sequences: int, frames: int, width: int, height: int) -> Dict[str, Any]:
+    """One timed generation of ``sequences`` x ``frames`` train frames with ``workers``."""
+    cfg = ScenarioConfig().replace(camera={"width": width, "height": height})
+    out = tempfile.mkdtemp(prefix="datagen_bench_")
+    try:
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        manifest = generate_dataset(
+            out,
+            cfg,
+            train_sequences=sequences,
+            val_sequences=0,
+            frames_per_sequence=frames,
+            workers=workers,
+            seed=0,
+            progress=False,
+        )
+        wall = time.perf_counter() - t0
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    n = manifest["splits"]["train"]["frames"]
+    return {
+        "workers": workers,
+        "frames": n,
+        "objects": manifest["splits"]["train"]["objects"],
+        "wall_s": round(wall, 2),
+        "frames_per_s": round(n / wall, 2),
+        "bytes_per_frame": int(size / max(n, 1)),
+        "load_avg_1m_before": round(load0, 2),
+    }
+
+
+def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sequences", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=15, help="frames per sequence")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=384)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args(argv)
+    rows = [measure(w, args.sequences, args.frames, args.width, args.height) for w in args.workers]
+    env = environment()
+    command = "python bench/datagen.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {
+        "benchmark": "datagen",
+        "command": command.strip(),
+        "settings": vars(args),
+        "environment": env,
+        "results": rows,
+    }
+    table = markdown_table(
+        [
+            (
+                r["workers"],
+                r["frames"],
+                r["wall_s"],
+                r["frames_per_s"],
+                r["bytes_per_frame"] // 1024,
+                r["load_avg_1m_before"],
+            )
+            for r in rows
+        ],
+        ["workers", "frames", "wall s", "frames/s", "KiB/frame", "load avg before"],
+    )
+    md = (
+        f"# Dataset generation throughput ({args.width}x{args.height}, synthetic backend)\n\n"
+        f"Command: `{data['command']}`  \n"
+        f"Machine: {env['cpu']}, {env['cpu_count']} CPUs, Python {env['python']}, "
+        f"numpy {env['numpy']}, git {env['git']}, {env['time_utc']}  \n"
+        "Frames/s include rendering, labels, flow and writing every file of the dataset layout. "
+        "The machine is shared: the load average before each run is listed.\n\n" + table
+    )
+    paths = write_results("datagen", data, md)
+    print(md)
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
