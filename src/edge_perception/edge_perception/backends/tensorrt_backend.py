@@ -84,6 +84,11 @@ class TensorRTBackend(InferenceBackend):
             raise BackendError("tensorrt backend: %s" % exc) from exc
 
         expected_dtypes: Dict[str, str] = {}
+        if not os.path.isfile(model_path):
+            raise BackendError(
+                "tensorrt backend: model %s does not exist (an .onnx model or a built .engine)"
+                % model_path
+            )
         if model_path.endswith(".onnx"):
             try:
                 engine_path, key, how = trt_builder.ensure_engine(
@@ -102,28 +107,27 @@ class TensorRTBackend(InferenceBackend):
                 raise BackendError("tensorrt backend: %s" % exc) from exc
             extra = key.diagnostics()
             extra["engine_source"] = how
-        elif os.path.isfile(model_path):
+        else:
             engine_path = model_path
             extra = self._check_engine_file(
                 engine_path, build_opts.dla_core, bool(backend_opts.get("verify_engine", True))
-            )
-        else:
-            raise BackendError(
-                "tensorrt backend: model %s does not exist (.onnx or .engine)" % model_path
             )
         doc = cache_mod.read_sidecar(engine_path)
         if doc is not None:
             for name, spec in doc.get("onnx_io", {}).get("outputs", {}).items():
                 expected_dtypes[name] = str(spec.get("dtype"))
 
-        self._load(engine_path, build_opts.dla_core, expected_dtypes)
+        dla_core = build_opts.dla_core
+        if dla_core is None and extra.get("dla_core", "none") != "none":
+            dla_core = int(extra["dla_core"])  # a DLA engine given as .engine
+        self._load(engine_path, dla_core, expected_dtypes)
         self.info = BackendInfo(
             kind=self.kind,
             model_path=engine_path,
             precision=build_opts.precision
             if model_path.endswith(".onnx")
             else extra.get("precision", "unknown"),
-            device=("dla%d" % build_opts.dla_core) if build_opts.dla_core is not None else "cuda",
+            device=("dla%d" % dla_core) if dla_core is not None else "cuda",
             extra=extra,
         )
         self.info.extra["cuda_api"] = self._cuda.name

@@ -345,6 +345,8 @@ def _apply_policy(network: trt.INetworkDefinition, policy: PrecisionPolicy) -> D
 
 
 def _load_timing_cache(config: trt.IBuilderConfig, path: Optional[str]) -> trt.ITimingCache:
+    """Attach the timing cache stored at ``path`` (or a new one); returns the attached cache,
+    which the caller keeps alive until the build is over."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
@@ -352,7 +354,8 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Optional[str]) -> trt.I
     tcache = config.create_timing_cache(data)
     if not config.set_timing_cache(tcache, False):
         LOG.warning("timing cache %s does not fit this TensorRT/GPU; starting a new one", path)
-        config.set_timing_cache(config.create_timing_cache(b""), True)
+        tcache = config.create_timing_cache(b"")
+        config.set_timing_cache(tcache, True)
     return tcache
 
 
@@ -403,7 +406,7 @@ def build_engine(
     timing_path = options.timing_cache or os.path.join(
         os.path.dirname(os.path.abspath(engine_path)), "timing.cache"
     )
-    _load_timing_cache(config, timing_path)
+    timing_cache = _load_timing_cache(config, timing_path)  # alive until the build ends
 
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in shapes.items():
@@ -467,19 +470,19 @@ def build_engine(
                 % (len(fallback), ", ".join(fallback[:20]))
             )
 
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            report.calibration_batches = calibrator.feeder.batches_served
+            calibrator.feeder.close()
     if serialized is None:
         raise BuildError(
             "TensorRT failed to build %s (see its log above); with a strict policy try "
             "strict: false, or a larger --workspace-mb" % onnx_path
         )
-    if calibrator is not None:
-        report.calibration_batches = calibrator.feeder.batches_served
-        calibrator.feeder.close()
     report.seconds = time.monotonic() - start
-    tcache = config.get_timing_cache()
-    if tcache is not None:
-        cache_mod._atomic_write(timing_path, memoryview(tcache.serialize()).tobytes())
+    cache_mod._atomic_write(timing_path, memoryview(timing_cache.serialize()).tobytes())
     cache_mod.write_engine(
         engine_path,
         serialized,
