@@ -18,9 +18,6 @@ Parameters (``ros__parameters`` of the ``lifecycle_manager`` node):
     Per ``change_state``/``get_state`` call; configure may load and warm up a model.
 ``diagnostics_period_s`` (float, default 1.0)
     Period of the ``/diagnostics`` report; 0 disables it.
-``monitor_period_s`` (float, default 2.0)
-    After bring-up, how often every node's state is polled (``get_state``, non-blocking); a node
-    that left ``active`` or vanished is reported as an ERROR. 0 disables it.
 
 Topics: ``~/status`` (diagnostic_msgs/DiagnosticArray, transient-local, re-published on every
 change: one status per managed node plus an overall ``<manager>: bring-up`` entry whose ``values``
@@ -101,7 +98,6 @@ class LifecycleManager(Node):
         self.declare_parameter("service_timeout_s", 20.0)
         self.declare_parameter("transition_timeout_s", 30.0)
         self.declare_parameter("diagnostics_period_s", 1.0)
-        self.declare_parameter("monitor_period_s", 2.0)
         names = [n for n in self.get_parameter("node_names").value if n]
         if not names:
             raise ValueError(
@@ -139,9 +135,6 @@ class LifecycleManager(Node):
         period = float(self.get_parameter("diagnostics_period_s").value)
         if period > 0:
             self.create_timer(period, lambda: self._diag_pub.publish(self.status_array()))
-        monitor = float(self.get_parameter("monitor_period_s").value)
-        if monitor > 0:
-            self.create_timer(monitor, self._monitor)
         self._publish_status()
 
     # ------------------------------------------------------------------ public API
@@ -313,34 +306,6 @@ class LifecycleManager(Node):
         with self._lock:
             self.phase = phase
         self._publish_status()
-
-    def _monitor(self) -> None:
-        """Timer: poll the nodes that bring-up left active; report those that are not any more."""
-        if self.phase not in ("active", "failed"):
-            return
-        for m in self._nodes:
-            if m.state not in ("active", "unreachable") and not m.state.startswith("left "):
-                continue
-            if not m.get_state.service_is_ready():
-                if m.state != "unreachable":
-                    self._report(m, "unreachable", DiagnosticStatus.ERROR, "node vanished")
-                    self.get_logger().error("%s: lifecycle services gone (node died?)" % m.name)
-                continue
-            future = m.get_state.call_async(GetState.Request())
-            future.add_done_callback(lambda f, m=m: self._on_polled(m, f))
-
-    def _on_polled(self, m: _Managed, future) -> None:
-        if future.cancelled() or future.exception() is not None or future.result() is None:
-            return
-        state = int(future.result().current_state.id)
-        if state == State.PRIMARY_STATE_ACTIVE:
-            if m.state != "active":
-                self._report(m, "active", DiagnosticStatus.OK, "active")
-            return
-        label = STATE_LABELS.get(state, str(state))
-        if m.state != "left active: " + label:
-            self._report(m, "left active: " + label, DiagnosticStatus.ERROR, "now " + label)
-            self.get_logger().error("%s left the active state (now %s)" % (m.name, label))
 
     def _publish_status(self) -> None:
         self._status_pub.publish(self.status_array())
