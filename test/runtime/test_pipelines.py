@@ -84,6 +84,8 @@ def test_lane_pipeline_dynamic_input_needs_size(tmp_path):
     static = create_backend("onnxruntime", lane_onnx(str(tmp_path / "s.onnx")))
     with pytest.raises(ValueError, match="conflicts"):
         LanePipeline(static, input_size=(64, 96))
+    with pytest.raises(ValueError, match="predicts 4 classes but class_names has 3"):
+        LanePipeline(static, class_names=["a", "b", "c"])
 
 
 def test_lane_pipeline_rejects_detector(tmp_path):

@@ -68,6 +68,13 @@ class LanePipeline(Pipeline):
                 f"has {names}"
             )
         self.class_names: List[str] = list(class_names)
+        for spec in backend.outputs:
+            classes = spec.shape[1] if spec.name == "logits" and len(spec.shape) == 4 else None
+            if isinstance(classes, int) and classes > 0 and classes != len(self.class_names):
+                raise ValueError(
+                    f"{backend.info.model_path} predicts {classes} classes but class_names has "
+                    f"{len(self.class_names)}: {self.class_names}"
+                )
         self._extract = _load_line_extractor() if extract_lines else None
         self.lines_available = self._extract is not None
 
