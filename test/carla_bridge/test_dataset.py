@@ -61,6 +61,7 @@ def test_layout_and_manifest(ref):
                 for kind, ext in (("images", "jpg"), ("lane_class", "png"),
                                   ("lane_instance", "png"), ("flow", "npz")):  # fmt: skip
                     assert f"{split}/{kind}/{stem}.{ext}" in digest
+        assert "plan.json" in digest
         for ann in ("coco.json", "ytvis.json", "lanes.json"):
             assert f"{split}/annotations/{ann}" in digest
     assert not [p for p in digest if p.endswith(".tmp")]
@@ -193,6 +194,20 @@ def test_split_seeds_never_overlap_validation():
         train_split(10_000, 1, 1)
     assert VALIDATION_SPLIT.seeds()[0] == VALIDATION_SPLIT.base_seed
     assert VALIDATION_SPLIT.sequences > 0 and VALIDATION_SPLIT.frames_per_sequence > 0
+
+
+def test_resume_with_other_settings_is_refused(ref, tmp_path):
+    root = str(tmp_path)
+    generate_dataset(root, SCEN, workers=1, **dict(ARGS, train_sequences=1, val_sequences=0))
+    with pytest.raises(ValueError, match="other settings .*splits"):
+        generate_dataset(root, SCEN, workers=1, **dict(ARGS, train_sequences=2, val_sequences=0))
+    with pytest.raises(ValueError, match="scenario"):
+        generate_dataset(
+            root,
+            SCEN.replace(num_vehicles=3),
+            workers=1,
+            **dict(ARGS, train_sequences=1, val_sequences=0),
+        )
 
 
 def test_other_seed_changes_data_version(ref, tmp_path):

@@ -55,6 +55,27 @@ def plan_splits(
     ]
 
 
+def _check_plan(out: str, scenario: ScenarioConfig, splits: List[SplitSpec], opts: dict) -> None:
+    """Record what ``out`` is generated with; refuse to resume a run made with other settings."""
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "scenario": scenario.to_dict(),
+        "splits": [[sp.name, sp.base_seed, sp.sequences, sp.frames_per_sequence] for sp in splits],
+        "backend_options": opts,
+    }
+    path = os.path.join(out, "plan.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+        if old != json.loads(json.dumps(plan)):
+            diff = sorted(k for k in plan if json.dumps(plan[k]) != json.dumps(old.get(k)))
+            raise ValueError(
+                f"{out} holds a dataset generated with other settings ({', '.join(diff)} "
+                "differ); use another --out directory or delete this one"
+            )
+    atomic_write_json(path, plan, indent=1)
+
+
 def generate_dataset(
     out: str,
     scenario: ScenarioConfig,
@@ -84,6 +105,7 @@ def generate_dataset(
         os.remove(manifest_path)  # rewritten at the end; absent = dataset incomplete
     remove_stale_temp(out)
     opts = dict(backend_options or {})
+    _check_plan(out, scenario, splits, opts)
     tasks = []
     for sp in splits:
         for i, s in enumerate(sp.seeds()):

@@ -6,6 +6,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from scipy.ndimage import find_objects
 
 from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
@@ -99,6 +100,7 @@ class SyntheticBackend(SceneBackend):
         full: Dict[int, List[np.ndarray]] = {}
         owners = q.owner.tolist()
         front = q.front.tolist()
+        boxes = q.box.tolist()
         for i, owner in enumerate(owners):
             r.polygon(
                 q.pc[i],
@@ -110,6 +112,7 @@ class SyntheticBackend(SceneBackend):
                 q.tex[i],
                 q.uv[i] if front[i] else None,
                 q.plane[i] if front[i] else None,
+                boxes[i] if front[i] else None,
             )
         shadow = self._shadows(cs, t)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
@@ -183,22 +186,25 @@ class SyntheticBackend(SceneBackend):
         w = self.world
         cats = {a.track_id: a.category for a in w.agents + w.signs}
         out: List[ObjectLabel] = []
-        ids = np.unique(r.obj)
-        for tid in ids[ids > 0].tolist():
-            mask = r.obj == tid
-            n_vis = int(mask.sum())
+        for k, sl in enumerate(find_objects(r.obj)):
+            if sl is None:
+                continue
+            tid = k + 1
+            sub = r.obj[sl] == tid
+            n_vis = int(sub.sum())
             if n_vis < self.min_visible_pixels:
                 continue
             n_full, n_inside = _full_area(full.get(tid, []), cam.width, cam.height)
             n_full = max(n_full, n_vis)
             n_inside = min(max(n_inside, n_vis), n_full)
-            ys, xs = np.nonzero(mask)
-            x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+            mask = np.zeros((cam.height, cam.width), bool)
+            mask[sl] = sub
+            y0, x0 = sl[0].start, sl[1].start  # find_objects: the tight box of the label
             out.append(
                 ObjectLabel(
-                    track_id=int(tid),
+                    track_id=tid,
                     category=cats[tid],
-                    bbox=(float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)),
+                    bbox=(float(x0), float(y0), float(sl[1].stop - x0), float(sl[0].stop - y0)),
                     mask=mask,
                     visible_fraction=round(n_vis / n_full, 4),
                     truncated=round(1.0 - n_inside / n_full, 4),

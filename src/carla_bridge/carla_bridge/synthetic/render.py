@@ -114,11 +114,13 @@ class Raster:
         tex: Optional[np.ndarray] = None,
         uv: Optional[np.ndarray] = None,
         plane: Optional[np.ndarray] = None,
+        box: Optional[List[int]] = None,
     ) -> None:
         """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
 
         ``uv`` / ``plane`` (projected vertices, inverse-depth plane ``1/Z = a u + b v + k``) may
-        be passed precomputed for polygons entirely in front of the near plane.
+        be passed precomputed for polygons entirely in front of the near plane, and ``box`` (pixel
+        box ``x0, y0, x1, y1`` from :func:`pixel_box`) with them.
 
         ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
         ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid.
@@ -138,12 +140,9 @@ class Raster:
         a, b, k = plane
         if not np.isfinite(k):
             return
-        u, v = uv[:, 0], uv[:, 1]
-        # fillPoly also sets pixels its edges touch: keep one pixel of margin on every side
-        x0 = max(int(np.floor(u.min())), 0)
-        x1 = min(int(np.ceil(u.max())) + 1, cam.width)
-        y0 = max(int(np.floor(v.min())), 0)
-        y1 = min(int(np.ceil(v.max())) + 1, cam.height)
+        if box is None:
+            box = pixel_box(uv[None], cam)[0].tolist()
+        x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -183,6 +182,21 @@ class Raster:
             self.emissive[y0:y1, x0:x1][m] = emissive
         self.mat[y0:y1, x0:x1][m] = mat
         self.obj[y0:y1, x0:x1][m] = obj
+
+
+def pixel_box(uv: np.ndarray, cam: CameraModel) -> np.ndarray:
+    """Clipped pixel boxes ``(x0, y0, x1, y1)`` (exclusive ends) of projected polygons M x N x 2.
+
+    fillPoly also sets pixels its edges touch, so the box keeps one pixel of margin.
+    """
+    lo = np.floor(uv.min(1))
+    hi = np.ceil(uv.max(1)) + 1
+    out = np.empty((len(uv), 4), np.int64)
+    out[:, 0] = np.clip(lo[:, 0], 0, cam.width)
+    out[:, 1] = np.clip(lo[:, 1], 0, cam.height)
+    out[:, 2] = np.clip(hi[:, 0], 0, cam.width)
+    out[:, 3] = np.clip(hi[:, 1], 0, cam.height)
+    return out
 
 
 def plane_coefficients(pc: np.ndarray, cam: CameraModel) -> np.ndarray:

@@ -17,6 +17,7 @@ from carla_bridge.synthetic.render import (
     M_TRUNK,
     NEAR,
     CameraState,
+    pixel_box,
     plane_coefficients,
 )
 from carla_bridge.synthetic.world import M_POLE, World
@@ -44,6 +45,7 @@ class Quads:
     front: np.ndarray  # M bool: entirely in front of the near plane (uv / plane are valid)
     uv: np.ndarray  # M x 4 x 2 projected vertices
     plane: np.ndarray  # M x 3 inverse-depth plane coefficients
+    box: np.ndarray  # M x 4 pixel boxes (x0, y0, x1, y1) of the front quads
 
 
 class SceneGeometry:
@@ -223,6 +225,10 @@ class SceneGeometry:
         pcv = allq[vis]
         uv = np.stack([u[vis], v[vis]], 2)
         plane = plane_coefficients(pcv, cam) if len(pcv) else np.zeros((0, 3))
+        fv = front[vis]
+        box = np.zeros((len(pcv), 4), np.int64)
+        if fv.any():
+            box[fv] = pixel_box(uv[fv], cam)
         return Quads(
             pcv,
             color[vis],
@@ -234,4 +240,5 @@ class SceneGeometry:
             front[vis],
             uv,
             plane,
+            box,
         )
