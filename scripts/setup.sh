@@ -67,16 +67,19 @@ venv_ok() {
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 &&
     [ -f "$STAMPS/mode" ] && [ "$(cat "$STAMPS/mode")" = "$MODE" ]
 }
-if ! venv_ok; then
-  [ -e "$VENV" ] && log "existing .venv is broken or of another kind: recreating it"
+make_venv() {
   rm -rf "$VENV" build install log
   if [ "$MODE" = system ]; then
-    "$PY" -m venv --system-site-packages "$VENV"   # sees the system rclpy
+    "$PY" -m venv --system-site-packages "$VENV" # sees the system rclpy
   else
     "$PY" -m venv "$VENV"
   fi
   mkdir -p "$STAMPS"
   echo "$MODE" >"$STAMPS/mode"
+}
+if ! venv_ok; then
+  [ -e "$VENV" ] && log "existing .venv is broken or of another kind: recreating it"
+  make_venv
 fi
 VPY="$VENV/bin/python"
 PIP=(pip_quiet install --disable-pip-version-check --progress-bar off -q)
@@ -103,6 +106,11 @@ for m in mods:
     importlib.import_module(m)
 EOF
 }
+if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" = "$REQ_HASH" ] && ! imports_ok; then
+  # Installed once, broken since (deleted or half-removed packages): pip would call them satisfied.
+  log "packages in .venv no longer import: recreating it"
+  make_venv
+fi
 if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$REQ_HASH" ] || ! imports_ok; then
   log "installing Python packages ($MODE ROS 2) into .venv — first run takes a few minutes"
   if [ "$MODE" = system ]; then

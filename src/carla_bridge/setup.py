@@ -21,6 +21,9 @@ setup(
     entry_points={
         "console_scripts": [
             "carla-bridge = carla_bridge.cli:main",
+            "scenario_publisher = carla_bridge.ros.scenario_publisher:main",
+            "evaluator = carla_bridge.ros.evaluator:main",
+            "carla-bridge-record = carla_bridge.ros.record:main",
         ],
     },
 )
