@@ -195,3 +195,16 @@ def test_scenario_yaml_round_trip_and_duration(tmp_path):
     assert cfg.frames == 50 and cfg.weather == "rain"
     assert cfg.camera.width == 320 and cfg.camera.height == 384 and cfg.camera.jitter is False
     assert ScenarioConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_pose_is_a_rigid_transform_moving_with_the_ego(clip):
+    poses = np.stack([f.pose for f in clip])
+    for p in poses:
+        rot = p[:3, :3]
+        assert np.allclose(rot @ rot.T, np.eye(3), atol=1e-6)
+        assert np.linalg.det(rot) == pytest.approx(1.0, abs=1e-6)
+        assert p[2, 2] < 0.2, "camera z (forward) is roughly horizontal"
+    steps = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
+    assert (steps > 0.3).all() and (steps < 3.0).all(), steps  # 3..30 m/s at 10 fps
+    fwd = poses[:-1, :3, 2]
+    assert (np.einsum("ij,ij->i", np.diff(poses[:, :3, 3], axis=0), fwd) > 0).all()
