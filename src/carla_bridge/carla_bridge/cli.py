@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # incl. CARLA connection errors
         print(f"carla-bridge {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
