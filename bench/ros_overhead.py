@@ -8,8 +8,9 @@
    QoS, overlay on or off); this process publishes a 640x480 rgb8 image, waits for the node's
    ``~/timing`` of that stamp (closed loop: one frame in flight, so no frame is dropped and the
    latency is not queueing) and records publish -> receive time, plus the node's own stage times.
-3. Overhead = node end-to-end p50 - bare inference p50 (decode, resize, transport both ways,
-   mask/overlay encoding, executor and thread hand-off). RSS of the node process at the end.
+3. Overhead = node end-to-end p50 - bare inference p50 (decode, resize, line extraction,
+   transport both ways, mask/overlay encoding, executor and thread hand-off); the ROS-only part
+   subtracts the in-process pipeline (same settings) instead. RSS of the node process at the end.
 
 Without ``models/lane_small.onnx`` a stand-in is exported: the untrained ``small`` LaneUNet
 (same architecture and cost, random weights) at 384x640; the results say which model ran.
@@ -47,12 +48,14 @@ def standin_model(folder: str, size=(384, 640)) -> str:
     return path
 
 
-def bare_inference(model: str, threads: int, frame: np.ndarray, runs: int) -> Dict[str, Any]:
+def bare_inference(
+    model: str, threads: int, frame: np.ndarray, runs: int, lines: bool
+) -> Dict[str, Any]:
     from edge_perception.backends import create_backend
     from edge_perception.runtime.lane import LanePipeline
 
     backend = create_backend("onnxruntime", model, intra_op_threads=threads)
-    pipe = LanePipeline(backend, extract_lines=False)
+    pipe = LanePipeline(backend, extract_lines=lines)
     feeds, _ = pipe.preprocess(frame)
     feeds = {k: v.copy() for k, v in feeds.items()}
     infer = time_calls(lambda: backend(feeds), runs)
@@ -163,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-overlay", dest="overlay", action="store_false", help="overlay off")
     ap.add_argument("--no-lines", dest="lines", action="store_false", help="no lane lines")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
+    ap.add_argument("--name", default="ros_overhead", help="result file name (no extension)")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="ros_overhead_")
@@ -172,9 +176,10 @@ def main(argv=None) -> int:
         model, model_note = standin_model(tmp), "stand-in: untrained LaneUNet 'small' 384x640"
     frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
 
-    bare = bare_inference(model, args.threads, frame, runs=max(20, args.frames // 2))
+    bare = bare_inference(model, args.threads, frame, max(20, args.frames // 2), args.lines)
     node = run_node(model, args, frame)
     overhead = node["end_to_end_ms"]["p50"] - bare["inference_ms"]["p50"]
+    ros_only = node["end_to_end_ms"]["p50"] - bare["pipeline_ms"]["p50"]
     data = {
         "benchmark": "ros_overhead",
         "model": model if model_note == "bundled" else os.path.basename(model),
@@ -188,6 +193,7 @@ def main(argv=None) -> int:
         "bare": bare,
         "node": node,
         "overhead_p50_ms": round(overhead, 2),
+        "ros_only_overhead_p50_ms": round(ros_only, 2),
         "environment": environment(),
     }
     rows = [
@@ -214,11 +220,14 @@ def main(argv=None) -> int:
             "",
             f"**Overhead (node end-to-end p50 - bare inference p50): {overhead:.1f} ms**; "
             f"node RSS {node['node_rss_mib']} MiB.",
+            f"Of that, ROS alone (node end-to-end p50 - in-process pipeline p50, same work: "
+            f"decode, transport both ways, message encoding, overlay, thread hand-off): "
+            f"{ros_only:.1f} ms.",
             "",
             "Command: `python bench/ros_overhead.py " + " ".join(argv or sys.argv[1:]) + "`",
         ]
     )
-    paths = write_results("ros_overhead", data, md, args.out)
+    paths = write_results(args.name, data, md, args.out)
     print(md)
     print(f"wrote {paths['json']} and {paths['md']}")
     return 0
