@@ -51,9 +51,17 @@ def render_overlay(rgb: np.ndarray, result: LaneResult, alpha: float = 0.5) -> n
     if mask is None or not mask.any():
         out = rgb.copy()
     else:
-        tint = LANE_PALETTE[np.minimum(mask, len(LANE_PALETTE) - 1)]
+        # 256-entry colour table: class indices past the palette reuse its last colour.
+        lut = np.empty((1, 256, 3), np.uint8)
+        lut[0, : len(LANE_PALETTE)] = LANE_PALETTE
+        lut[0, len(LANE_PALETTE) :] = LANE_PALETTE[-1]
+        tint = cv2.LUT(cv2.cvtColor(mask, cv2.COLOR_GRAY2RGB), lut)
         blended = cv2.addWeighted(rgb, 1.0 - float(alpha), tint, float(alpha), 0.0)
-        out = np.where((mask > 0)[..., None], blended, rgb)
+        out = rgb.copy()
+        if hasattr(cv2, "copyTo"):  # OpenCV >= 4.1
+            cv2.copyTo(blended, (mask > 0).view(np.uint8), out)
+        else:  # pragma: no cover - older OpenCV
+            np.copyto(out, blended, where=(mask > 0)[..., None])
     if result.lines:
         for line in result.lines:
             pts = np.round(np.asarray(line.points, np.float32)).astype(np.int32).reshape(-1, 1, 2)
