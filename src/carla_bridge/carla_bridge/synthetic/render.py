@@ -152,10 +152,11 @@ class Raster:
         vs = np.arange(y0, y1, dtype=np.float32)
         iz = (vs[:, None] * np.float32(b) + np.float32(k)) + us[None, :] * np.float32(a)
         zb = self.invz[y0:y1, x0:x1]
-        m = (canvas > 0) & (iz > zb)
+        m = canvas.view(bool)  # fillPoly wrote 0 / 1
+        m &= iz > zb
         if not m.any():
             return
-        zb[m] = iz[m]
+        np.copyto(zb, iz, where=m)
         if tex is not None and not np.isnan(tex[0, 0]):
             # facade coordinates are affine on the plane: attr = alpha . P + beta
             coef = np.linalg.lstsq(np.c_[src, np.ones(len(src))], tex, rcond=None)[0]
@@ -178,10 +179,13 @@ class Raster:
             self.color[y0:y1, x0:x1][m] = pix
             self.emissive[y0:y1, x0:x1][m] = lit
         else:
-            self.color[y0:y1, x0:x1][m] = color
-            self.emissive[y0:y1, x0:x1][m] = emissive
-        self.mat[y0:y1, x0:x1][m] = mat
-        self.obj[y0:y1, x0:x1][m] = obj
+            np.copyto(self.color[y0:y1, x0:x1], color, where=m[..., None])
+            if emissive:
+                self.emissive[y0:y1, x0:x1] |= m
+            else:
+                self.emissive[y0:y1, x0:x1] &= ~m
+        np.copyto(self.mat[y0:y1, x0:x1], mat, where=m)
+        np.copyto(self.obj[y0:y1, x0:x1], obj, where=m)
 
 
 def pixel_box(uv: np.ndarray, cam: CameraModel) -> np.ndarray:
