@@ -225,3 +225,21 @@ def test_strip_cli_writes_a_labelled_png(ref, tmp_path):
     assert img.shape == (2 * H, 2 * W, 3)
     assert main(["strip", "--dataset", str(tmp_path), "--out", str(out)]) == 2
     assert main(["generate", "--out", str(tmp_path), "--workers", "0"]) == 2
+
+
+def test_draw_frame_marks_lines_boxes_and_drivable(ref):
+    from carla_bridge.viz import CLASS_COLORS, LINE_COLORS, draw_frame
+
+    fr = next(f for f in iter_frames(ref[0], "train") if f.annotations and f.lines)
+    out = draw_frame(fr.image, fr.lane_class, fr.annotations, fr.lines)
+    assert out.shape == fr.image.shape and out.dtype == np.uint8
+    drv = fr.lane_class == LANE_CLASSES.index("drivable")
+    assert (out[drv] != fr.image[drv]).any(axis=1).mean() > 0.9, "drivable area is tinted"
+    ln = fr.lines[0]
+    x, y = np.round(ln["points"][len(ln["points"]) // 2]).astype(int)
+    assert tuple(out[y, x]) == LINE_COLORS[ln["type"]]
+    a = fr.annotations[0]
+    bx, by, bw, bh = (int(round(v)) for v in a["bbox"])
+    col = CLASS_COLORS[a["category_id"] - 1]
+    edge = out[by + bh - 1, bx : bx + bw]  # bottom edge (captions sit above the top edge)
+    assert (edge == col).all(axis=1).mean() > 0.5

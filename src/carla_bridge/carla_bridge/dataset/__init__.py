@@ -19,13 +19,7 @@ VALIDATION_SPLIT = SplitSpec(
     name="val", base_seed=VAL_BASE_SEED, sequences=8, frames_per_sequence=30
 )
 
-
-def generate_dataset(*args, **kwargs):  # noqa: ANN002, ANN003 - re-export, documented there
-    """See :func:`carla_bridge.dataset.generate.generate_dataset`."""
-    from carla_bridge.dataset.generate import generate_dataset as _gen
-
-    return _gen(*args, **kwargs)
-
+from carla_bridge.dataset.generate import generate_dataset  # noqa: E402 - needs VALIDATION_SPLIT
 
 __all__ = [
     "VALIDATION_SPLIT",
