@@ -64,11 +64,17 @@ class ModelEMA:
                 v.copy_(src[k])
 
 
-def lr_factor(it: int, total: int, warmup: int, final: float = 0.05) -> float:
-    """Linear warm-up to 1 over ``warmup`` iterations, then cosine down to ``final``."""
+def lr_factor(
+    it: int, total: int, warmup: int, final: float = 0.05, time_fraction: float = 0.0
+) -> float:
+    """Linear warm-up to 1 over ``warmup`` iterations, then cosine down to ``final``.
+
+    ``time_fraction`` (elapsed / ``--max-minutes``) advances the cosine when the time budget, not
+    the iteration count, will end the run, so a time-limited run still ends at a low rate.
+    """
     if it < warmup:
         return (it + 1) / warmup
-    t = min(1.0, (it - warmup) / max(1, total - warmup))
+    t = min(1.0, max((it - warmup) / max(1, total - warmup), time_fraction))
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -132,7 +138,8 @@ def plot_curves(csv_path: str, png_path: str) -> None:
         if pts:
             ax[1].plot(*zip(*pts), marker="o", label=key)
     ax[1].set(xlabel="epoch", ylabel="COCO AP (val)", title="validation")
-    ax[1].legend()
+    if ax[1].lines:
+        ax[1].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
@@ -274,8 +281,11 @@ def main(args: argparse.Namespace) -> int:
             leave=False,
         )
         for images, targets in bar:
+            frac = (time.time() - t0) / (args.max_minutes * 60) if args.max_minutes else 0.0
             for g in opt.param_groups:
-                g["lr"] = args.lr * lr_factor(iteration, total_iters, args.warmup_iters)
+                g["lr"] = args.lr * lr_factor(
+                    iteration, total_iters, args.warmup_iters, 0.05, frac
+                )
             images = images.to(device, non_blocking=True)
             tg = to_device(targets, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
