@@ -302,3 +302,40 @@ def test_missing_or_corrupt_model_fails_configure_node_stays_alive(rclpy_context
         assert h.state() == State.PRIMARY_STATE_INACTIVE
     finally:
         h.close()
+
+
+def test_main_in_own_process_autostarts_and_exits_on_sigint(rclpy_context, model):
+    """``python -m edge_perception.ros.lane_node --autostart``: serves a peer, stops on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+
+    cmd = [
+        sys.executable, "-m", "edge_perception.ros.lane_node", "--autostart", "--ros-args",
+        "-r", "__node:=lane_proc", "-p", f"model:={model}", "-p", "input_topic:=/proc/image",
+        "-p", "qos:=reliable", "-p", "overlay:=false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ)
+    peer = Node("proc_peer", context=rclpy_context)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(peer)
+    masks: list = []
+    peer.create_subscription(Image, "/lane_proc/class_mask", masks.append, RELIABLE)
+    pub = peer.create_publisher(Image, "/proc/image", RELIABLE)
+    try:
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end and not masks and proc.poll() is None:
+            if pub.get_subscription_count() > 0:
+                pub.publish(array_to_image(_frame(4), "rgb8", make_header(77, "cam")))
+            ex.spin_once(timeout_sec=0.2)
+        assert masks, proc.stdout.read().decode() if proc.poll() is not None else "no mask"
+        assert stamp_to_ns(masks[0].header.stamp) == 77 and masks[0].header.frame_id == "cam"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ex.remove_node(peer)
+        peer.destroy_node()
+        ex.shutdown()
