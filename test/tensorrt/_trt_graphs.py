@@ -15,10 +15,13 @@ def conv_chain(
     node_names: Sequence[str],
     shape: Sequence[object] = (1, 3, 16, 16),
     qdq: bool = False,
+    zero_point: int = 0,
+    zero_dtype: object = np.int8,
 ) -> Path:
     """A chain of 3x3 convolutions (3 channels each), one node per name, input ``images``,
     output ``logits``; with ``qdq`` a QuantizeLinear/DequantizeLinear pair precedes the first
-    convolution (the explicit-INT8 layout of the quantization commands)."""
+    convolution (the explicit-INT8 layout of the quantization commands) with the given zero point
+    (TensorRT accepts only 0; ONNX Runtime's default UINT8 activations give e.g. 128)."""
     rng = np.random.default_rng(0)
     nodes: List[onnx.NodeProto] = []
     inits: List[onnx.TensorProto] = []
@@ -26,7 +29,7 @@ def conv_chain(
     if qdq:
         inits += [
             numpy_helper.from_array(np.array(0.02, dtype=np.float32), "q_scale"),
-            numpy_helper.from_array(np.array(0, dtype=np.int8), "q_zero"),
+            numpy_helper.from_array(np.array(zero_point, dtype=zero_dtype), "q_zero"),
         ]
         nodes.append(
             helper.make_node(

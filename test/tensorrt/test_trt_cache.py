@@ -232,6 +232,15 @@ def test_calibration_plan(tmp_path):
     assert calibration_plan(model, BuildOptions("fp16"), engine) == ("none", None, [])
     qdq = str(conv_chain(tmp_path / "q.onnx", ["/a/Conv"], qdq=True))
     assert calibration_plan(qdq, BuildOptions("int8"), engine) == ("qdq", "qdq", [])
+    # ONNX Runtime's default (UINT8, asymmetric) Q/DQ: TensorRT would refuse it; say how to fix
+    asym = str(
+        conv_chain(tmp_path / "a.onnx", ["/a/Conv"], qdq=True, zero_point=128, zero_dtype=np.uint8)
+    )
+    with pytest.raises(BuildError, match="zero point \\[128\\] is not 0.*ActivationSymmetric"):
+        calibration_plan(asym, BuildOptions("int8"), engine)
+    # an all-zero UINT8 zero point is fine
+    u0 = str(conv_chain(tmp_path / "u.onnx", ["/a/Conv"], qdq=True, zero_dtype=np.uint8))
+    assert calibration_plan(u0, BuildOptions("int8"), engine)[0] == "qdq"
     with pytest.raises(BuildError, match="--calib-data"):
         calibration_plan(model, BuildOptions("int8"), engine)
     (tmp_path / "m.int8.engine.calib").write_bytes(b"TRT-8502-EntropyCalibration2\n")

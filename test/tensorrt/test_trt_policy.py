@@ -168,3 +168,46 @@ def test_dynamo_export_gets_module_scoped_names(tmp_path):
     assert {pol.precision_for(n) for n in names if n.startswith("/backbone/")} == {"int8"}
     hand_made = onnx.load(str(conv_chain(tmp_path / "h.onnx", ["/a/Conv"])))
     assert with_scoped_names(hand_made) is hand_made  # nothing to rename: same object
+
+
+def test_onnxruntime_qdq_defaults_are_flagged_and_symmetric_int8_passes(tmp_path):
+    """Real ONNX Runtime static quantisation: its default (UINT8 asymmetric activations) is what
+    TensorRT refuses; signed symmetric INT8 is what it builds."""
+    import numpy as np
+
+    quant = pytest.importorskip("onnxruntime.quantization")
+    from edge_perception.tensorrt.policy import qdq_problems
+
+    fp32 = str(conv_chain(tmp_path / "m.onnx", ["/a/Conv", "/b/Conv"]))
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.batches = iter(
+                [{"images": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)]
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    asym = str(tmp_path / "asym.onnx")
+    quant.quantize_static(
+        fp32,
+        asym,
+        Reader(),
+        quant_format=quant.QuantFormat.QDQ,
+        activation_type=quant.QuantType.QUInt8,
+        weight_type=quant.QuantType.QInt8,
+    )
+    assert is_qdq_model(asym) and qdq_problems(asym)
+    sym = str(tmp_path / "sym.onnx")
+    quant.quantize_static(
+        fp32,
+        sym,
+        Reader(),
+        quant_format=quant.QuantFormat.QDQ,
+        activation_type=quant.QuantType.QInt8,
+        weight_type=quant.QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+    assert is_qdq_model(sym) and qdq_problems(sym) == []

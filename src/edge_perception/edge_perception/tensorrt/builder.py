@@ -35,7 +35,14 @@ from .calibrator import (
     make_calibrator,
     read_cache,
 )
-from .policy import PRECISIONS, PrecisionPolicy, is_qdq_model, load_policy, with_scoped_names
+from .policy import (
+    PRECISIONS,
+    PrecisionPolicy,
+    is_qdq_model,
+    load_policy,
+    qdq_problems,
+    with_scoped_names,
+)
 
 if TYPE_CHECKING:  # annotations only: TensorRT is imported lazily at run time
     import tensorrt as trt
@@ -243,6 +250,20 @@ def calibration_plan(
     if not needs_int8:
         return "none", None, []
     if is_qdq_model(onnx_path):
+        problems = qdq_problems(onnx_path)
+        if problems:
+            raise BuildError(
+                "%s has asymmetric Q/DQ nodes, which TensorRT cannot build (it supports only "
+                "symmetric INT8, zero point 0): %s%s. Fix: quantize for TensorRT with signed "
+                "symmetric activations (onnxruntime quantize_static: activation_type=QInt8, "
+                "extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True}), or "
+                "build the FP32 model with --calib-data (implicit INT8)"
+                % (
+                    onnx_path,
+                    "; ".join(problems[:3]),
+                    " (+%d more)" % (len(problems) - 3) if len(problems) > 3 else "",
+                )
+            )
         return "qdq", "qdq", []
     if options.calib_data:
         files = find_calibration_images(

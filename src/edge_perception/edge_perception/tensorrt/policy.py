@@ -337,3 +337,35 @@ def is_qdq_model(model: Any) -> bool:
     """
     graph = _load_model(model).graph
     return any(n.op_type in QDQ_OPS for n in graph.node)
+
+
+def qdq_problems(model: Any) -> List[str]:
+    """Why TensorRT would reject a Q/DQ model: it supports only symmetric INT8 (zero points 0).
+
+    ONNX Runtime's default static quantisation (UINT8 activations, asymmetric) gives non-zero
+    zero points, which the TensorRT ONNX parser refuses. Zero points stored as initializers or
+    Constant nodes are checked; an all-zero UINT8 zero point is accepted (TensorRT reads it as
+    INT8). Returns one line per offending node (empty = fine).
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = _load_model(model).graph
+    values = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = node.attribute[0].t
+    problems: List[str] = []
+    for node in graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 3 or not node.input[2]:
+            continue
+        tensor = values.get(node.input[2])
+        if tensor is None:
+            continue
+        zero = numpy_helper.to_array(tensor)
+        if np.any(zero != 0):
+            problems.append(
+                "%s (%s): zero point %s is not 0"
+                % (node.name or node.output[0], node.op_type, zero.ravel()[:4].tolist())
+            )
+    return problems
