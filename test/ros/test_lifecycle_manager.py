@@ -228,3 +228,35 @@ def test_main_process_shuts_down_nodes_on_sigint(rclpy_context):
             proc.kill()
             proc.wait()
         spin.stop()
+
+
+def test_monitor_reports_a_node_that_leaves_active_or_exits(rclpy_context):
+    """A node deactivated behind the manager's back, and a node process that exits."""
+    from pathlib import Path
+
+    Peer = _peer_class()
+    a = Peer("mon_a", context=rclpy_context)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "test_runner_peer", "--ros-args", "-r", "__node:=mon_b"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    mgr = _manager(rclpy_context, ["mon_a", "mon_b"], monitor_period_s=0.2)
+    spin = _Spinner(rclpy_context, [a, mgr])
+    try:
+        assert mgr.startup() is True
+        a.trigger_deactivate()
+        assert _wait(lambda: mgr.states()["/mon_a"] == "left active: inactive")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        assert _wait(lambda: mgr.states()["/mon_b"] == "unreachable", timeout=15.0)
+        a.trigger_activate()
+        assert _wait(lambda: mgr.states()["/mon_a"] == "active")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        spin.stop()

@@ -18,6 +18,9 @@ Parameters (``ros__parameters`` of the ``lifecycle_manager`` node):
     Per ``change_state``/``get_state`` call; configure may load and warm up a model.
 ``diagnostics_period_s`` (float, default 1.0)
     Period of the ``/diagnostics`` report; 0 disables it.
+``monitor_period_s`` (float, default 2.0)
+    After bring-up, how often every node's state is polled (``get_state``, non-blocking); a node
+    that left ``active`` or vanished is reported as an ERROR. 0 disables it.
 
 Topics: ``~/status`` (diagnostic_msgs/DiagnosticArray, transient-local, re-published on every
 change: one status per managed node plus an overall ``<manager>: bring-up`` entry whose ``values``
@@ -35,6 +38,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import rclpy
@@ -80,6 +84,7 @@ class _Managed:
         self.state = "unknown"
         self.level = DiagnosticStatus.STALE
         self.message = "not started"
+        self.poll: Optional[Tuple[object, float]] = None  # (pending get_state future, sent at)
 
 
 class LifecycleManager(Node):
@@ -98,6 +103,7 @@ class LifecycleManager(Node):
         self.declare_parameter("service_timeout_s", 20.0)
         self.declare_parameter("transition_timeout_s", 30.0)
         self.declare_parameter("diagnostics_period_s", 1.0)
+        self.declare_parameter("monitor_period_s", 2.0)
         names = [n for n in self.get_parameter("node_names").value if n]
         if not names:
             raise ValueError(
@@ -135,6 +141,9 @@ class LifecycleManager(Node):
         period = float(self.get_parameter("diagnostics_period_s").value)
         if period > 0:
             self.create_timer(period, lambda: self._diag_pub.publish(self.status_array()))
+        self._monitor_period = float(self.get_parameter("monitor_period_s").value)
+        if self._monitor_period > 0:
+            self.create_timer(self._monitor_period, self._monitor)
         self._publish_status()
 
     # ------------------------------------------------------------------ public API
@@ -307,6 +316,46 @@ class LifecycleManager(Node):
             self.phase = phase
         self._publish_status()
 
+    def _monitor(self) -> None:
+        """Timer: poll the nodes that bring-up left active; report those that are not any more."""
+        if self.phase not in ("active", "failed"):
+            return
+        for m in self._nodes:
+            if m.state not in ("active", "unreachable") and not m.state.startswith("left "):
+                continue
+            pending = m.poll
+            if pending is not None and not pending[0].done():  # type: ignore[attr-defined]
+                if time.monotonic() - pending[1] < max(3.0 * self._monitor_period, 2.0):
+                    continue
+                m.get_state.remove_pending_request(pending[0])
+                m.poll = None
+                self._lost(m, "no get_state reply")
+                continue
+            if not m.get_state.service_is_ready():
+                self._lost(m, "lifecycle services gone")
+                continue
+            future = m.get_state.call_async(GetState.Request())
+            m.poll = (future, time.monotonic())
+            future.add_done_callback(lambda f, m=m: self._on_polled(m, f))
+
+    def _lost(self, m: _Managed, why: str) -> None:
+        if m.state != "unreachable":
+            self._report(m, "unreachable", DiagnosticStatus.ERROR, "node vanished: " + why)
+            self.get_logger().error("%s: %s (node died?)" % (m.name, why))
+
+    def _on_polled(self, m: _Managed, future) -> None:
+        if future.cancelled() or future.exception() is not None or future.result() is None:
+            return
+        state = int(future.result().current_state.id)
+        if state == State.PRIMARY_STATE_ACTIVE:
+            if m.state != "active":
+                self._report(m, "active", DiagnosticStatus.OK, "active")
+            return
+        label = STATE_LABELS.get(state, str(state))
+        if m.state != "left active: " + label:
+            self._report(m, "left active: " + label, DiagnosticStatus.ERROR, "now " + label)
+            self.get_logger().error("%s left the active state (now %s)" % (m.name, label))
+
     def _publish_status(self) -> None:
         self._status_pub.publish(self.status_array())
 
@@ -376,7 +425,8 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)  # a spinning thread left behind aborts the process at exit
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
