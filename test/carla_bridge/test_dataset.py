@@ -119,6 +119,18 @@ def test_ytvis_tracks_agree_with_coco(ref):
         assert mask_utils.decode(rle).sum() == a["area"]
     for t in vis["annotations"]:
         assert len(t["segmentations"]) == 3 and any(s is not None for s in t["segmentations"])
+        flags = [a["ignore"] for a in coco["annotations"] if a["track_id"] == t["track_id"]]
+        assert t["ignore"] == all(flags)
+
+
+def test_tiny_objects_are_flagged_ignore(ref):
+    coco = load_coco(ref[0], "train")
+    pol = load_manifest(ref[0])["label_policy"]["ignore"]
+    flags = [a["ignore"] for a in coco["annotations"]]
+    for a in coco["annotations"]:
+        small = a["area"] < pol["min_area"] or a["bbox"][3] < pol["min_height"]
+        assert a["ignore"] == small and a["iscrowd"] == 0
+    assert any(flags) and not all(flags)
 
 
 def test_masks_lanes_and_flow_files(ref):

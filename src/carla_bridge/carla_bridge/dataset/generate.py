@@ -21,6 +21,7 @@ from carla_bridge.dataset.writer import (
     _merge_split,
     _part_path,
     _seq_name,
+    ignore_thresholds,
     render_sequence,
     train_split,
 )
@@ -157,6 +158,10 @@ def generate_dataset(
             "lane_palette": [list(c) for c in LANE_PALETTE],
         },
         "splits": split_info,
+        "label_policy": {
+            "ignore": ignore_thresholds(scenario.camera.width, scenario.camera.height),
+            "ignore_meaning": "annotations with ignore=true are tiny: treat as crowd regions",
+        },
     }
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     manifest["data_version"] = digest[:16]

@@ -87,9 +87,17 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
+def ignore_thresholds(width: int, height: int) -> Dict[str, int]:
+    """Objects below these sizes are flagged ``"ignore": true`` (too small to expect detections;
+    evaluators and trainers should treat them like COCO crowd regions)."""
+    return {"min_area": max(16, width * height // 2500), "min_height": max(4, height // 48)}
+
+
 def frame_record(frame: Frame) -> Dict[str, Any]:
     """JSON-ready labels of one frame (objects with RLE masks, lane polylines, meta)."""
     objs = []
+    h, w = frame.image.shape[:2]
+    ign = ignore_thresholds(w, h)
     for o in frame.objects:
         objs.append(
             {
@@ -100,6 +108,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
                 "segmentation": _rle(o.mask),
                 "visible_fraction": float(o.visible_fraction),
                 "truncated": float(o.truncated),
+                "ignore": bool(o.mask.sum() < ign["min_area"] or o.bbox[3] < ign["min_height"]),
             }
         )
     lines = [
@@ -237,8 +246,10 @@ def _merge_split(root: str, split: str, seqs: List[str]) -> Dict[str, Any]:
                         "segmentations": [None] * n,
                         "bboxes": [None] * n,
                         "areas": [None] * n,
+                        "ignore": True,
                     },
                 )
+                t["ignore"] = t["ignore"] and o["ignore"]  # ignorable in every frame
                 t["segmentations"][k] = o["segmentation"]
                 t["bboxes"][k] = o["bbox"]
                 t["areas"][k] = o["area"]

@@ -35,12 +35,13 @@ class SyntheticBackend(SceneBackend):
 
     ``effects=False`` disables per-frame random effects (sensor noise, rain streaks, blur, glare)
     so consecutive frames differ only by geometry and lighting. Objects with fewer than
-    ``min_visible_pixels`` visible pixels are not labelled.
+    ``min_visible_pixels`` visible pixels are not labelled (default: ``max(8, W * H / 10000)``,
+    25 pixels at 640x384).
     """
 
     name = "synthetic"
 
-    def __init__(self, effects: bool = True, min_visible_pixels: int = 8) -> None:
+    def __init__(self, effects: bool = True, min_visible_pixels: Optional[int] = None) -> None:
         super().__init__()
         self.effects = effects
         self.min_visible_pixels = min_visible_pixels
@@ -186,13 +187,16 @@ class SyntheticBackend(SceneBackend):
         w = self.world
         cats = {a.track_id: a.category for a in w.agents + w.signs}
         out: List[ObjectLabel] = []
+        min_px = self.min_visible_pixels
+        if min_px is None:
+            min_px = max(8, cam.width * cam.height // 10000)
         for k, sl in enumerate(find_objects(r.obj)):
             if sl is None:
                 continue
             tid = k + 1
             sub = r.obj[sl] == tid
             n_vis = int(sub.sum())
-            if n_vis < self.min_visible_pixels:
+            if n_vis < min_px:
                 continue
             n_full, n_inside = _full_area(full.get(tid, []), cam.width, cam.height)
             n_full = max(n_full, n_vis)
