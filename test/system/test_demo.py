@@ -76,3 +76,17 @@ def test_demo_pipeline_on_a_few_frames(tmp_path, tiny_models, ros_domain_id):
         if display["Class"] in RVIZ_TYPES:
             topic = display["Topic"]["Value"]
             assert RVIZ_TYPES[display["Class"]] in meta["topics"].get(topic, []), topic
+
+
+@pytest.mark.slow
+def test_demo_script_sets_up_then_names_the_missing_model(tmp_path):
+    """``scripts/demo.sh`` (the README's command) runs set-up, then the demo's model check."""
+    res = subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo.sh"), "--lane-model", str(tmp_path / "no.onnx"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "[setup] ready" in res.stderr and "no.onnx is missing" in res.stderr

@@ -32,10 +32,12 @@ import numpy as np
 
 BUNDLED = {"lane_model": "models/lane_small.onnx", "det_model": "models/det_small.onnx"}
 HOW_TO_GET = {
-    "lane_model": "train and export it: edge-perception lane-train ... && edge-perception "
-    "lane-export ... --out models/lane_small.onnx (see README, 'Models')",
-    "det_model": "train and export it: edge-perception det-train ... && edge-perception "
-    "det-export ... --out models/det_small.onnx (see README, 'Models')",
+    "lane_model": "restore it from git (git checkout -- models/) or train and export it: "
+    "edge-perception lane-train ... then edge-perception lane-export ... (output "
+    "models/lane_small.onnx), or pass --lane-model PATH",
+    "det_model": "restore it from git (git checkout -- models/) or train and export it: "
+    "edge-perception det-train ... then edge-perception det-export ... --out "
+    "models/det_small.onnx, or pass --det-model PATH",
 }
 
 
