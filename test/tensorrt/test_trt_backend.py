@@ -125,3 +125,23 @@ def test_torch_cuda_tensors_are_bound_without_copy(tmp_path):
     with pytest.raises(BackendError, match="contiguous float32"):
         be({"images": x.half()})
     be.close()
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_build_only_then_the_backend_finds_the_engine_cached(tmp_path):
+    from edge_perception.backends.tensorrt_backend import TensorRTBackend
+    from edge_perception.tensorrt.builder import build_only
+
+    model = conv_chain(tmp_path / "m.onnx", ["/a/Conv"])
+    path, key, how = build_only(str(model), cache_dir=str(tmp_path / "engines"), precision="fp16")
+    assert how == "built" and path == str(tmp_path / "engines" / "m.fp16.engine")
+    assert build_only(str(model), cache_dir=str(tmp_path / "engines"), precision="fp16")[2] == (
+        "cached"
+    )
+    be = TensorRTBackend(
+        str(model), precision="fp16", cache_dir=str(tmp_path / "engines"), build_if_missing=False
+    )
+    assert be.info.extra["engine_source"] == "cached"
+    assert be.info.extra["engine_key"] == key.digest()[:16]
+    be.close()

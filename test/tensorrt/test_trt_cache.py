@@ -18,11 +18,11 @@ from edge_perception.tensorrt.builder import (
     expected_key,
     onnx_io,
     options_from_kwargs,
-    parse_shape_arg,
     rebuild_command,
     resolve_shapes,
 )
 from edge_perception.tensorrt.policy import PRESETS
+from edge_perception.tensorrt.shapes import parse_shape_arg
 
 PLATFORM = {"tensorrt_version": "8.5.2.2", "gpu": "Xavier", "compute_capability": "7.2"}
 

@@ -23,9 +23,10 @@ import os
 import sys
 from typing import Any, Dict, Tuple
 
-from .builder import BuildError, BuildOptions, Shape, parse_shape_arg
+from .builder import BuildError, BuildOptions
 from .calibrator import ALGORITHMS, DEFAULT_NUM_IMAGES, CalibrationError
 from .policy import PRECISIONS, PRESETS, PolicyError, load_policy
+from .shapes import Shape, parse_shape_arg
 
 PROG = "edge-perception trt-build"
 
