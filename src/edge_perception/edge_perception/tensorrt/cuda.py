@@ -204,7 +204,11 @@ class PyCudaApi(CudaApi):
         return int(stream.handle)
 
     def destroy_stream(self, stream: int) -> None:
-        self._streams.pop(stream, None)
+        self.push()  # the stream is destroyed with its last reference: needs its context
+        try:
+            self._streams.pop(stream, None)
+        finally:
+            self.pop()
 
     def synchronize(self, stream: int) -> None:
         self._streams[stream].synchronize()
@@ -234,11 +238,18 @@ class PyCudaApi(CudaApi):
         return {"gpu": str(self.dev.name()), "compute_capability": "%d.%d" % (major, minor)}
 
     def close(self) -> None:
-        self._allocs.clear()
-        self._streams.clear()
-        if self.ctx is not None:
-            self.ctx.detach()
-            self.ctx = None
+        if self.ctx is None:
+            return
+        self.push()
+        try:
+            for alloc in self._allocs.values():
+                alloc.free()
+            self._allocs.clear()
+            self._streams.clear()
+        finally:
+            self.pop()
+        self.ctx.detach()
+        self.ctx = None
 
 
 class TorchCudaApi(CudaApi):
