@@ -88,3 +88,17 @@ def test_flip_keeps_lane_semantics():
     assert set(np.unique(m2)) <= {0, 2, 3}
     # image and label stay aligned: solid-line pixels stay bright
     assert im2[m2 == 2].mean() > 150
+
+
+def test_shrinking_keeps_thin_lines_continuous():
+    from edge_perception.lane.data import resize_pair
+
+    mask = np.ones((64, 128), np.uint8)  # drivable
+    mask[:, 41] = 2  # a 1-px solid line: nearest x0.5 sampling keeps only even columns
+    mask[:, 90] = 3
+    img = np.zeros((64, 128, 3), np.uint8)
+    _, small = resize_pair(img, mask, (32, 64))
+    assert (small[:, 20] == 2).all()  # column 41 -> 20 (covers half of the 2-px footprint)
+    assert (small[:, 45] == 3).all()
+    assert set(np.unique(small)) == {1, 2, 3}
+    assert (small == 2).sum() == 32 and (small == 3).sum() == 32  # not thickened

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge_perception.lane import LANE_CLASSES
+from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
+
+LINE_COVER = 0.25  # fraction of a shrunk pixel's footprint that makes it a line pixel
 
 
 def read_class_png(path: str) -> np.ndarray:
@@ -104,13 +106,25 @@ def list_samples(root: str, split: str) -> List[Tuple[str, str]]:
 def resize_pair(
     image: np.ndarray, mask: np.ndarray, size: Tuple[int, int]
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Resize an RGB image (area/linear) and its class mask (nearest) to ``size = (H, W)``."""
+    """Resize an RGB image (area/linear) and its class mask to ``size = (H, W)``.
+
+    The mask is resized nearest-neighbour, except that when shrinking, a target pixel becomes a
+    lane-line pixel if lines cover at least ``LINE_COVER`` of its footprint: nearest sampling
+    would break 1-2 px painted lines into dots, which are neither learnable nor fair to score.
+    """
     h, w = size
-    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
-    return (
-        cv2.resize(image, (w, h), interpolation=interp),
-        cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST),
-    )
+    shrink = mask.shape[0] > h or mask.shape[1] > w
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    if shrink:
+        covers = [
+            cv2.resize((mask == c).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+            for c in LINE_CLASSES
+        ]
+        line = np.maximum(*covers) >= LINE_COVER
+        best = np.where(covers[1] > covers[0], LINE_CLASSES[1], LINE_CLASSES[0])
+        out[line] = best[line]
+    return cv2.resize(image, (w, h), interpolation=interp), out
 
 
 def augment_pair(
