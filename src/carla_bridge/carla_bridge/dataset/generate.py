@@ -130,6 +130,8 @@ def generate_dataset(
         with ctx.Pool(min(workers, len(todo))) as pool:
             for _ in pool.imap_unordered(render_sequence, todo):
                 bar.update(1)
+            pool.close()
+            pool.join()
     bar.close()
     split_info = {}
     for sp in splits:
