@@ -178,8 +178,9 @@ def field_rules(cls: Any) -> Dict[str, Dict[str, Any]]:
 
 
 def _type_of(f: dataclasses.Field) -> type:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return type(default)
+    if f.default is not dataclasses.MISSING:
+        return type(f.default)
+    return type(f.default_factory())  # type: ignore[operator]
 
 
 def check_value(cls: Any, name: str, value: Any) -> Any:

@@ -113,8 +113,9 @@ class LaneSegmentationNode(PerceptionNodeBase):
     def publish_results(self, header: Header, output: FrameOutput, rgb: np.ndarray) -> None:
         result: LaneResult = output.result
         live = self._live or self.config
-        mask_msg = array_to_image(result.class_mask, "mono8", header)
-        self._mask_pub.publish(mask_msg)
+        if result.class_mask is None:
+            raise ValueError("lane pipeline returned no class mask")
+        self._mask_pub.publish(array_to_image(result.class_mask, "mono8", header))
         lane = lane_to_msg(
             header,
             result.class_mask if live.embed_mask else None,

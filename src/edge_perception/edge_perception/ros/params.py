@@ -12,7 +12,7 @@ Python 3.8 compatible.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, cast
 
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -35,7 +35,9 @@ _LIST_TYPES = {
 
 
 def _default(f: dataclasses.Field) -> Any:
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[operator]
 
 
 def descriptor_for(f: dataclasses.Field) -> ParameterDescriptor:
@@ -118,7 +120,7 @@ def install_validator(
 
     Returns the registered callback (for ``remove_on_set_parameters_callback``).
     """
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cast(Any, cls))}
 
     def check(params: List[Parameter]) -> SetParametersResult:
         proposed = None

@@ -110,8 +110,9 @@ class Preprocessor:
 
     def transform_for(self, src_hw: Tuple[int, int]) -> Transform:
         t = self._transform
-        if t is None or t.src_hw != tuple(src_hw):
-            t = make_transform(tuple(src_hw), self.input_hw, self.mode)
+        hw = (int(src_hw[0]), int(src_hw[1]))
+        if t is None or t.src_hw != hw:
+            t = make_transform(hw, self.input_hw, self.mode)
             self._transform = t
             self._canvas[...] = PAD_VALUE
         return t
