@@ -277,6 +277,14 @@ def test_options_from_kwargs():
     assert opts.policy is PRESETS["lane"] and opts.dla_core is None and opts.workspace_mb == 256
     with pytest.raises(BuildError, match="unknown TensorRT build option 'threads'"):
         options_from_kwargs(threads=2)
+    # ROS parameter spellings: "" = unset, shapes as strings
+    ros = options_from_kwargs(
+        precision="fp16", policy="", calib_data="", shapes=["images:1x3x8x8,2x3x8x8,4x3x8x8"]
+    )
+    assert ros.policy is None and ros.calib_data is None
+    assert ros.shapes == {"images": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}
+    with pytest.raises(BuildError, match="shapes: expected NAME:DIMS"):
+        options_from_kwargs(shapes="images")
 
 
 def test_rebuild_command_lists_the_options():

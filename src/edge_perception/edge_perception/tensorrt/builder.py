@@ -48,6 +48,7 @@ from .shapes import (
     Shape,
     onnx_io,
     onnx_model,
+    parse_shape_arg,
     resolve_shapes,
 )
 
@@ -483,8 +484,10 @@ def build_only(
 
 def options_from_kwargs(**kwargs: Any) -> BuildOptions:
     """:class:`BuildOptions` from loose keyword options (the backend's / node parameters'
-    spelling): ``policy`` may be a preset name, file or dict; ``workspace`` alias of
-    ``workspace_mb``. Unknown names raise :class:`BuildError` listing the accepted ones."""
+    spelling): ``policy`` may be a preset name, file or dict; ``shapes`` a dict or ROS-friendly
+    ``["images:1x3x384x640", ...]``; ``""`` means unset for paths and ``dla_core=-1`` no DLA;
+    ``workspace`` is an alias of ``workspace_mb``. Unknown names raise :class:`BuildError`
+    listing the accepted ones."""
     allowed = set(BuildOptions.__dataclass_fields__)
     aliases = {
         "workspace": "workspace_mb",
@@ -500,6 +503,15 @@ def options_from_kwargs(**kwargs: Any) -> BuildOptions:
                 "unknown TensorRT build option %r; accepted: %s" % (k, ", ".join(sorted(allowed)))
             )
         clean[k] = v
+    for name in ("timing_cache", "calib_data", "calib_cache"):
+        if clean.get(name) == "":
+            clean[name] = None  # ROS string parameters cannot be None: "" means unset
+    if isinstance(clean.get("shapes"), (str, list, tuple)):
+        specs = [clean["shapes"]] if isinstance(clean["shapes"], str) else clean["shapes"]
+        try:
+            clean["shapes"] = dict(parse_shape_arg(str(t)) for t in specs if str(t))
+        except ValueError as exc:
+            raise BuildError("shapes: %s" % exc) from exc
     if "policy" in clean:
         clean["policy"] = load_policy(clean["policy"])
     if clean.get("dla_core") is not None and int(clean["dla_core"]) < 0:
