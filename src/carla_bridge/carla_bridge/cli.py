@@ -122,7 +122,9 @@ def _load_register(spec: str):  # noqa: ANN202 - returns the register callable
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``carla-bridge`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="carla-bridge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="carla-bridge", description="Generate and inspect labelled driving datasets."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, spec in SUBCOMMANDS.items():
