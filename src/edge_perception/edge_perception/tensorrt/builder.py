@@ -331,7 +331,10 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if options.optimization_level is not None:
-        config.builder_optimization_level = options.optimization_level
+        if hasattr(config, "builder_optimization_level"):  # TensorRT >= 8.6
+            config.builder_optimization_level = options.optimization_level
+        else:
+            LOG.warning("TensorRT %s has no builder optimisation level; ignored", trt.__version__)
     timing_path = options.timing_cache or os.path.join(
         os.path.dirname(os.path.abspath(engine_path)), "timing.cache"
     )
