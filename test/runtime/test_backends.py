@@ -131,3 +131,22 @@ def test_detector_backend(tmp_path):
     b = create_backend("onnxruntime", detector_onnx(str(tmp_path / "det.onnx")))
     out = b({"images": np.zeros((1, 3, 32, 64), np.float32)})
     assert out["boxes"].shape == (1, 6, 4) and out["labels"].dtype == np.int64
+
+
+def test_pytorch_loads_a_lane_train_checkpoint(tmp_path):
+    from dataclasses import asdict
+
+    lane_model = pytest.importorskip("edge_perception.lane.model")
+    torch.manual_seed(0)
+    model = lane_model.build_model("tiny").eval()
+    path = tmp_path / "lane_train.pt"
+    torch.save({"model": model.state_dict(), "config": asdict(model.config),
+                "input_size": [64, 96]}, str(path))  # fmt: skip
+    b = create_backend("pytorch", str(path), task="lane")
+    assert b.input_names == ["images"] and b.inputs[0].shape == (1, 3, 64, 96)
+    assert b.output_names == ["logits", "mask"] and b.outputs[1].dtype == "uint8"
+    x = np.random.default_rng(2).random((1, 3, 64, 96), dtype=np.float32)
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(b({"images": x})["logits"], ref, atol=1e-4)
+    with pytest.raises(BackendError, match="model_factory"):
+        create_backend("pytorch", str(path))  # no task: cannot tell how to rebuild it

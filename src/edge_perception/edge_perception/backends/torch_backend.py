@@ -12,7 +12,10 @@ After loading, ``model.deploy()`` is called when the model has it (the export co
 ``eval()``. I/O names are taken, in this order, from: the ``input_names``/``output_names`` options,
 the checkpoint, the model's ``input_names``/``output_names`` attributes, the sidecar manifest
 (``<model>.json`` with ``inputs``/``outputs`` or ``io_names``), and the task contract
-(:data:`TASK_CONTRACTS`, from the ``task`` option or checkpoint/sidecar key). Output dtypes and
+(:data:`TASK_CONTRACTS`, from the ``task`` option or checkpoint/sidecar key). A training
+checkpoint of ``lane-train`` / ``det-train`` (``config`` + ``model`` weights, no factory) is
+rebuilt by :data:`CHECKPOINT_LOADERS` when the task is known (``task="lane"``); its
+``input_size`` gives the input shape. Output dtypes and
 shapes are filled by one dry run when the input shape is static.
 
 Loading a checkpoint unpickles it (``weights_only=False``): only load files you trust.
@@ -41,6 +44,28 @@ from edge_perception.backends.base import (
 TASK_CONTRACTS: Dict[str, Tuple[List[str], List[str]]] = {
     "lane": (["images"], ["logits", "mask"]),
     "detection": (["images"], ["boxes", "scores", "labels"]),
+}
+
+
+def _lane_from_checkpoint(ckpt: Dict[str, Any]) -> Any:
+    from edge_perception.lane.model import LaneUNet, config_from_dict
+
+    model = LaneUNet(config_from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _detection_from_checkpoint(ckpt: Dict[str, Any]) -> Any:
+    from edge_perception.detection.model import model_from_checkpoint
+
+    return model_from_checkpoint(ckpt)
+
+
+# task -> rebuild a model from that task's training checkpoint (``lane-train`` / ``det-train``:
+# {"config": ..., "model": state_dict, "input_size": [H, W], ...}) when it has no model_factory.
+CHECKPOINT_LOADERS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
+    "lane": _lane_from_checkpoint,
+    "detection": _detection_from_checkpoint,
 }
 
 
@@ -120,6 +145,7 @@ class TorchBackend(InferenceBackend):
             raise BackendError(f"PyTorch model {path}: fp16 needs a CUDA device, not {device!r}")
         self._device = torch.device(device)
         ckpt: Dict[str, Any] = {}
+        self._task = task
         model = self._load(path, model_factory, ckpt)
         if hasattr(model, "deploy") and callable(model.deploy):
             model.deploy()
@@ -154,6 +180,9 @@ class TorchBackend(InferenceBackend):
                 f"({sorted(TASK_CONTRACTS)}) or a sidecar manifest"
             )
         shape = input_shape or ckpt.get("input_shape") or man.get("input_shape")
+        size = ckpt.get("input_size") or man.get("input_size")
+        if not shape and size and len(size) == 2:
+            shape = [1, 3, int(size[0]), int(size[1])]
         in_shape: Tuple[object, ...] = tuple(int(d) for d in shape) if shape else (-1, 3, -1, -1)
         self.inputs = [TensorSpec(n, in_shape, "float32") for n in ins]
         self.outputs = [TensorSpec(n, (), "unknown") for n in outs]
@@ -186,10 +215,19 @@ class TorchBackend(InferenceBackend):
             raise BackendError(f"PyTorch model {path}: checkpoint is a {type(obj).__name__}")
         ckpt.update(obj)
         spec = factory or obj.get("model_factory")
+        task = self._task or obj.get("task")
+        if not spec and task in CHECKPOINT_LOADERS and "config" in obj:
+            try:
+                return CHECKPOINT_LOADERS[str(task)](obj)
+            except (KeyError, ValueError, RuntimeError, ImportError) as exc:
+                raise BackendError(
+                    f"PyTorch model {path}: not a {task} checkpoint: {exc}"
+                ) from exc
         if not spec:
             raise BackendError(
                 f"PyTorch model {path}: checkpoint has no 'model_factory' (module:function); "
-                "pass model_factory=..."
+                f"pass model_factory=... or task= one of {sorted(CHECKPOINT_LOADERS)} for a "
+                "training checkpoint"
             )
         model = _import_factory(str(spec), path)(**dict(obj.get("model_kwargs") or {}))
         state = obj.get("state_dict")

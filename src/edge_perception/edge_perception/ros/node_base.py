@@ -150,7 +150,10 @@ class PerceptionNodeBase(LifecycleNode):
             bcfg.model = resolve_model_path(bcfg.model)
             if not bcfg.model:
                 raise BackendError("parameter 'model' is empty: name a model file")
-            backend = create_backend(bcfg.resolved_kind(), bcfg.model, **bcfg.options())
+            kind, opts = bcfg.resolved_kind(), bcfg.options()
+            if kind == "pytorch":
+                opts.setdefault("task", self.task)  # I/O contract + training-checkpoint loader
+            backend = create_backend(kind, bcfg.model, **opts)
             pipeline = self.make_pipeline(backend, cfg)
             pipeline.warmup(cfg.warmup_runs)
         except (BackendError, ValueError, OSError) as exc:
