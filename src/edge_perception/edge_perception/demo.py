@@ -126,6 +126,18 @@ def write_video(path: str, lane: Dict[int, np.ndarray], det: Dict[int, np.ndarra
     return len(frames)
 
 
+def _log_errors(out: str) -> str:
+    """The last ERROR line of each process log, to show with a failure."""
+    found = []
+    folder = os.path.join(out, "logs")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+            errors = [line.strip() for line in f if "[ERROR]" in line]
+        if errors:
+            found.append("\n  %s: %s" % (name, errors[-1]))
+    return "".join(found)
+
+
 def _sha(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -287,7 +299,9 @@ def _run(args: argparse.Namespace) -> int:
         rc = runner.stop()
     eval_json = os.path.join(out, "evaluation.json")
     if cap.error:
-        raise DemoError(cap.error)
+        raise DemoError(
+            "%s%s (logs in %s)" % (cap.error, _log_errors(out), os.path.join(out, "logs"))
+        )
     if rc != 0:
         raise DemoError("a process failed (see %s/logs)" % out)
     if not os.path.isfile(eval_json):
