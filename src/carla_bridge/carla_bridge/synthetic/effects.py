@@ -55,7 +55,7 @@ def compose(
     img = r.color * style.ambient.astype(np.float32)
     if style.shadow < 1.0:
         sh = (shadow > 0) & (r.mat >= M_ROAD) & (r.mat <= M_GRASS) & (r.obj == 0)
-        img[sh] *= np.float32(style.shadow)
+        img *= np.where(sh, np.float32(style.shadow), np.float32(1.0))[..., None]
     night = style.time_of_day != "day"
     fog = np.isfinite(style.fog_vis)
     if night or fog:
@@ -69,7 +69,7 @@ def compose(
         img += r.color * (cone[..., None] * tint)
     em = r.emissive
     if em.any():
-        img[em] = r.color[em]
+        np.copyto(img, r.color, where=em[..., None])
     np.copyto(img, k["sky"], where=sky[..., None])
     if fog:
         trans = np.exp(-zc / np.float32(style.fog_vis))[..., None]
@@ -77,8 +77,7 @@ def compose(
     lights = em & (r.mat == M_LIGHT)
     if night and lights.any():
         # bloom around vehicle lights (glare): blur the light layer at quarter resolution
-        glow = np.zeros((h, w, 3), np.float32)
-        glow[lights] = img[lights]
+        glow = np.where(lights[..., None], img, np.float32(0.0))
         small = cv2.resize(glow, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), 2.5)
         img += 1.5 * cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -162,34 +162,33 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
     grain = _tex(style.tex, s, d, 24.0)
     patch = _tex(style.tex, s, d, 0.7)
     road = ad < half
-    curb = (ad >= half) & (ad < half + 0.25)
-    walk = (ad >= half + 0.25) & (ad < half + 0.25 + world.sidewalk)
     col = r.color[top:]
     mat = r.mat[top:]
     # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
     fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
     grain = 0.5 + (grain - 0.5) * fade
-    base = style.asphalt * (0.8 + 0.25 * grain + 0.25 * (patch - 0.5))
-    col[:] = (base[..., None] * np.array((1.0, 1.0, 1.04), np.float32)).astype(np.float32)
-    mat[:] = M_ROAD
+    # zones across the road: 0 road, 1 curb, 2 sidewalk / gravel, 3 verge (grass or paving)
+    edge = half + 0.25
+    outer = edge + (world.sidewalk if world.scene != "rural" else 0.95)
+    zone = (ad >= half).astype(np.uint8) + (ad >= edge) + (ad >= outer)
+    lum = style.asphalt * (0.8 + 0.25 * grain + 0.25 * (patch - 0.5))
     if world.scene == "rural":
-        g = (ad >= half + 0.25) & (ad < half + 1.2)
-        col[curb | g] = (0.45, 0.42, 0.38)
-        grass = ad >= half + 1.2
+        lum = np.where(zone == 1, np.float32(0.45), lum)
+        lum = np.where(zone == 2, np.float32(0.42) + 0.06 * grain, lum)
+        tints = ((1.0, 1.0, 1.04), (1.0, 0.93, 0.84), (1.0, 0.93, 0.84), (0.22, 0.36, 0.12))
+        mats = (M_ROAD, M_ROAD, M_ROAD, M_GRASS)
     else:
-        tile = (((s * 2.0).astype(np.int32) % 2) * 0.04)[..., None]
-        col[curb] = (0.7, 0.7, 0.68)
-        walk_c = 0.5 + 0.15 * grain[walk][:, None] + tile[walk]
-        col[walk] = walk_c * np.array((1.0, 0.98, 0.95), np.float32)
-        mat[curb | walk] = M_SIDEWALK
-        grass = ad >= half + 0.25 + world.sidewalk
-    green = np.array((0.22, 0.36, 0.12), np.float32)
-    if world.scene == "urban":
-        green = np.array((0.4, 0.38, 0.35), np.float32)
-    col[grass] = green * (0.7 + 0.6 * patch[grass][:, None])
-    mat[grass] = M_GRASS
+        tile = ((s * 2.0).astype(np.int32) & 1) * np.float32(0.04)
+        lum = np.where(zone == 1, np.float32(0.7), lum)
+        lum = np.where(zone == 2, np.float32(0.5) + 0.15 * grain + tile, lum)
+        verge = (0.4, 0.38, 0.35) if world.scene == "urban" else (0.22, 0.36, 0.12)
+        tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), tuple(verge))
+        mats = (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
+    lum = np.where(zone == 3, np.float32(0.7) + 0.6 * patch, lum)
+    tint = np.array(tints, np.float32)
+    np.multiply(lum[..., None], tint[zone], out=col)
+    mat[:] = np.array(mats, np.uint8)[zone]
     road_full[top:] = road
-    wear_tex = _tex(style.tex, s + 37.0, d, 3.0)
     min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
     for ln in world.lines:
         near = np.abs(d - ln.d) < np.maximum(px * (0.5 * min_px + 0.5), 0.5)
@@ -210,7 +209,8 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
             on = np.mod(s[near], ln.dash[1]) < ln.dash[0]
             lab &= on
             alpha = alpha * on
-        alpha = alpha * (1.0 - ln.wear * np.clip(wear_tex[near] * 1.6 - 0.3, 0, 1))
+        wear = _tex(style.tex, s[near] + 37.0, d[near], 3.0)
+        alpha = alpha * (1.0 - ln.wear * np.clip(wear * 1.6 - 0.3, 0, 1))
         paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain[near])[:, None]
         sub = col[near]
         col[near] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
