@@ -13,7 +13,8 @@
    subtracts the in-process pipeline (same settings) instead. RSS of the node process at the end.
 
 Without ``models/lane_small.onnx`` a stand-in is exported: the untrained ``small`` LaneUNet
-(same architecture and cost, random weights) at 384x640; the results say which model ran.
+(same architecture and cost, random weights) at lane-train's default 192x320 (``--standin-size``);
+the results say which model ran.
 Results: bench/results/ros_overhead.{json,md}.
 """
 
@@ -36,7 +37,7 @@ sys.path.insert(0, HERE)
 from common import environment, markdown_table, summarize, time_calls, write_results  # noqa: E402
 
 
-def standin_model(folder: str, size=(384, 640)) -> str:
+def standin_model(folder: str, size=(192, 320)) -> str:
     """Export the untrained ``small`` lane U-Net (seeded) as the stand-in model."""
     import torch
     from edge_perception.lane.export import export_lane_model
@@ -165,6 +166,14 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--no-overlay", dest="overlay", action="store_false", help="overlay off")
     ap.add_argument("--no-lines", dest="lines", action="store_false", help="no lane lines")
+    ap.add_argument(
+        "--standin-size",
+        type=int,
+        nargs=2,
+        default=[192, 320],
+        metavar=("H", "W"),
+        help="input size of the stand-in model (default: lane-train's default size)",
+    )
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     ap.add_argument("--name", default="ros_overhead", help="result file name (no extension)")
     args = ap.parse_args(argv)
@@ -173,7 +182,9 @@ def main(argv=None) -> int:
     model, model_note = args.model, "bundled"
     if not os.path.isfile(model):
         print(f"{model} not found: exporting the untrained 'small' LaneUNet as a stand-in")
-        model, model_note = standin_model(tmp), "stand-in: untrained LaneUNet 'small' 384x640"
+        size = (args.standin_size[0], args.standin_size[1])
+        model = standin_model(tmp, size)
+        model_note = f"stand-in: untrained LaneUNet 'small' {size[0]}x{size[1]}"
     frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
 
     bare = bare_inference(model, args.threads, frame, max(20, args.frames // 2), args.lines)

@@ -20,6 +20,7 @@ Python 3.8 compatible.
 
 from __future__ import annotations
 
+import array
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -236,7 +237,10 @@ def array_to_image(
     msg.height, msg.width, msg.encoding = h, w, enc
     msg.is_bigendian = bool(is_bigendian)
     msg.step = row_step
-    msg.data = row.tobytes()
+    # An array.array('B') is taken as is by the message; bytes would be checked element-wise.
+    data = array.array("B")
+    data.frombytes(memoryview(np.ascontiguousarray(row)).cast("B"))
+    msg.data = data
     return msg
 
 
