@@ -109,8 +109,11 @@ class PerceptionNodeBase(LifecycleNode):
         self._last_stamp_ns = 0
         install_validator(self, self.config_class, self._on_params_accepted)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        period = float(self.get_parameter("diagnostics_period").value or 1.0)
-        self._diag_timer = self.create_timer(max(0.05, period), self.publish_diagnostics)
+        try:  # validated at configure; a bad value here must not kill the node
+            period = max(0.05, float(self.get_parameter("diagnostics_period").value))
+        except (TypeError, ValueError):
+            period = 1.0
+        self._diag_timer = self.create_timer(period, self.publish_diagnostics)
 
     # ------------------------------------------------------------------ subclass interface
     def make_pipeline(self, backend: Any, config: Any) -> Pipeline:  # pragma: no cover
