@@ -28,6 +28,7 @@ FACES = np.array(
 )  # -s, +s, -d, +d, +h, -h
 FACE_SHADE = np.array([0.85, 0.85, 0.7, 0.62, 1.0, 0.5], np.float32)
 LOD_DIST = 70.0  # buildings whose centre is farther ahead are drawn with one facade quad
+LOD_AGENT_PX = 8.0  # agents drawn smaller than this (pixels tall) are drawn as one box
 CORNER_BITS = np.array([[k & 1, (k >> 1) & 1, (k >> 2) & 1] for k in range(8)])
 
 
@@ -54,9 +55,44 @@ class SceneGeometry:
     def __init__(self, world: World) -> None:
         self.world = world
         agents = world.agents + world.signs
-        rows, cols, mats, objs, owners, ems, idx = [], [], [], [], [], [], []
+        rows, cols, mats, objs, owners, ems, idx, lod = [], [], [], [], [], [], [], []
         for k, a in enumerate(agents):
+            detailed = k < len(world.agents) and len(a.boxes) > 1
+            if detailed:
+                # far away an agent is one box (LOD 2) instead of its parts (LOD 1)
+                r = np.array(
+                    [
+                        (
+                            b.ds - b.length / 2,
+                            b.ds + b.length / 2,
+                            b.dd - b.width / 2,
+                            b.dd + b.width / 2,
+                            b.h0,
+                            b.h1,
+                        )
+                        for b in a.boxes
+                    ]
+                )
+                rows.append(
+                    (
+                        r[:, 0].min(),
+                        r[:, 1].max(),
+                        r[:, 2].min(),
+                        r[:, 3].max(),
+                        r[:, 4].min(),
+                        r[:, 5].max(),
+                    )
+                )
+                main = a.boxes[2] if a.category == "pedestrian" else a.boxes[0]
+                cols.append(main.color)
+                mats.append(main.material)
+                objs.append(a.track_id)
+                owners.append(a.track_id)
+                ems.append(False)
+                idx.append(k)
+                lod.append(2)
             for b in a.boxes:
+                lod.append(1 if detailed else 0)
                 rows.append(
                     (
                         b.ds - b.length / 2,
@@ -84,7 +120,9 @@ class SceneGeometry:
             owners.append(0)
             ems.append(False)
             idx.append(-1)
+            lod.append(0)
         self.box = np.array(rows, np.float64).reshape(-1, 6)
+        self.box_lod = np.array(lod, np.int64)
         self.box_color = np.array(cols, np.float32).reshape(-1, 3)
         self.box_mat = np.array(mats, np.int64)
         self.box_obj = np.array(objs, np.int64)
@@ -170,6 +208,11 @@ class SceneGeometry:
         box[moving, 0:2] += self.pos_s[t, ag[moving]][:, None]
         box[moving, 2:4] += self.pos_d[t, ag[moving]][:, None]
         keep = (box[:, 1] > lo) & (box[:, 0] < hi)
+        # agent level of detail from its apparent size (~1.5 m tall at its distance)
+        dist = np.where(moving, self.pos_s[t, ag] - cs.s, 0.0)
+        big = cs.cam.fy * 1.5 / np.maximum(np.abs(dist), 1.0) >= LOD_AGENT_PX
+        lod = self.box_lod
+        keep &= (lod == 0) | ((lod == 1) & big) | ((lod == 2) & ~big)
         box = box[keep]
         nb = len(box)
         corners = np.empty((nb, 8, 3))
