@@ -26,6 +26,8 @@ def test_defaults_validate_and_map_to_backend_options():
     }
     pt = BackendConfig(kind="auto", model="m.pt", device="cpu").validate()
     assert pt.resolved_kind() == "pytorch" and pt.options()["device"] == "cpu"
+    trt = BackendConfig(kind="tensorrt", model="m.onnx", precision="int8").validate()
+    assert trt.options() == {"precision": "int8"}
     assert "help" in field_rules(LaneNodeConfig)["qos"]
 
 

@@ -82,6 +82,8 @@ class BackendConfig:
             }
         if kind == "pytorch":
             return {"device": self.device, "precision": self.precision, "threads": self.threads}
+        if kind == "tensorrt":
+            return {"precision": self.precision}
         return {}
 
 
