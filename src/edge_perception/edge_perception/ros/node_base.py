@@ -163,6 +163,10 @@ class PerceptionNodeBase(LifecycleNode):
             if backend is not None:
                 backend.close()
             return self._fail("configure", str(exc))
+        except Exception as exc:  # noqa: BLE001 - anything else: still FAILURE, node lives on
+            if backend is not None:
+                backend.close()
+            return self._fail("configure", f"{type(exc).__name__}: {exc}")
         with self._lock:
             self.config = cfg
             self.pipeline = pipeline
