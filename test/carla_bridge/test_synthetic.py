@@ -85,7 +85,7 @@ def test_track_ids_persist_and_follow_the_flow(clip):
                 ys, xs = np.nonzero(o.mask)
                 pys, pxs = np.nonzero(p.mask)
                 want = np.array((pxs.mean() - xs.mean(), pys.mean() - ys.mean()))
-                got = cur.flow[o.mask].mean(0)
+                got = cur.flow[o.mask & cur.flow_valid].mean(0)
                 assert np.abs(got - want).max() < 0.5 + 0.15 * np.abs(want).max(), (got, want)
                 centroids += 1
             if sel.sum() < 10:
@@ -120,7 +120,8 @@ def test_backward_flow_warps_previous_frame_onto_current(clip):
         img = cur.image.astype(np.float32)
         err = np.abs(warped - img).mean(2)[sel]
         still = np.abs(prev.image.astype(np.float32) - img).mean(2)[sel]
-        assert np.median(err) < 2.5 and err.mean() < 4.0, (np.median(err), err.mean())
+        # ~0.2 grey levels with the exact flow; 20 % error in the ego motion gives > 0.45
+        assert np.median(err) < 0.5 and err.mean() < 0.4, (np.median(err), err.mean())
         assert err.mean() < 0.6 * still.mean(), "warping must explain the motion"
         moving += int(np.abs(cur.flow[sel]).max() > 2.0)
     assert moving >= 3

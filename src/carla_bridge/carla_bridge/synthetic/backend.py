@@ -167,7 +167,7 @@ class SyntheticBackend(SceneBackend):
         for b in w.buildings:
             if np.sign(b.d) == sun and b.s1 > cs.s - VIEW_BEHIND and b.s0 < cs.s + 150.0:
                 reach = b.d - sun * 0.5 * b.height
-                quads.append((b.s0, b.s1, *sorted((b.d, reach))))
+                quads.append((b.s0, b.s1, min(b.d, reach), max(b.d, reach)))
         for s0, s1, d0, d1 in quads:
             q = np.array([(s0, d0), (s1, d0), (s1, d1), (s0, d1)], np.float64)
             x, y, z = cs.to_camera(w, q[:, 0], q[:, 1], np.zeros(4))

@@ -73,7 +73,7 @@ def compose(
     np.copyto(img, k["sky"], where=sky[..., None])
     if fog:
         trans = np.exp(-zc / np.float32(style.fog_vis))[..., None]
-        img = img * trans + style.fog_color.astype(np.float32) * (1.0 - trans)
+        img = (img * trans + style.fog_color.astype(np.float32) * (1.0 - trans)).astype(np.float32)
     lights = em & (r.mat == M_LIGHT)
     if night and lights.any():
         # bloom around vehicle lights (glare): blur the light layer at quarter resolution

@@ -17,6 +17,7 @@ from carla_bridge.synthetic.world import (
     make_pedestrian,
     make_sign,
     make_vehicle,
+    rgb,
 )
 
 VEHICLE_MIX = (("car", 0.72), ("truck", 0.1), ("bus", 0.06), ("motorcycle", 0.12))
@@ -93,7 +94,7 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
                         side * (verge + setback),
                         10.0,
                         height,
-                        tuple(float(c) for c in base),
+                        rgb(base),
                         float(rng.uniform(0.3, 1.0)),
                     )
                 )
@@ -107,7 +108,7 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
                         side * (verge + float(rng.uniform(0.3, 4))),
                         float(rng.uniform(1.5, 3.0)),
                         float(rng.uniform(1.2, 3.0)),
-                        tuple(float(c) for c in rng.uniform((0.1, 0.25, 0.05), (0.3, 0.5, 0.15))),
+                        rgb(rng.uniform((0.1, 0.25, 0.05), (0.3, 0.5, 0.15))),
                     )
                 )
     ego_lane = int(rng.integers(n_on, n))

@@ -20,7 +20,7 @@ from carla_bridge.synthetic.render import (
     pixel_box,
     plane_coefficients,
 )
-from carla_bridge.synthetic.world import M_POLE, World
+from carla_bridge.synthetic.world import M_POLE, World, rgb
 
 # the 6 faces of a box with corners indexed by (s, d, h) bits: corner k = (k&1, k>>1&1, k>>2&1)
 FACES = np.array(
@@ -161,7 +161,7 @@ class SceneGeometry:
             dd = b.d + side * b.depth
             q.append([(b.s0, b.d, 0), (b.s0, dd, 0), (b.s0, dd, b.height), (b.s0, b.d, b.height)])
             ic.append((b.s0 + 1.0, 0.5 * (b.d + dd), 0.5 * b.height))
-            col.append(tuple(c * 0.85 for c in b.color))
+            col.append(rgb([c * 0.85 for c in b.color]))
             mat.append(M_BUILDING)
             tex.append([(b.d, 0), (dd, 0), (dd, b.height), (b.d, b.height)])
         for tr in w.trees:

@@ -182,7 +182,7 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
         lum = np.where(zone == 1, np.float32(0.7), lum)
         lum = np.where(zone == 2, np.float32(0.5) + 0.15 * grain + tile, lum)
         verge = (0.4, 0.38, 0.35) if world.scene == "urban" else (0.22, 0.36, 0.12)
-        tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), tuple(verge))
+        tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), verge)
         mats = (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
     lum = np.where(zone == 3, np.float32(0.7) + 0.6 * patch, lum)
     tint = np.array(tints, np.float32)

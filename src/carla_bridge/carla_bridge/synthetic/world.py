@@ -18,7 +18,7 @@ crossing pedestrians) so that their positions at every frame are known.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -159,8 +159,16 @@ TYRE = (0.04, 0.04, 0.04)
 M_BODY, M_GLASS, M_LIGHT, M_TYRE, M_PERSON, M_SIGN, M_POLE = 10, 11, 12, 13, 14, 15, 16
 
 
-def _jit(rng: np.random.Generator, c: Tuple[float, float, float], a: float = 0.06) -> tuple:
-    return tuple(float(x) for x in np.clip(np.asarray(c) + rng.uniform(-a, a, 3), 0, 1))
+RGB = Tuple[float, float, float]
+
+
+def rgb(c: Union[Sequence[float], np.ndarray]) -> RGB:
+    """A colour as a plain ``(r, g, b)`` float tuple."""
+    return (float(c[0]), float(c[1]), float(c[2]))
+
+
+def _jit(rng: np.random.Generator, c: Union[Sequence[float], np.ndarray], a: float = 0.06) -> RGB:
+    return rgb(np.clip(np.asarray(c) + rng.uniform(-a, a, 3), 0, 1))
 
 
 def make_vehicle(
@@ -210,7 +218,7 @@ def make_vehicle(
         frame = col if category == "motorcycle" else _jit(rng, (0.2, 0.2, 0.22), 0.15)
         boxes.append(Box(0, 0, length * 0.8, width * 0.5, 0.0, body_h, TYRE, M_TYRE))
         boxes.append(Box(0, 0, length * 0.55, width * 0.8, 0.35, body_h, frame, M_BODY))
-        shirt = _jit(rng, tuple(rng.uniform(0.1, 0.9, 3)), 0.0)
+        shirt = rgb(rng.uniform(0.1, 0.9, 3))
         boxes.append(Box(-0.1, 0, 0.4, width * 0.85, body_h, body_h + 0.65, shirt, M_PERSON))
         helmet = (0.9, 0.9, 0.9) if rng.random() < 0.5 else (0.1, 0.1, 0.1)
         boxes.append(Box(-0.05, 0, 0.3, 0.28, body_h + 0.65, body_h + 0.95, helmet, M_PERSON))
@@ -238,7 +246,7 @@ def make_pedestrian(rng: np.random.Generator) -> Tuple[list, float, float]:
     """Legs, torso, arms and head cuboids of a walker (1.5-1.95 m)."""
     h = rng.uniform(1.5, 1.95)
     trousers = _jit(rng, ((0.1, 0.1, 0.15), (0.2, 0.25, 0.4), (0.35, 0.3, 0.25))[rng.integers(3)])
-    shirt = tuple(float(x) for x in rng.uniform(0.05, 0.95, 3))
+    shirt = rgb(rng.uniform(0.05, 0.95, 3))
     skin = _jit(rng, ((0.85, 0.68, 0.55), (0.55, 0.38, 0.26), (0.35, 0.24, 0.17))[rng.integers(3)])
     w = rng.uniform(0.42, 0.55)
     hl, ht = 0.47 * h, 0.85 * h
