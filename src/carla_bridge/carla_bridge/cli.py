@@ -43,7 +43,7 @@ def register_generate(p: argparse.ArgumentParser) -> None:
         "--frames-per-seq",
         type=int,
         default=None,
-        help="default: VALIDATION_SPLIT.frames_per_sequence",
+        help="default: the scenario's frames (train), VALIDATION_SPLIT's (val)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="train split seed (0..9999)")

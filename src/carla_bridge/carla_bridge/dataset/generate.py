@@ -33,8 +33,13 @@ def plan_splits(
     train_sequences: int,
     val_sequences: Optional[int],
     frames_per_sequence: Optional[int],
+    scenario_frames: int = 30,
 ) -> List[SplitSpec]:
-    """The train split of ``seed`` and the validation split (standard unless overridden)."""
+    """The train split of ``seed`` and the validation split (standard unless overridden).
+
+    Without ``frames_per_sequence`` train sequences have the scenario's ``frames`` and validation
+    sequences ``VALIDATION_SPLIT.frames_per_sequence``.
+    """
     from carla_bridge.dataset import VALIDATION_SPLIT
 
     val_n = VALIDATION_SPLIT.sequences if val_sequences is None else val_sequences
@@ -43,11 +48,7 @@ def plan_splits(
         if frames_per_sequence is None
         else frames_per_sequence
     )
-    train_f = (
-        VALIDATION_SPLIT.frames_per_sequence
-        if frames_per_sequence is None
-        else frames_per_sequence
-    )
+    train_f = scenario_frames if frames_per_sequence is None else frames_per_sequence
     if val_n < 0 or train_f < 1:
         raise ValueError("--val-sequences must be >= 0 and --frames-per-seq >= 1")
     return [
@@ -99,7 +100,9 @@ def generate_dataset(
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    splits = plan_splits(seed, train_sequences, val_sequences, frames_per_sequence)
+    splits = plan_splits(
+        seed, train_sequences, val_sequences, frames_per_sequence, scenario.frames
+    )
     os.makedirs(out, exist_ok=True)
     manifest_path = os.path.join(out, "manifest.json")
     if os.path.exists(manifest_path):
