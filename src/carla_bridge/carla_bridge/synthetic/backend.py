@@ -11,7 +11,7 @@ from scipy.ndimage import find_objects
 from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
-from carla_bridge.synthetic.effects import compose
+from carla_bridge.synthetic.effects import compose, sky_background
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     M_GRASS,
@@ -94,8 +94,9 @@ class SyntheticBackend(SceneBackend):
     def _render(self, config: ScenarioConfig, t: int, prev: Optional[dict]) -> Tuple[Frame, dict]:
         world, style, cam = self.world, self.style, self.camera
         cs = self.camera_state(t)
-        r = Raster(cam)
-        ground = render_ground(r, world, cs, style)
+        r = Raster(cam, sky_background(cam, cs, style))
+        shadow = self._shadows(cs, t)
+        ground = render_ground(r, world, cs, style, shadow)
         r.night = style.time_of_day != "day"
         q = self.geometry.quads(cs, t, cs.s - VIEW_BEHIND, cs.s + VIEW_AHEAD)
         full: Dict[int, List[np.ndarray]] = {}
@@ -115,9 +116,8 @@ class SyntheticBackend(SceneBackend):
                 q.plane[i] if front[i] else None,
                 boxes[i] if front[i] else None,
             )
-        shadow = self._shadows(cs, t)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
-        image = compose(r, cs, style, shadow, frame_rng)
+        image = compose(r, cs, style, frame_rng)
         visible_ground = np.isin(r.mat, (M_ROAD, M_SIDEWALK, M_GRASS)) & (r.obj == 0)
         lane_mask = np.where(visible_ground, ground.line_id, 0).astype(np.uint16)
         objects = self._objects(r, full)

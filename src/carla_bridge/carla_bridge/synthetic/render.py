@@ -93,11 +93,15 @@ class CameraState:
 class Raster:
     """Colour, material, object id and inverse-depth buffers of one frame."""
 
-    def __init__(self, cam: CameraModel) -> None:
+    def __init__(self, cam: CameraModel, background: Optional[np.ndarray] = None) -> None:
+        """Empty buffers; ``background`` (H x W x 3) is the colour of pixels nothing covers."""
         h, w = cam.height, cam.width
         self.cam = cam
         self.invz = np.zeros((h, w), np.float32)
-        self.color = np.zeros((h, w, 3), np.float32)
+        if background is None:
+            self.color = np.zeros((h, w, 3), np.float32)
+        else:
+            self.color = background.copy()
         self.mat = np.zeros((h, w), np.uint8)
         self.obj = np.zeros((h, w), np.int32)
         self.emissive = np.zeros((h, w), bool)

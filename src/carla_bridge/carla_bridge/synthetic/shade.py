@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 import cv2
 import numpy as np
@@ -123,8 +123,13 @@ class Ground:
     dist: np.ndarray  # forward distance along the road of each ground row
 
 
-def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Ground:
-    """Ray-cast the road surface row by row; fill ground colour, material and inverse depth."""
+def render_ground(
+    r: Raster, world: World, cs: CameraState, style: Style, shadow: Optional[np.ndarray] = None
+) -> Ground:
+    """Ray-cast the road surface row by row; fill ground colour, material and inverse depth.
+
+    ``shadow`` (uint8 H x W, nonzero = in shadow) darkens the ground by ``style.shadow``.
+    """
     cam = r.cam
     h, w = cam.height, cam.width
     z = np.geomspace(0.3, 600.0, 1500)
@@ -186,6 +191,8 @@ def render_ground(r: Raster, world: World, cs: CameraState, style: Style) -> Gro
         mats = (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
     lum = np.where(zone == 3, np.float32(0.7) + 0.6 * patch, lum)
     tint = np.array(tints, np.float32)
+    if shadow is not None and style.shadow < 1.0:
+        lum = np.where(shadow[top:] > 0, lum * np.float32(style.shadow), lum)
     np.multiply(lum[..., None], tint[zone], out=col)
     mat[:] = np.array(mats, np.uint8)[zone]
     road_full[top:] = road
