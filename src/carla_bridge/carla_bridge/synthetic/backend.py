@@ -115,6 +115,7 @@ class SyntheticBackend(SceneBackend):
                 q.uv[i] if front[i] else None,
                 q.plane[i] if front[i] else None,
                 boxes[i] if front[i] else None,
+                q.texcoef[i],
             )
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)

@@ -119,6 +119,7 @@ class Raster:
         uv: Optional[np.ndarray] = None,
         plane: Optional[np.ndarray] = None,
         box: Optional[List[int]] = None,
+        texcoef: Optional[np.ndarray] = None,
     ) -> None:
         """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
 
@@ -127,7 +128,8 @@ class Raster:
         box ``x0, y0, x1, y1`` from :func:`pixel_box`) with them.
 
         ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
-        ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid.
+        ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid; ``texcoef``
+        (from :func:`facade_coefficients`) may be passed precomputed.
         """
         src = pc
         cam = self.cam
@@ -162,23 +164,27 @@ class Raster:
             return
         np.copyto(zb, iz, where=m)
         if tex is not None and not np.isnan(tex[0, 0]):
-            # facade coordinates are affine on the plane: attr = alpha . P + beta
-            coef = np.linalg.lstsq(np.c_[src, np.ones(len(src))], tex, rcond=None)[0]
+            # facade coordinates are affine on the plane: attr = alpha . P + beta; in units of
+            # the window grid (3.2 m wide, 3.3 m high cells) to get the cell and its fraction
+            coef = texcoef if texcoef is not None else facade_coefficients(src[None], tex[None])[0]
             vi, ui = np.nonzero(m)
-            xn = (ui + x0 - cam.cx) / cam.fx
-            yn = (vi + y0 - cam.cy) / cam.fy
+            xn = (ui + (x0 - cam.cx)).astype(np.float32) * np.float32(1.0 / cam.fx)
+            yn = (vi + (y0 - cam.cy)).astype(np.float32) * np.float32(1.0 / cam.fy)
             zz = 1.0 / iz[m]
-            along = (coef[0, 0] * xn + coef[1, 0] * yn + coef[2, 0]) * zz + coef[3, 0]
-            up = (coef[0, 1] * xn + coef[1, 1] * yn + coef[2, 1]) * zz + coef[3, 1]
+            c = coef.astype(np.float32)
+            along = (c[0, 0] * xn + c[1, 0] * yn + c[2, 0]) * zz + c[3, 0]
+            up = (c[0, 1] * xn + c[1, 1] * yn + c[2, 1]) * zz + c[3, 1]
+            ca, cu = np.floor(along), np.floor(up)
+            fa, fu = along - ca, up - cu
+            win = (fa > np.float32(1.0 / 3.2)) & (fu > np.float32(1.1 / 3.3))
+            win &= (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
             pix = np.empty((len(zz), 3), np.float32)
             pix[:] = color
-            win = (np.mod(along, 3.2) > 1.0) & (np.mod(up, 3.3) > 1.1) & (np.mod(up, 3.3) < 2.6)
-            win &= up > 1.0
             pix[win] = (0.14, 0.17, 0.23)
             lit = np.zeros(len(zz), bool)
             if self.night:
-                cell = np.sin(np.floor(along / 3.2) * 12.9898 + np.floor(up / 3.3) * 78.233)
-                lit = win & (np.mod(cell * 43758.5453, 1.0) > 0.55)
+                cell = np.sin(ca * np.float32(12.9898) + cu * np.float32(78.233)) * 43758.5453
+                lit = win & (cell - np.floor(cell) > 0.55)
                 pix[lit] = (0.75, 0.62, 0.4)
             self.color[y0:y1, x0:x1][m] = pix
             self.emissive[y0:y1, x0:x1][m] = lit
@@ -190,6 +196,16 @@ class Raster:
                 self.emissive[y0:y1, x0:x1] &= ~m
         np.copyto(self.mat[y0:y1, x0:x1], mat, where=m)
         np.copyto(self.obj[y0:y1, x0:x1], obj, where=m)
+
+
+def facade_coefficients(pc: np.ndarray, tex: np.ndarray) -> np.ndarray:
+    """Per polygon (M x N x 3 camera space) the 4 x 2 affine map ``[P, 1] -> tex / cell``.
+
+    Texture coordinates are divided by the window-grid cell (3.2 m along, 3.3 m up).
+    """
+    a = np.concatenate([pc, np.ones(pc.shape[:2] + (1,))], 2)
+    t = tex / np.array([3.2, 3.3])
+    return np.linalg.pinv(a) @ t
 
 
 def pixel_box(uv: np.ndarray, cam: CameraModel) -> np.ndarray:

@@ -17,6 +17,7 @@ from carla_bridge.synthetic.render import (
     M_TRUNK,
     NEAR,
     CameraState,
+    facade_coefficients,
     pixel_box,
     plane_coefficients,
 )
@@ -47,6 +48,7 @@ class Quads:
     uv: np.ndarray  # M x 4 x 2 projected vertices
     plane: np.ndarray  # M x 3 inverse-depth plane coefficients
     box: np.ndarray  # M x 4 pixel boxes (x0, y0, x1, y1) of the front quads
+    texcoef: np.ndarray  # M x 4 x 2 facade texture maps (NaN where tex is NaN)
 
 
 class SceneGeometry:
@@ -269,6 +271,11 @@ class SceneGeometry:
         uv = np.stack([u[vis], v[vis]], 2)
         plane = plane_coefficients(pcv, cam) if len(pcv) else np.zeros((0, 3))
         fv = front[vis]
+        tv = tex[vis]
+        texcoef = np.full((len(pcv), 4, 2), np.nan)
+        has = ~np.isnan(tv[:, 0, 0])
+        if has.any():
+            texcoef[has] = facade_coefficients(pcv[has], tv[has])
         box = np.zeros((len(pcv), 4), np.int64)
         if fv.any():
             box[fv] = pixel_box(uv[fv], cam)
@@ -284,4 +291,5 @@ class SceneGeometry:
             uv,
             plane,
             box,
+            texcoef,
         )
