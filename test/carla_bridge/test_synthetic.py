@@ -209,3 +209,21 @@ def test_pose_is_a_rigid_transform_moving_with_the_ego(clip):
     assert (steps > 0.3).all() and (steps < 3.0).all(), steps  # 3..30 m/s at 10 fps
     fwd = poses[:-1, :3, 2]
     assert (np.einsum("ij,ij->i", np.diff(poses[:, :3, 3], axis=0), fwd) > 0).all()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"classes": ["pedestrian"], "num_walkers": 0},  # nothing that moves or stands
+        {"num_vehicles": 60, "num_walkers": 40},  # crowded
+        {"camera": {"pitch_deg": -20, "fov_deg": 160, "jitter": False}},  # extreme camera
+    ],
+)
+def test_edge_case_scenarios_render(changes):
+    cam = dict({"width": W, "height": H}, **changes.pop("camera", {}))
+    cfg = ScenarioConfig(frames=2, seed=1, **changes).replace(camera=cam)
+    with SyntheticBackend().open(cfg) as backend:
+        frames = list(backend.frames())
+    assert len(frames) == 2 and frames[1].image.shape == (H, W, 3)
+    if cfg.classes == ["pedestrian"] and cfg.num_walkers == 0:
+        assert not any(f.objects for f in frames)

@@ -211,7 +211,8 @@ class SceneGeometry:
         box[moving, 2:4] += self.pos_d[t, ag[moving]][:, None]
         keep = (box[:, 1] > lo) & (box[:, 0] < hi)
         # agent level of detail from its apparent size (~1.5 m tall at its distance)
-        dist = np.where(moving, self.pos_s[t, ag] - cs.s, 0.0)
+        dist = np.zeros(len(ag))
+        dist[moving] = self.pos_s[t, ag[moving]] - cs.s
         big = cs.cam.fy * 1.5 / np.maximum(np.abs(dist), 1.0) >= LOD_AGENT_PX
         lod = self.box_lod
         keep &= (lod == 0) | ((lod == 1) & big) | ((lod == 2) & ~big)
