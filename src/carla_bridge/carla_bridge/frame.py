@@ -88,9 +88,15 @@ class Frame:
         Lines are painted over the drivable area; ``double`` lines count as solid (a double line
         forbids crossing exactly like a solid one).
         """
-        out = np.zeros(self.drivable_mask.shape, dtype=np.uint8)
-        out[self.drivable_mask] = LANE_CLASSES.index("drivable")
+        out = self.drivable_mask.astype(np.uint8) * np.uint8(LANE_CLASSES.index("drivable"))
+        if not self.lane_lines:
+            return out
+        lut = np.zeros(
+            max(int(self.lane_instance_mask.max()), max(ln.line_id for ln in self.lane_lines)) + 1,
+            np.uint8,
+        )
         for line in self.lane_lines:
             name = "lane_dashed" if line.type == "dashed" else "lane_solid"
-            out[self.lane_instance_mask == line.line_id] = LANE_CLASSES.index(name)
-        return out
+            lut[line.line_id] = LANE_CLASSES.index(name)
+        cls = lut[self.lane_instance_mask]
+        return np.where(cls > 0, cls, out)

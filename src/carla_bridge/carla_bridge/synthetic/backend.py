@@ -120,7 +120,12 @@ class SyntheticBackend(SceneBackend):
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)
         visible_ground = np.isin(r.mat, (M_ROAD, M_SIDEWALK, M_GRASS)) & (r.obj == 0)
-        lane_mask = np.where(visible_ground, ground.line_id, 0).astype(np.uint16)
+        lines = self._polylines(ground, cs)
+        # pixels of a line whose centre never enters the image (no polyline) are not labelled
+        keep = np.zeros(len(world.lines) + 2, bool)
+        keep[[ln.line_id for ln in lines]] = True
+        lane_mask = np.where(visible_ground & keep[ground.line_id], ground.line_id, 0)
+        lane_mask = lane_mask.astype(np.uint16)
         objects = self._objects(r, full)
         flow, valid = self._flow(r, cs, t, prev)
         frame = Frame(
@@ -131,7 +136,7 @@ class SyntheticBackend(SceneBackend):
             camera=cam,
             pose=cs.pose(world),
             lane_instance_mask=lane_mask,
-            lane_lines=self._polylines(ground, cs),
+            lane_lines=lines,
             drivable_mask=visible_ground & ground.road,
             objects=objects,
             flow=flow,
