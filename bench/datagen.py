@@ -4,7 +4,7 @@ Runs ``carla_bridge.dataset.generate_dataset`` (procedural backend, every label 
 dataset layout: JPEG, lane PNGs, flow .npz, COCO / YouTube-VIS / lanes JSON, manifest) into a
 temporary directory and divides the number of frames by the wall time.
 
-    python bench/datagen.py [--sequences 4] [--frames 15] [--width 640 --height 384]
+    python bench/datagen.py [--sequences 4] [--frames 15] [--width 640 --height 384] [--store-flow]
 
 Writes ``bench/results/datagen.json`` and ``bench/results/datagen.md``.
 """
@@ -36,7 +36,9 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def measure(workers: int, sequences: int, frames: int, width: int, height: int) -> Dict[str, Any]:
+def measure(
+    workers: int, sequences: int, frames: int, width: int, height: int, flow: str = "deflate"
+) -> Dict[str, Any]:
     """One timed generation of ``sequences`` x ``frames`` train frames with ``workers``."""
     cfg = ScenarioConfig().replace(camera={"width": width, "height": height})
     out = tempfile.mkdtemp(prefix="datagen_bench_")
@@ -53,6 +55,7 @@ def measure(workers: int, sequences: int, frames: int, width: int, height: int) 
             workers=workers,
             seed=0,
             progress=False,
+            flow_compression=flow,
         )
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
@@ -62,6 +65,7 @@ def measure(workers: int, sequences: int, frames: int, width: int, height: int) 
     n = manifest["splits"]["train"]["frames"]
     return {
         "workers": workers,
+        "flow_npz": flow,
         "frames": n,
         "objects": manifest["splits"]["train"]["objects"],
         "wall_s": round(wall, 2),
@@ -80,9 +84,17 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--store-flow",
+        action="store_true",
+        help="also measure the largest worker count with --flow-compression store",
+    )
     args = ap.parse_args(argv)
     measure(1, 1, 2, args.width, args.height)  # warm-up: imports, first-call costs (untimed)
     rows = [measure(w, args.sequences, args.frames, args.width, args.height) for w in args.workers]
+    if args.store_flow:
+        w = max(args.workers)
+        rows.append(measure(w, args.sequences, args.frames, args.width, args.height, "store"))
     env = environment()
     command = "python bench/datagen.py " + " ".join(sys.argv[1:] if argv is None else argv)
     data = {
@@ -96,6 +108,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         [
             (
                 r["workers"],
+                r["flow_npz"],
                 r["frames"],
                 r["wall_s"],
                 r["frames_per_s"],
@@ -108,6 +121,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         ],
         [
             "workers",
+            "flow .npz",
             "frames",
             "wall s",
             "frames/s (wall)",

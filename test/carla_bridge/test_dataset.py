@@ -222,6 +222,23 @@ def test_resume_with_other_settings_is_refused(ref, tmp_path):
         )
 
 
+def test_stored_flow_reads_back_identically(ref, tmp_path):
+    root = str(tmp_path)
+    args = dict(ARGS, train_sequences=1, val_sequences=0)
+    m = generate_dataset(root, SCEN, workers=1, flow_compression="store", **args)
+    assert m["generator"]["flow_compression"] == "store"
+    stored = list(iter_frames(root, "train", with_flow=True))
+    deflated = list(iter_frames(ref[0], "train", with_flow=True, sequences=["00000"]))
+    for a, b in zip(stored, deflated):
+        assert np.array_equal(a.flow, b.flow) and np.array_equal(a.flow_valid, b.flow_valid)
+    path = os.path.join(root, "train", "flow", "00000", "000001.npz")
+    assert os.path.getsize(path) > os.path.getsize(
+        os.path.join(ref[0], "train", "flow", "00000", "000001.npz")
+    )
+    with pytest.raises(ValueError, match="flow-compression"):
+        generate_dataset(root, SCEN, workers=1, flow_compression="zstd", **args)
+
+
 def test_other_seed_changes_data_version(ref, tmp_path):
     m = generate_dataset(str(tmp_path), SCEN, workers=1, **dict(ARGS, seed=6, val_sequences=0))
     assert m["data_version"] != ref[1]["data_version"]

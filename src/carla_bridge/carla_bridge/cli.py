@@ -57,6 +57,12 @@ def register_generate(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="synthetic: no sensor noise / rain streaks / blur / glare",
     )
+    p.add_argument(
+        "--flow-compression",
+        choices=("deflate", "store"),
+        default="deflate",
+        help="flow .npz: deflate (smaller) or store (faster to write)",
+    )
     p.set_defaults(func=run_generate)
 
 
@@ -88,6 +94,7 @@ def run_generate(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         backend_options=options,
+        flow_compression=args.flow_compression,
     )
     sp = manifest["splits"]
     print(

@@ -88,6 +88,7 @@ def generate_dataset(
     seed: int = 0,
     backend_options: Optional[Dict[str, Any]] = None,
     progress: bool = True,
+    flow_compression: str = "deflate",
 ) -> Dict[str, Any]:
     """Render and write a dataset under ``out``; returns the manifest.
 
@@ -95,9 +96,12 @@ def generate_dataset(
     Sequence ``i`` of a split uses scenario seed ``split.base_seed + i``; the validation split is
     ``carla_bridge.dataset.VALIDATION_SPLIT`` unless ``val_sequences``/``frames_per_sequence``
     override it (the manifest records ``standard_val``). Existing complete sequences are skipped.
+    ``flow_compression`` is ``"deflate"`` (smaller files) or ``"store"`` (faster writing).
     """
     from carla_bridge.dataset import VALIDATION_SPLIT
 
+    if flow_compression not in ("deflate", "store"):
+        raise ValueError(f"--flow-compression must be deflate or store, got {flow_compression!r}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     splits = plan_splits(
@@ -109,13 +113,13 @@ def generate_dataset(
         os.remove(manifest_path)  # rewritten at the end; absent = dataset incomplete
     remove_stale_temp(out)
     opts = dict(backend_options or {})
-    _check_plan(out, scenario, splits, opts)
+    _check_plan(out, scenario, splits, dict(opts, flow_compression=flow_compression))
     tasks = []
     for sp in splits:
         for i, s in enumerate(sp.seeds()):
             seq = _seq_name(i)
             cfg = scenario.replace(seed=s, frames=sp.frames_per_sequence, sequence=seq)
-            tasks.append((out, sp.name, seq, cfg.to_dict(), opts))
+            tasks.append((out, sp.name, seq, cfg.to_dict(), opts, flow_compression == "deflate"))
     todo = [t for t in tasks if not os.path.exists(_part_path(out, t[1], t[2]))]
     bar = tqdm(
         total=len(tasks),
@@ -153,6 +157,7 @@ def generate_dataset(
             "scenario": scenario.to_dict(),
             "backend_options": opts,
             "seed": seed,
+            "flow_compression": flow_compression,
         },
         "standard_val": (val.sequences, val.frames_per_sequence)
         == (VALIDATION_SPLIT.sequences, VALIDATION_SPLIT.frames_per_sequence),

@@ -129,7 +129,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
     }
 
 
-def write_frame(root: str, split: str, frame: Frame) -> None:
+def write_frame(root: str, split: str, frame: Frame, compress_flow: bool = True) -> None:
     """Write the four per-frame files of ``frame`` (those already present are kept)."""
     paths = _frame_paths(root, split, frame.sequence, frame.index)
     jobs = {
@@ -141,6 +141,7 @@ def write_frame(root: str, split: str, frame: Frame) -> None:
             frame.flow_valid
             if frame.flow_valid is not None
             else np.zeros(frame.image.shape[:2], bool),
+            compress_flow,
         ),
     }
     for key, make in jobs.items():
@@ -149,13 +150,16 @@ def write_frame(root: str, split: str, frame: Frame) -> None:
 
 
 def render_sequence(
-    task: Tuple[str, str, str, Dict[str, Any], Dict[str, Any]],
+    task: Tuple[str, str, str, Dict[str, Any], Dict[str, Any], bool],
 ) -> Tuple[str, str, int]:
-    """Worker: render one sequence and write its frames and annotation part (skips if complete)."""
+    """Worker: render one sequence and write its frames and annotation part (skips if complete).
+
+    ``task`` = (root, split, sequence name, scenario dict, backend options, compress flow).
+    """
     import cv2
 
     cv2.setNumThreads(1)  # one sequence per process: no nested thread pools
-    root, split, seq, cfg_dict, backend_kwargs = task
+    root, split, seq, cfg_dict, backend_kwargs, compress_flow = task
     part = _part_path(root, split, seq)
     config = ScenarioConfig.from_dict(cfg_dict)
     if os.path.exists(part):
@@ -167,7 +171,7 @@ def render_sequence(
     with backend.open(config):
         cam = None
         for frame in backend.frames():
-            write_frame(root, split, frame)
+            write_frame(root, split, frame, compress_flow)
             records.append(frame_record(frame))
             cam = frame.camera
     camera = None
