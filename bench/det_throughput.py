@@ -49,7 +49,11 @@ def main(argv: List[str] = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     import onnxruntime as ort
-    from edge_perception.detection.compress import calibration_images, mixed_exclusions
+    from edge_perception.detection.compress import (
+        calibration_images,
+        mixed_exclusions,
+        prepare_mixed_source,
+    )
     from edge_perception.detection.export import export_detector
     from edge_perception.detection.model import (
         build_rtdetr,
@@ -89,10 +93,19 @@ def main(argv: List[str] = None) -> int:
             calib = calibration_images(args.data, size, 32)
         else:
             calib = np.random.default_rng(0).random((8, 3, *size), dtype=np.float32)
-        for name, excl in (("int8_all", None), ("int8_mixed", mixed_exclusions(paths["small"]))):
+        unshared = os.path.join(tmp, "small_unshared.onnx")
+        prepare_mixed_source(paths["small"], unshared)
+        for name, src, excl in (
+            ("int8_all", paths["small"], None),
+            ("int8_mixed", unshared, mixed_exclusions(unshared)),
+        ):
             out = os.path.join(tmp, f"small_{name}.onnx")
             quantize_static_qdq(
-                paths["small"], out, ArrayCalibrationReader("images", calib), nodes_to_exclude=excl
+                src,
+                out,
+                ArrayCalibrationReader("images", calib),
+                nodes_to_exclude=excl,
+                preprocess=excl is None,
             )
             rows.append(
                 {

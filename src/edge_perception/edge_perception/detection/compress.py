@@ -27,7 +27,7 @@ import argparse
 import json
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -37,20 +37,63 @@ EXCLUDED_SCOPES = ("/decoder/", "/postprocessor/")
 INT8_SCOPES = ("/backbone/", "/encoder/")
 
 
-def mixed_exclusions(fp32_path: str) -> List[str]:
-    """Names of the nodes kept in FP32 by the mixed policy, read from the graph the quantiser sees
-    (ORT pre-processing keeps the exporter's scoped names): every node outside the backbone and
-    encoder scopes (the input normalisation at the root scope stays INT8-eligible)."""
+def mixed_exclusions(path: str) -> List[str]:
+    """Names of the nodes the mixed policy keeps in FP32: every node of ``path`` (a graph prepared
+    by :func:`prepare_mixed_source`) outside the backbone and encoder scopes; the input
+    normalisation at the root scope stays INT8-eligible."""
     import onnx
+
+    names = [n.name for n in onnx.load(path, load_external_data=False).graph.node]
+    root_level = [n for n in names if n.count("/") == 1 and n.startswith("/")]
+    keep = set(root_level) | {n for n in names if n.startswith(INT8_SCOPES)}
+    return [n for n in names if n not in keep]
+
+
+def prepare_mixed_source(fp32_path: str, dst: str) -> int:
+    """Write the graph the mixed policy quantises (pass ``preprocess=False`` to the quantiser):
+    ORT's quantisation pre-processing (shape inference + graph optimisation; the exporter's scoped
+    node names survive it), then :func:`unshare_initializers`. Returns the rewired-input count."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
-        names = [n.name for n in onnx.load(pre).graph.node]
-    root_level = [n for n in names if n.count("/") == 1 and n.startswith("/")]
-    keep = set(root_level) | {n for n in names if n.startswith(INT8_SCOPES)}
-    return [n for n in names if n not in keep]
+        return unshare_initializers(pre, dst)
+
+
+def unshare_initializers(src: str, dst: str, scopes: Sequence[str] = EXCLUDED_SCOPES) -> int:
+    """Copy ``src`` to ``dst`` giving the nodes under ``scopes`` private copies of initializers
+    they share with other nodes; returns how many inputs were rewired.
+
+    Identical tensors end up shared (the exporter deduplicates e.g. equal LayerNorm weights of
+    encoder and decoder, and graph optimisation removes the Identity nodes in between); the
+    quantiser would then feed the decoder the encoder's INT8 copy, silently breaking the
+    FP32-decoder policy. Run it on the pre-processed graph.
+    """
+    import onnx
+
+    model = onnx.load(src)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: Dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            if i in inits:
+                users[i] = users.get(i, 0) + 1
+    rewired = 0
+    for n in graph.node:
+        if not n.name.startswith(tuple(scopes)):
+            continue
+        for k, i in enumerate(n.input):
+            if i in inits and users[i] > 1:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[i])
+                copy.name = f"{i}__fp32_{rewired}"
+                graph.initializer.append(copy)
+                n.input[k] = copy.name
+                rewired += 1
+    onnx.save(model, dst)
+    return rewired
 
 
 def calibration_images(data_root: str, size: List[int], count: int) -> np.ndarray:
@@ -135,12 +178,15 @@ def main(args: argparse.Namespace) -> int:
         fp32, os.path.join(work, "int8_all.onnx"), reader, method=args.method
     )
     reader.rewind()
+    mixed_src = os.path.join(work, "fp32_unshared.onnx")
+    prepare_mixed_source(fp32, mixed_src)
     paths["int8_mixed"] = quantize_static_qdq(
-        fp32,
+        mixed_src,
         os.path.join(work, "int8_mixed.onnx"),
         reader,
         method=args.method,
-        nodes_to_exclude=mixed_exclusions(fp32),
+        nodes_to_exclude=mixed_exclusions(mixed_src),
+        preprocess=False,
     )
     val = CocoDetection(args.data, "val", (size[0], size[1]), max_images=args.val_images)
     rows: List[Dict[str, Any]] = []
