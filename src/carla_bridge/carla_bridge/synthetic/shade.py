@@ -197,31 +197,41 @@ def render_ground(
     mat[:] = np.array(mats, np.uint8)[zone]
     road_full[top:] = road
     min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
+    nr = d.shape[0]
+    px_row = px[:, 0]
+    s_row = (cs.s + zr).astype(np.float32)
+    zc_row = zcr[:, 0]
     for ln in world.lines:
-        near = np.abs(d - ln.d) < np.maximum(px * (0.5 * min_px + 0.5), 0.5)
-        if not near.any():
+        gap = 0.12
+        extent = ln.width + gap / 2 if ln.type == "double" else ln.width / 2
+        # per row, the columns the painted line or its label can touch (plus 1 px of blending)
+        half_px = np.maximum(extent / px_row, 0.5 * min_px) + 1.0
+        u_c = cam.cx + cam.fx * (ln.d - offset) / zc_row
+        lo = np.clip(np.ceil(u_c - half_px), 0, w).astype(np.int64)
+        hi = np.clip(np.floor(u_c + half_px) + 1, 0, w).astype(np.int64)
+        counts = np.maximum(hi - lo, 0)
+        total = int(counts.sum())
+        if total == 0:
             continue
-        dd = np.abs(d[near] - ln.d)
-        pxn = np.broadcast_to(px, d.shape)[near]
+        ri = np.repeat(np.arange(nr), counts)
+        ci = lo[ri] + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
+        dd = np.abs(d[ri, ci] - ln.d)
+        pxn = px_row[ri]
         if ln.type == "double":
-            gap = 0.12
             off = np.abs(dd - (ln.width + gap) / 2)
             alpha = np.clip((ln.width / 2 - off) / pxn + 0.5, 0, 1)
-            extent = ln.width + gap / 2
         else:
             alpha = np.clip((ln.width / 2 - dd) / pxn + 0.5, 0, 1)
-            extent = ln.width / 2
         lab = dd < np.maximum(extent, 0.5 * min_px * pxn)
+        s_n = s_row[ri]
         if ln.type == "dashed":
-            on = np.mod(s[near], ln.dash[1]) < ln.dash[0]
+            on = np.mod(s_n, ln.dash[1]) < ln.dash[0]
             lab &= on
             alpha = alpha * on
-        wear = _tex(style.tex, s[near] + 37.0, d[near], 3.0)
+        wear = _tex(style.tex, s_n + 37.0, d[ri, ci], 3.0)
         alpha = alpha * (1.0 - ln.wear * np.clip(wear * 1.6 - 0.3, 0, 1))
-        paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain[near])[:, None]
-        sub = col[near]
-        col[near] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
-        ids = line_id[top:][near]
-        ids[lab] = ln.line_id
-        line_id[top:][near] = ids
+        paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain[ri, ci])[:, None]
+        sub = col[ri, ci]
+        col[ri, ci] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
+        line_id[top + ri[lab], ci[lab]] = ln.line_id
     return Ground(top, line_id, road_full, zcr[:, 0], offset, zr)
