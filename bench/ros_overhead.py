@@ -14,8 +14,9 @@
    bare inference p50) is reported too. RSS of the node process at the end.
 
 Without ``models/lane_small.onnx`` a stand-in is exported: the untrained ``small`` LaneUNet
-(same architecture and cost, random weights) at lane-train's default 192x320 (``--standin-size``);
-the results say which model ran.
+(same architecture and cost, random weights) at 288x512 (``--standin-size``); the results say
+which model ran. The camera frame is a validation image of ``data/lane_v1`` resized to 640x480
+when that dataset exists (``--image`` picks another), else seeded noise.
 Results: bench/results/ros_overhead.{json,md}.
 """
 
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -38,7 +39,7 @@ sys.path.insert(0, HERE)
 from common import environment, markdown_table, summarize, time_calls, write_results  # noqa: E402
 
 
-def standin_model(folder: str, size=(192, 320)) -> str:
+def standin_model(folder: str, size=(288, 512)) -> str:
     """Export the untrained ``small`` lane U-Net (seeded) as the stand-in model."""
     import torch
     from edge_perception.lane.export import export_lane_model
@@ -48,6 +49,25 @@ def standin_model(folder: str, size=(192, 320)) -> str:
     path = os.path.join(folder, "lane_small_untrained.onnx")
     export_lane_model(build_model("small"), path, size, info={"note": "untrained stand-in"})
     return path
+
+
+def camera_frame(path: Optional[str], h: int, w: int) -> Tuple[np.ndarray, str]:
+    """RGB uint8 HxWx3: the given image, else a lane_v1 validation image, else seeded noise."""
+    import glob
+
+    import cv2
+
+    if path is None:
+        found = sorted(glob.glob(os.path.join(ROOT, "data", "lane_v1", "val", "images", "*", "*")))
+        path = found[len(found) // 2] if found else None
+    if path is None:
+        noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)
+        return noise, "seeded noise"
+    bgr = cv2.imread(path)
+    if bgr is None:
+        raise SystemExit(f"cannot read image {path}")
+    rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    return rgb, os.path.relpath(path, ROOT)
 
 
 def bare_inference(
@@ -164,6 +184,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "lane_small.onnx"))
     ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--image", default=None, help="camera frame (default: a lane_v1 val image)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=640)
@@ -189,7 +210,7 @@ def main(argv=None) -> int:
         size = (args.standin_size[0], args.standin_size[1])
         model = standin_model(tmp, size)
         model_note = f"stand-in: untrained LaneUNet 'small' {size[0]}x{size[1]}"
-    frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
+    frame, frame_note = camera_frame(args.image, args.height, args.width)
 
     bare = bare_inference(model, args.threads, frame, max(20, args.frames // 2), args.lines)
     node = run_node(model, args, frame)
@@ -200,6 +221,7 @@ def main(argv=None) -> int:
         "model": model if model_note == "bundled" else os.path.basename(model),
         "model_note": model_note,
         "camera": [args.height, args.width],
+        "frame": frame_note,
         "model_input": bare["input_size"],
         "threads": args.threads,
         "overlay": args.overlay,
@@ -229,9 +251,9 @@ def main(argv=None) -> int:
             "# ROS overhead of the lane node",
             "",
             f"Model: {model_note} (input {bare['input_size'][0]}x{bare['input_size'][1]}), camera "
-            f"{args.width}x{args.height} rgb8, ONNX Runtime CPU, {args.threads} threads, overlay "
-            f"{'on' if args.overlay else 'off'}, lines {'on' if args.lines else 'off'}, "
-            f"{args.frames} frames closed loop.",
+            f"{args.width}x{args.height} rgb8 ({data['frame']}), ONNX Runtime CPU, "
+            f"{args.threads} threads, overlay {'on' if args.overlay else 'off'}, "
+            f"lines {'on' if args.lines else 'off'}, {args.frames} frames closed loop.",
             f"Machine: {env['cpu']} ({env['cpu_count']} cores, load {env['load_avg_1m']}), "
             f"Python {env['python']}, onnxruntime {env['onnxruntime']}, {env['rmw']}.",
             "",
