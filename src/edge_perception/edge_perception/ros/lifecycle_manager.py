@@ -153,7 +153,9 @@ class LifecycleManager(Node):
         return [m.name for m in self._nodes]
 
     def states(self) -> Dict[str, str]:
-        """Last known state label of every managed node (``active``, ``failed: ...`` etc.)."""
+        """Last known state of every managed node: a lifecycle state label (``active``,
+        ``unconfigured``, ...) or ``waiting``, ``failed``, ``skipped``, ``unreachable``,
+        ``left active: <state>``."""
         with self._lock:
             return {m.name: m.state for m in self._nodes}
 
@@ -265,6 +267,8 @@ class LifecycleManager(Node):
         self.get_logger().info("%s: active" % m.name)
 
     def _get_state(self, m: _Managed, timeout: float, wait: bool) -> int:
+        if not wait and not m.get_state.service_is_ready():
+            raise TransitionError("%s: lifecycle services are gone" % m.name)
         if wait and not m.get_state.wait_for_service(timeout_sec=self.service_timeout_s):
             raise TransitionError(
                 "%s: no lifecycle service %s after %.1f s; is the node running (and a lifecycle "
