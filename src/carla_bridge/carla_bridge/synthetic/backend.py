@@ -103,6 +103,7 @@ class SyntheticBackend(SceneBackend):
         owners = q.owner.tolist()
         front = q.front.tolist()
         boxes = q.box.tolist()
+        sids = q.sid.tolist()
         for i, owner in enumerate(owners):
             r.polygon(
                 q.pc[i],
@@ -116,6 +117,9 @@ class SyntheticBackend(SceneBackend):
                 q.plane[i] if front[i] else None,
                 boxes[i] if front[i] else None,
                 q.texcoef[i],
+                self.geometry.facade(sids[i], r.night)
+                if sids[i] >= 0 and front[i] and not np.isnan(q.tex[i][0, 0])
+                else None,
             )
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)

@@ -120,6 +120,7 @@ class Raster:
         plane: Optional[np.ndarray] = None,
         box: Optional[List[int]] = None,
         texcoef: Optional[np.ndarray] = None,
+        texture: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
     ) -> None:
         """Z-test and draw a planar polygon given as camera-space vertices ``pc`` (N x 3).
 
@@ -129,10 +130,12 @@ class Raster:
 
         ``full``, when given, collects the near-clipped projected vertices (for unclipped masks).
         ``tex`` (N x 2 facade coordinates along/up, metres) paints a window grid; ``texcoef``
-        (from :func:`facade_coefficients`) may be passed precomputed.
+        (from :func:`facade_coefficients`) may be passed precomputed. ``texture`` (from
+        :func:`facade_texture`) replaces that per-pixel evaluation for unclipped polygons.
         """
         src = pc
         cam = self.cam
+        uv_given = uv is not None and plane is not None
         if uv is None or plane is None:
             pc = clip_near(pc)
             if pc.shape[0] < 3:
@@ -163,7 +166,25 @@ class Raster:
         if not m.any():
             return
         np.copyto(zb, iz, where=m)
-        if tex is not None and not np.isnan(tex[0, 0]):
+        if texture is not None and uv_given:
+            # planar facade: warp its texture with the quad's homography (one C call)
+            rgb, em, src = texture
+            dst = (uv - (x0, y0)).astype(np.float32)
+            hom = cv2.getPerspectiveTransform(src, dst)
+            size = (x1 - x0, y1 - y0)
+            warped = cv2.warpPerspective(
+                rgb, hom, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            np.copyto(self.color[y0:y1, x0:x1], warped, where=m[..., None])
+            es = self.emissive[y0:y1, x0:x1]
+            if self.night:
+                wem = cv2.warpPerspective(
+                    em, hom, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+                )
+                es[m] = wem[m] > 0
+            else:
+                es &= ~m
+        elif tex is not None and not np.isnan(tex[0, 0]):
             # facade coordinates are affine on the plane: attr = alpha . P + beta; in units of
             # the window grid (3.2 m wide, 3.3 m high cells) to get the cell and its fraction
             coef = texcoef if texcoef is not None else facade_coefficients(src[None], tex[None])[0]
@@ -196,6 +217,39 @@ class Raster:
                 self.emissive[y0:y1, x0:x1] &= ~m
         np.copyto(self.mat[y0:y1, x0:x1], mat, where=m)
         np.copyto(self.obj[y0:y1, x0:x1], obj, where=m)
+
+
+TEX_RES = 8.0  # facade texture pixels per metre
+
+
+def facade_texture(
+    tex: np.ndarray, color: np.ndarray, night: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window-grid texture of one facade quad: (RGB float32, emissive uint8, 4 corner texels).
+
+    ``tex`` holds the quad's 4 facade coordinates (along, up) in metres; the pattern is the one
+    :meth:`Raster.polygon` evaluates per pixel (3.2 x 3.3 m cells, lit windows at night).
+    """
+    a0, a1 = float(tex[:, 0].min()), float(tex[:, 0].max())
+    top = float(tex[:, 1].max())
+    nw = int(np.ceil((a1 - a0) * TEX_RES)) + 1
+    nh = int(np.ceil((top - float(tex[:, 1].min())) * TEX_RES)) + 1
+    along = (a0 + (np.arange(nw, dtype=np.float32) + 0.5) / TEX_RES)[None, :] / np.float32(3.2)
+    up = (top - (np.arange(nh, dtype=np.float32) + 0.5) / TEX_RES)[:, None] / np.float32(3.3)
+    ca, cu = np.floor(along), np.floor(up)
+    fa, fu = along - ca, up - cu
+    win = (fa > np.float32(1.0 / 3.2)) & (fu > np.float32(1.1 / 3.3))
+    win = win & (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
+    rgb = np.empty((nh, nw, 3), np.float32)
+    rgb[:] = color
+    rgb[win] = (0.14, 0.17, 0.23)
+    lit = np.zeros((nh, nw), bool)
+    if night:
+        cell = np.sin(ca * np.float32(12.9898) + cu * np.float32(78.233)) * 43758.5453
+        lit = win & (cell - np.floor(cell) > 0.55)
+        rgb[lit] = (0.75, 0.62, 0.4)
+    src = np.stack([(tex[:, 0] - a0) * TEX_RES, (top - tex[:, 1]) * TEX_RES], 1)
+    return rgb, lit.astype(np.uint8), src.astype(np.float32)
 
 
 def facade_coefficients(pc: np.ndarray, tex: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ operations, so the Python-level work is one rasteriser call per visible quad.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from carla_bridge.synthetic.render import (
     NEAR,
     CameraState,
     facade_coefficients,
+    facade_texture,
     pixel_box,
     plane_coefficients,
 )
@@ -49,6 +51,7 @@ class Quads:
     plane: np.ndarray  # M x 3 inverse-depth plane coefficients
     box: np.ndarray  # M x 4 pixel boxes (x0, y0, x1, y1) of the front quads
     texcoef: np.ndarray  # M x 4 x 2 facade texture maps (NaN where tex is NaN)
+    sid: np.ndarray  # M index of the static quad (-1 for boxes)
 
 
 class SceneGeometry:
@@ -138,6 +141,7 @@ class SceneGeometry:
         self.pos_s = np.concatenate([world.agent_s.reshape(n, n_ag), np.tile(sign_s, (n, 1))], 1)
         self.pos_d = np.concatenate([world.agent_d.reshape(n, n_ag), np.tile(sign_d, (n, 1))], 1)
         self._static_quads()
+        self._textures: Dict[Tuple[int, bool], Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _static_quads(self) -> None:
         w = self.world
@@ -199,6 +203,17 @@ class SceneGeometry:
         self.sq_s = self.sq[:, :, 0].mean(1) if len(self.sq) else np.zeros(0)
         self.sq_lod = np.array(lod, np.int64)
         self.sq_ref = np.array(ref, np.float64)
+
+    def facade(self, sid: int, night: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cached window texture of static facade quad ``sid`` (see ``render.facade_texture``)."""
+        key = (sid, night)
+        got = self._textures.get(key)
+        if got is None:
+            if len(self._textures) > 256:  # bound the memory of long sequences
+                self._textures.clear()
+            got = facade_texture(self.sq_tex[sid], self.sq_color[sid], night)
+            self._textures[key] = got
+        return got
 
     def quads(self, cs: CameraState, t: int, lo: float, hi: float) -> Quads:
         """Camera-space quads facing the camera and inside the view of frame ``t``."""
@@ -268,6 +283,7 @@ class SceneGeometry:
         obj = np.concatenate([np.repeat(self.box_obj[keep], 6), np.zeros(len(sq), np.int64)])
         owner = np.concatenate([np.repeat(self.box_owner[keep], 6), np.zeros(len(sq), np.int64)])
         tex = np.concatenate([np.full((nq, 4, 2), np.nan), self.sq_tex[sel]], 0)
+        sid = np.concatenate([np.full(nq, -1, np.int64), np.nonzero(sel)[0]])
         pcv = allq[vis]
         uv = np.stack([u[vis], v[vis]], 2)
         plane = plane_coefficients(pcv, cam) if len(pcv) else np.zeros((0, 3))
@@ -293,4 +309,5 @@ class SceneGeometry:
             plane,
             box,
             texcoef,
+            sid[vis],
         )

@@ -65,12 +65,13 @@ def make_style(config: ScenarioConfig, rng: np.random.Generator, effects: bool =
     hor = {"day": (0.75, 0.83, 0.92), "dusk": (0.95, 0.55, 0.3), "night": (0.05, 0.05, 0.09)}[tod]
     ambient = np.array(amb) * rng.uniform(0.85, 1.1)
     sky_top, sky_hor = np.array(top), np.array(hor)
-    fog_vis, shadow, rain = float("inf"), 0.5 if tod == "day" else 0.7, 0.0
+    fog_vis, rain = float("inf"), 0.0
+    shadow = {"day": 0.5, "dusk": 0.7, "night": 1.0}[tod]  # 1 = no sun shadows
     if weather in ("cloudy", "rain", "fog"):
         grey = float(np.mean(hor)) * (0.9 if tod == "day" else 1.0)
         sky_top = sky_hor = np.array((grey, grey, grey * 1.03))
         ambient = ambient * (0.8 if weather == "cloudy" else 0.7)
-        shadow = 0.85
+        shadow = max(shadow, 0.85)  # overcast: soft shadows only
     if weather == "rain":
         rain = float(rng.uniform(0.3, 1.0))
         fog_vis = float(rng.uniform(150.0, 300.0))
