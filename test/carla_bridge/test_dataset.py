@@ -73,6 +73,10 @@ def test_layout_and_manifest(ref):
     assert set(m["versions"]) >= {"carla_bridge", "numpy", "cv2"}
     assert m["standard_val"] is False and len(m["data_version"]) == 16
     assert m["splits"]["val"]["seeds"][0] == VALIDATION_SPLIT.base_seed
+    # validation keeps the default look whatever the training scenario
+    assert m["generator"]["scenario"]["num_vehicles"] == 10
+    assert m["generator"]["val_scenario"]["num_vehicles"] == ScenarioConfig().num_vehicles
+    assert m["generator"]["val_scenario"]["camera"]["width"] == W
 
 
 def test_coco_loads_and_matches_a_fresh_render(ref):

@@ -25,7 +25,19 @@ from carla_bridge.dataset.writer import (
     render_sequence,
     train_split,
 )
-from carla_bridge.scenario import ScenarioConfig
+from carla_bridge.scenario import CameraConfig, ScenarioConfig
+
+
+def validation_scenario(scenario: ScenarioConfig) -> ScenarioConfig:
+    """The fixed scenario of the validation split: default traffic, weather and camera, only
+    the image size, backend and CARLA connection taken from ``scenario``.
+
+    This keeps the validation data the same whatever training scenario a dataset is made with.
+    """
+    cam = CameraConfig(width=scenario.camera.width, height=scenario.camera.height)
+    return ScenarioConfig(
+        backend=scenario.backend, town=scenario.town, carla=scenario.carla, camera=cam
+    )
 
 
 def plan_splits(
@@ -118,7 +130,8 @@ def generate_dataset(
     for sp in splits:
         for i, s in enumerate(sp.seeds()):
             seq = _seq_name(i)
-            cfg = scenario.replace(seed=s, frames=sp.frames_per_sequence, sequence=seq)
+            base = scenario if sp.name == "train" else validation_scenario(scenario)
+            cfg = base.replace(seed=s, frames=sp.frames_per_sequence, sequence=seq)
             tasks.append((out, sp.name, seq, cfg.to_dict(), opts, flow_compression == "deflate"))
     todo = [t for t in tasks if not os.path.exists(_part_path(out, t[1], t[2]))]
     bar = tqdm(
@@ -155,12 +168,16 @@ def generate_dataset(
         "generator": {
             "backend": scenario.backend,
             "scenario": scenario.to_dict(),
+            "val_scenario": validation_scenario(scenario).to_dict(),
             "backend_options": opts,
             "seed": seed,
             "flow_compression": flow_compression,
         },
+        # standard = the VALIDATION_SPLIT sequences rendered with the default look (the image
+        # size is recorded in val_scenario)
         "standard_val": (val.sequences, val.frames_per_sequence)
-        == (VALIDATION_SPLIT.sequences, VALIDATION_SPLIT.frames_per_sequence),
+        == (VALIDATION_SPLIT.sequences, VALIDATION_SPLIT.frames_per_sequence)
+        and not opts,
         "versions": {"carla_bridge": __version__, "numpy": np.__version__, "cv2": cv2.__version__},
         "classes": {
             "objects": list(OBJECT_CLASSES),
