@@ -33,6 +33,7 @@ setup(
         ("share/" + PKG, ["package.xml"]),
         ("share/" + PKG + "/launch", _files("launch", "*.py")),
         ("share/" + PKG + "/config", _files("config")),
+        ("share/" + PKG + "/config/scenarios", _files("config/scenarios")),
         ("share/" + PKG + "/models", _files("models")),
     ],
     install_requires=["numpy", "pyyaml"],
@@ -44,6 +45,9 @@ setup(
     entry_points={
         "console_scripts": [
             "edge-perception = edge_perception.cli:main",
+            "lane_node = edge_perception.ros.lane_node:main",
+            "detection_node = edge_perception.ros.detection_node:main",
+            "lifecycle_manager = edge_perception.ros.lifecycle_manager:main",
         ],
     },
 )
