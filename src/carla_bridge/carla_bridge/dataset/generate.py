@@ -29,14 +29,19 @@ from carla_bridge.scenario import CameraConfig, ScenarioConfig
 
 
 def validation_scenario(scenario: ScenarioConfig) -> ScenarioConfig:
-    """The fixed scenario of the validation split: default traffic, weather and camera, only
-    the image size, backend and CARLA connection taken from ``scenario``.
+    """The fixed scenario of the validation split: default traffic, weather and camera; only the
+    sensor's image size and frame rate, the backend and the CARLA connection come from
+    ``scenario``.
 
     This keeps the validation data the same whatever training scenario a dataset is made with.
     """
     cam = CameraConfig(width=scenario.camera.width, height=scenario.camera.height)
     return ScenarioConfig(
-        backend=scenario.backend, town=scenario.town, carla=scenario.carla, camera=cam
+        backend=scenario.backend,
+        town=scenario.town,
+        carla=scenario.carla,
+        camera=cam,
+        fps=scenario.fps,
     )
 
 
