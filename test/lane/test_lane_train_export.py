@@ -142,3 +142,47 @@ def test_cli_train_eval_export(lane_dataset, tmp_path):
     ck = load_checkpoint(str(out / "best.pt"))[1]
     assert got["miou"] == pytest.approx(ck["metrics"]["miou"], abs=1e-3)
     assert "| m.onnx |" in md.read_text()
+
+
+def test_init_from_checkpoint(lane_dataset, tmp_path):
+    data = str(lane_dataset)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert train_cli(["--data", data, "--out", a, "--epochs", "1", *COMMON]) == 0
+    # lr 0: the fine-tuning stage must start from exactly the given weights
+    assert (
+        train_cli(
+            [
+                "--data",
+                data,
+                "--out",
+                b,
+                "--epochs",
+                "1",
+                "--lr",
+                "0",
+                "--init",
+                f"{a}/last.pt",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    wa, wb = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    convs = [k for k in wa if k.endswith("weight") and wa[k].ndim == 4]
+    assert convs and all(torch.equal(wa[k], wb[k]) for k in convs)
+    with pytest.raises(ValueError, match="variant"):
+        train_cli(
+            [
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "c"),
+                "--epochs",
+                "1",
+                "--init",
+                f"{a}/last.pt",
+                *COMMON[2:],
+                "--variant",
+                "small",
+            ]
+        )

@@ -111,6 +111,16 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     val_ds = LaneDataset(args.data, "val", size, limit=args.limit_val)
     overrides = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     model = build_model(args.variant, **overrides)
+    if args.init:
+        from edge_perception.lane.model import load_checkpoint
+
+        init_model, _ = load_checkpoint(args.init)
+        if init_model.config != model.config:
+            raise ValueError(
+                f"--init {args.init} holds a {init_model.config} model, not {model.config};"
+                " pass the same --variant/--width/--depth"
+            )
+        model.load_state_dict(init_model.state_dict())
     weights = None
     if args.class_balanced:
         weights = class_balanced_weights(train_ds.class_pixel_means(), args.cb_beta).tolist()
@@ -242,6 +252,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-val", type=int, default=None, help="first N val frames")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: off)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument(
+        "--init", default=None, help="start from this checkpoint's weights (fine-tuning stage)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar / epoch lines")
     parser.set_defaults(run=main)
 
