@@ -167,7 +167,15 @@ if [ "$MODE" = wheels ]; then
   export AMENT_PREFIX_PATH="\$_ep_root/.venv\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="\$_ep_root/.venv\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
 fi
-[ -f "\$_ep_root/install/local_setup.bash" ] && source "\$_ep_root/install/local_setup.bash"
+if [ -f "\$_ep_root/install/local_setup.bash" ]; then source "\$_ep_root/install/local_setup.bash"; fi
+# Command-line tools (edge-perception, carla-bridge, the nodes) also without ros2cli's "ros2 run".
+for _ep_pkg in edge_perception carla_bridge; do
+  if [ -d "\$_ep_root/install/\$_ep_pkg/lib/\$_ep_pkg" ]; then
+    PATH="\$_ep_root/install/\$_ep_pkg/lib/\$_ep_pkg:\$PATH"
+  fi
+done
+export PATH
+unset _ep_pkg
 export RMW_IMPLEMENTATION=\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Discovery never leaves this host unless you say so (export ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}

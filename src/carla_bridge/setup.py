@@ -12,7 +12,16 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PKG]),
         ("share/" + PKG, ["package.xml"]),
     ],
-    install_requires=["numpy", "pyyaml"],
+    # Versions are pinned in requirements/base.txt; names here serve a plain `pip install`.
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "opencv-python-headless",
+        "pycocotools",
+        "scipy",
+        "tqdm",
+        "pillow",
+    ],
     zip_safe=True,
     maintainer="edge_perception developers",
     maintainer_email="dev@edge-perception.org",

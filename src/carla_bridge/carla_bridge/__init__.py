@@ -1,4 +1,4 @@
-"""carla_bridge: labelled driving data from CARLA or a procedural scenario generator (ROS-free core).
+"""carla_bridge: labelled driving data from CARLA or a procedural generator (ROS-free core).
 
 Only :mod:`carla_bridge.ros` imports rclpy and message packages.
 """
