@@ -1,8 +1,9 @@
 """Throughput and peak memory of an ONNX model on the CPU, measured in a fresh subprocess.
 
 ``python -m edge_perception.quant.measure MODEL --shape 1 3 192 320`` prints one JSON line:
-latency (median / p90 ms), FPS, peak resident memory (``ru_maxrss`` of the process, which includes
-the Python interpreter + ONNX Runtime) and the RSS growth caused by loading and running the model.
+latency (median / p90 ms), FPS, peak resident memory (``VmHWM`` of the process: the Python
+interpreter + NumPy + ONNX Runtime + the model; torch is not imported) and the RSS growth caused
+by loading and running the model.
 :func:`measure_in_subprocess` runs it and also polls the child's RSS with psutil, so one model's
 arena never inflates another's figure.
 """
@@ -25,13 +26,16 @@ def measure(
     path: str, shape: Sequence[int], runs: int = 30, warmup: int = 5, threads: int = 1
 ) -> Dict[str, float]:
     """In-process measurement (use :func:`measure_in_subprocess` for comparable memory)."""
+    import onnxruntime as ort
     import psutil
-
-    from edge_perception.export import ort_session
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
-    sess = ort_session(path, threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).random(tuple(shape), dtype=np.float32)
     for _ in range(warmup):
@@ -43,7 +47,7 @@ def measure(
         times.append(time.perf_counter() - t0)
     t = np.asarray(times) * 1000.0
     batch = int(shape[0])
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak_kb = _high_water_kb()
     return {
         "latency_ms_median": float(np.median(t)),
         "latency_ms_p90": float(np.percentile(t, 90)),
@@ -53,6 +57,19 @@ def measure(
         "threads": threads,
         "runs": runs,
     }
+
+
+def _high_water_kb() -> float:
+    """Peak RSS of this process in KiB: ``VmHWM`` (reset at exec, unlike ``ru_maxrss``, which a
+    child inherits from the parent that forked it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def measure_in_subprocess(
