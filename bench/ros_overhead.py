@@ -216,6 +216,7 @@ def main(argv=None) -> int:
     node = run_node(model, args, frame)
     overhead = node["end_to_end_minus_inference_ms"]["p50"]
     unpaired = node["end_to_end_ms"]["p50"] - bare["inference_ms"]["p50"]
+    ros_only = node["end_to_end_ms"]["p50"] - bare["pipeline_ms"]["p50"]
     data = {
         "benchmark": "ros_overhead",
         "model": model if model_note == "bundled" else os.path.basename(model),
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
         "node": node,
         "overhead_p50_ms": round(overhead, 2),
         "unpaired_overhead_p50_ms": round(unpaired, 2),
+        "ros_only_unpaired_p50_ms": round(ros_only, 2),
         "environment": environment(),
     }
     rows = [
@@ -264,7 +266,9 @@ def main(argv=None) -> int:
             f"hand-off; paired per frame, so CPU-load drift between runs cancels). Node RSS "
             f"{node['node_rss_mib']} MiB.",
             f"Unpaired (node end-to-end p50 - bare inference p50, measured at different times "
-            f"on a shared machine): {unpaired:.1f} ms.",
+            f"on a shared machine): {unpaired:.1f} ms; of that, beyond the same work done "
+            f"in-process (node end-to-end p50 - in-process pipeline p50, i.e. ROS transport, "
+            f"message encoding, overlay, thread hand-off): {ros_only:.1f} ms.",
             "",
             "Command: `python bench/ros_overhead.py " + " ".join(argv or sys.argv[1:]) + "`",
         ]
