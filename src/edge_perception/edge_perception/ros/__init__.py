@@ -1,1 +1,1 @@
-"""ROS 2 wrappers (rclpy lifecycle nodes, message conversion). The only place that imports rclpy."""
+"""ROS 2 wrappers (lifecycle nodes, message conversion): the only place that imports rclpy."""
