@@ -104,3 +104,24 @@ def test_demo_reports_a_node_that_fails_to_configure(tmp_path, tiny_models, ros_
     assert res.returncode == 1, res.stderr[-2000:]
     assert "bring-up failed" in res.stderr and "/detection_node configure failed" in res.stderr
     assert "corrupt.onnx" in res.stderr  # the node's own reason, from its log
+
+
+BUNDLED = [REPO / "models" / "lane_small.onnx", REPO / "models" / "det_small.onnx"]
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all(p.is_file() for p in BUNDLED), reason="bundled models/*.onnx not there yet"
+)
+def test_demo_with_the_bundled_models(tmp_path, ros_domain_id):
+    out = tmp_path / "demo"
+    res = _demo(
+        ["--frames", "3", "--seconds", "120", "--rate", "2", "--out", str(out),
+         "--domain-id", str(ros_domain_id)],
+        timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["frames_through_both_nodes"] >= 3
+    assert summary["lane_miou"] is not None and summary["det_map"] is not None
