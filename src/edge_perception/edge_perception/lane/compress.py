@@ -199,7 +199,7 @@ def _train_command(checkpoint: str) -> Optional[str]:
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     cmd = str(cfg.get("command", ""))
-    if "edge_perception/lane/train.py" in cmd or cmd.startswith("python"):
+    if "edge_perception/lane/train.py" in cmd.split(" ", 1)[0]:  # recorded from ``python -m``
         cmd = "python -m edge_perception.lane.train " + cmd.split(" ", 1)[-1]
     return cmd
 

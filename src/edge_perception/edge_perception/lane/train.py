@@ -144,8 +144,14 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
         start_epoch, best, step, rows = ck["epoch"] + 1, ck["best_miou"], ck["step"], ck["log"]
         torch.set_rng_state(ck["torch_rng"])
     data_version = train_ds.manifest.get("data_version", "unknown")
-    config = {k: v for k, v in vars(args).items() if k != "run"}
-    config.update(data_version=data_version, class_weights=weights, command=" ".join(sys.argv))
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+        if argv[:1] == ["lane-train"]:
+            argv = argv[1:]
+    command = " ".join(["edge-perception lane-train", *argv])
+    config.update(data_version=data_version, class_weights=weights, command=command)
     write_json(os.path.join(args.out, "config.json"), config)
     gen = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(
@@ -268,7 +274,9 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_perception.lane.train")
     register(p)
-    return main(p.parse_args(argv))
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else None
+    return main(args)
 
 
 if __name__ == "__main__":
