@@ -88,6 +88,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="det-eval JSON to record in the manifest (default: checkpoint's)",
     )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="free-text provenance line for the manifest (repeatable)",
+    )
     parser.set_defaults(run=main)
 
 
@@ -133,6 +139,7 @@ def main(args: argparse.Namespace) -> int:
         "epochs_trained": ckpt.get("epoch", -1) + 1,
         "metrics": metrics,
         "parity": info["parity"],
+        "notes": list(args.note),
     }
     write_manifest(args.out, manifest)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB); parity {info['parity']}")
