@@ -230,6 +230,7 @@ class PerceptionNodeBase(LifecycleNode):
     def destroy_node(self) -> None:
         self._stop_worker()
         self._release()
+        self.destroy_timer(self._diag_timer)
         super().destroy_node()
 
     # ------------------------------------------------------------------ internals
@@ -384,7 +385,12 @@ class PerceptionNodeBase(LifecycleNode):
         )
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(arr)
+        try:
+            self._diag_pub.publish(arr)
+        except Exception:
+            # Ctrl-C shuts the context down between the timer firing and this publish.
+            if self.context.ok():
+                raise
 
 
 def spin_node(node: LifecycleNode) -> None:
