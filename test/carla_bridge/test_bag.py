@@ -95,5 +95,7 @@ def test_type_hashes_match_the_ros_build():
                     assert store.hash_rihs01(desc["type_name"]) == desc["hash_string"], name
                     checked += 1
     if not checked:
-        pytest.skip("no type-description .json files under AMENT_PREFIX_PATH (build the workspace)")
+        pytest.skip(
+            "no type-description .json files under AMENT_PREFIX_PATH (build the workspace)"
+        )
     assert checked >= 10
