@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-scripts/setup.sh
+bash scripts/setup.sh
 set +u
 # shellcheck disable=SC1091
 source "$ROOT/env.sh"
