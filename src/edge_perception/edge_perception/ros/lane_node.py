@@ -5,8 +5,8 @@ Publishes, with the source image's stamp and frame id:
 - ``~/class_mask`` (``sensor_msgs/Image`` mono8): one lane class index per camera pixel;
 - ``~/lanes`` (``edge_perception_msgs/LaneSegmentation``): class names, lane-line polylines, the
   mask's topic (and the mask itself when ``embed_mask`` is true);
-- ``~/overlay`` (``sensor_msgs/Image`` bgr8 or rgb8, when ``overlay`` is true): the camera image
-  with the classes tinted and lines drawn, for RViz;
+- ``~/overlay`` (``sensor_msgs/Image`` bgr8 or rgb8, when ``overlay`` is true and the topic has
+  a subscriber): the camera image with the classes tinted and lines drawn, for RViz;
 - ``~/timing`` (``FrameTiming``) and ``/diagnostics`` (from :class:`PerceptionNodeBase`).
 
 Parameters: :class:`edge_perception.config.LaneNodeConfig` (``model``, ``backend``,
@@ -124,7 +124,8 @@ class LaneSegmentationNode(PerceptionNodeBase):
             class_mask_topic=self._mask_pub.topic_name,
         )
         self._lane_pub.publish(lane)
-        if live.overlay:
+        # The overlay costs a blend and a camera-size message: only when someone looks at it.
+        if live.overlay and self._overlay_pub.get_subscription_count() > 0:
             img = render_overlay(rgb, result, live.overlay_alpha)
             self._overlay_pub.publish(array_to_image(img, live.overlay_encoding, header))
 
