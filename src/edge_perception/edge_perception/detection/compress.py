@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, List, Sequence
 
@@ -249,6 +250,9 @@ def main(args: argparse.Namespace) -> int:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(markdown_table(rows, meta))
         clean = [{k: v for k, v in r.items() if k != "decision"} for r in rows]
+        for r in clean:
+            r["path"] = r["path"] if r["name"] == "fp32" else None  # temporary files
         with open(os.path.splitext(args.report)[0] + ".json", "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "rows": clean}, f, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
     return 0
