@@ -162,6 +162,7 @@ class Runner:
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             self.procs.append((name, proc))
 
@@ -196,6 +197,22 @@ class Runner:
         if self._tmp is not None:
             self._tmp.cleanup()
         return 1 if self.failed else 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the runner dies, even by SIGKILL (Linux).
+
+    Children run in sessions of their own (so Ctrl-C reaches only the runner); without this a
+    killed runner would leave its nodes running on the domain.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
 
 
 def _reap(proc: subprocess.Popen, grace_s: float, name: str) -> None:
