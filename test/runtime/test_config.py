@@ -27,7 +27,18 @@ def test_defaults_validate_and_map_to_backend_options():
     pt = BackendConfig(kind="auto", model="m.pt", device="cpu").validate()
     assert pt.resolved_kind() == "pytorch" and pt.options()["device"] == "cpu"
     trt = BackendConfig(kind="tensorrt", model="m.onnx", precision="int8").validate()
-    assert trt.options() == {"precision": "int8"}
+    assert trt.options() == {
+        "precision": "int8",
+        "policy": "",
+        "dla_core": -1,
+        "build_if_missing": True,
+        "cache_dir": "",
+    }
+    trt = BackendConfig(kind="tensorrt", model="m.onnx", trt_policy="rtdetr", dla_core=0)
+    assert trt.validate().options()["policy"] == "rtdetr"
+    assert trt.options()["dla_core"] == 0
+    with pytest.raises(ValueError, match="dla_core"):
+        BackendConfig(kind="tensorrt", model="m.onnx", dla_core=3).validate()
     assert "help" in field_rules(LaneNodeConfig)["qos"]
 
 

@@ -54,6 +54,12 @@ class BackendConfig:
         item_choices=PROVIDER_NAMES,
     )
     device: str = _f("cpu", "PyTorch device (cpu, cuda, cuda:N)")
+    trt_policy: str = _f(
+        "", "TensorRT per-component precision policy: preset (lane, rtdetr, yolact) or YAML file"
+    )
+    dla_core: int = _f(-1, "TensorRT DLA core (-1 = GPU only)", min=-1, max=1)
+    build_engine: bool = _f(True, "TensorRT: build the engine when missing or stale")
+    engine_cache_dir: str = _f("", "TensorRT engine folder ('' = beside the model)")
 
     def validate(self) -> BackendConfig:
         validate_fields(self)
@@ -83,7 +89,13 @@ class BackendConfig:
         if kind == "pytorch":
             return {"device": self.device, "precision": self.precision, "threads": self.threads}
         if kind == "tensorrt":
-            return {"precision": self.precision}
+            return {
+                "precision": self.precision,
+                "policy": self.trt_policy,
+                "dla_core": self.dla_core,
+                "build_if_missing": self.build_engine,
+                "cache_dir": self.engine_cache_dir,
+            }
         return {}
 
 
@@ -105,6 +117,12 @@ class NodeConfig:
         item_choices=PROVIDER_NAMES,
     )
     device: str = _f("cpu", "PyTorch device (cpu, cuda, cuda:N)")
+    trt_policy: str = _f(
+        "", "TensorRT per-component precision policy: preset (lane, rtdetr, yolact) or YAML file"
+    )
+    dla_core: int = _f(-1, "TensorRT DLA core (-1 = GPU only)", min=-1, max=1)
+    build_engine: bool = _f(True, "TensorRT: build the engine when missing or stale")
+    engine_cache_dir: str = _f("", "TensorRT engine folder ('' = beside the model)")
     input_topic: str = _f("image", "sensor_msgs/Image topic to subscribe to")
     input_size: List[int] = _f(
         [0, 0],
@@ -130,6 +148,10 @@ class NodeConfig:
             graph_optimization=self.graph_optimization,
             providers=list(self.providers),
             device=self.device,
+            trt_policy=self.trt_policy,
+            dla_core=self.dla_core,
+            build_engine=self.build_engine,
+            engine_cache_dir=self.engine_cache_dir,
         ).validate()
 
     def validate(self) -> NodeConfig:
