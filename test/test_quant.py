@@ -176,3 +176,26 @@ def test_gate_by_hand_and_promotion(tmp_path):
     assert json.loads((tmp_path / "models" / "m_int8.json").read_text())["gate"]["passed"]
     assert not promote(bad, str(src), str(dest))
     assert not dest.exists() and not (tmp_path / "models" / "m_int8.json").exists()
+
+
+def test_symmetric_activations_make_a_tensorrt_buildable_qdq_model(trained, tmp_path):
+    from edge_perception.tensorrt.builder import BuildError, BuildOptions, calibration_plan
+
+    reader = ArrayCalibrationReader("images", trained["calib"])
+    asym = quantize_static_qdq(trained["fp32"], str(tmp_path / "asym.onnx"), reader)
+    reader = ArrayCalibrationReader("images", trained["calib"])
+    sym = quantize_static_qdq(
+        trained["fp32"], str(tmp_path / "sym.onnx"), reader, symmetric_activations=True
+    )
+    g = onnx.load(sym).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    zps = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    opts = BuildOptions(precision="int8")
+    assert calibration_plan(sym, opts, str(tmp_path / "e.engine"))[0] == "qdq"
+    with pytest.raises(BuildError, match="asymmetric"):
+        calibration_plan(asym, opts, str(tmp_path / "e.engine"))
+    # The same artifact still runs on ONNX Runtime, close to FP32.
+    fp = evaluate_path(trained["fp32"], trained["root"], progress=False)
+    q = evaluate_path(sym, trained["root"], progress=False)
+    assert abs(fp["miou"] - q["miou"]) < 0.05

@@ -143,6 +143,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="carla_bridge data set root")
     parser.add_argument("--out-dir", default=None, help="default: the FP32 model's folder")
     parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument(
+        "--symmetric",
+        action="store_true",
+        help="signed symmetric INT8 activations: one QDQ model for ONNX Runtime and TensorRT",
+    )
     parser.add_argument("--val-images", type=int, default=None, help="default: the whole split")
     parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     parser.add_argument("--max-drop", type=float, default=1.0, help="gate, mAP50:95 points")
@@ -176,7 +181,11 @@ def main(args: argparse.Namespace) -> int:
     paths = {"fp32": fp32}
     reader = ArrayCalibrationReader("images", calib)
     paths["int8_all"] = quantize_static_qdq(
-        fp32, os.path.join(work, "int8_all.onnx"), reader, method=args.method
+        fp32,
+        os.path.join(work, "int8_all.onnx"),
+        reader,
+        method=args.method,
+        symmetric_activations=args.symmetric,
     )
     reader.rewind()
     mixed_src = os.path.join(work, "fp32_unshared.onnx")
@@ -188,6 +197,7 @@ def main(args: argparse.Namespace) -> int:
         method=args.method,
         nodes_to_exclude=mixed_exclusions(mixed_src),
         preprocess=False,
+        symmetric_activations=args.symmetric,
     )
     val = CocoDetection(args.data, "val", (size[0], size[1]), max_images=args.val_images)
     rows: List[Dict[str, Any]] = []

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         paths["ptq"],
         ArrayCalibrationReader(INPUT_NAMES[0], calib),
         method=args.calib_method,
+        symmetric_activations=args.symmetric,
     )
     timings["ptq_s"] = time.perf_counter() - t0
     paths["dynamic"] = os.path.join(work, "dynamic.onnx")
@@ -281,6 +282,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--bench", default=None, help="table path stem, e.g. bench/lane_compression"
     )
     parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument(
+        "--symmetric",
+        action="store_true",
+        help="signed symmetric INT8 activations: one QDQ model for ONNX Runtime and TensorRT",
+    )
     parser.add_argument(
         "--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"]
     )

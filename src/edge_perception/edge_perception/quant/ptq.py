@@ -70,12 +70,16 @@ def quantize_static_qdq(
     op_types_to_quantize: Optional[Sequence[str]] = None,
     preprocess: bool = True,
     extra_options: Optional[Dict[str, object]] = None,
+    symmetric_activations: bool = False,
 ) -> str:
     """Static QDQ INT8 model of ``fp32_path`` at ``out_path`` (written atomically); returns it.
 
     ``nodes_to_exclude`` (node names) and ``op_types_to_exclude`` (e.g. ``{"Softmax"}``) stay in
     float: the mixed-precision policy. ``preprocess`` runs ORT's shape inference + graph
-    optimisation first, as the quantiser recommends.
+    optimisation first, as the quantiser recommends. By default activations are asymmetric UINT8
+    (the fast choice for ONNX Runtime on AVX2 CPUs without VNNI); ``symmetric_activations=True``
+    makes them signed INT8 with zero point 0, the only form TensorRT builds, so one artifact
+    serves ONNX Runtime and ``edge-perception trt-build`` alike.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; use {list(CALIBRATION_METHODS)}")
@@ -88,7 +92,10 @@ def quantize_static_qdq(
         model_ops = {n.op_type for n in onnx.load(fp32_path, load_external_data=False).graph.node}
         base = set(ops) if ops else model_ops
         ops = sorted(base - set(op_types_to_exclude))
-    options: Dict[str, object] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    options: Dict[str, object] = {
+        "ActivationSymmetric": bool(symmetric_activations),
+        "WeightSymmetric": True,
+    }
     if method == "percentile":
         options["CalibPercentile"] = 99.99
     options.update(extra_options or {})
@@ -107,7 +114,7 @@ def quantize_static_qdq(
             out_tmp,
             reader,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             calibrate_method=CALIBRATION_METHODS[method],
