@@ -148,3 +148,18 @@ def test_boxes_to_results_converts_xyxy_and_labels():
             "score": pytest.approx(0.7),
         }
     ]
+
+
+def test_ignore_flagged_objects_are_neither_missed_nor_false_positives():
+    # Image 1: a car found perfectly; image 2: a tiny car flagged `ignore` (carla_bridge policy).
+    gt = _gt([[(1, (10, 10, 100, 100))], [(1, (50, 50, 6, 6))]], cats=("car",))
+    gt["annotations"][1]["ignore"] = True
+    found_only_first = _perfect(gt)[:1]
+    assert coco_map(gt, found_only_first).map == pytest.approx(1.0)  # not a miss
+    with_detection_on_ignored = found_only_first + [
+        {"image_id": 2, "category_id": 1, "bbox": [50, 50, 6, 6], "score": 0.95}
+    ]
+    assert coco_map(gt, with_detection_on_ignored).map == pytest.approx(1.0)  # not a FP
+    # Without the flag the same tiny car is a real target: missing it halves recall.
+    del gt["annotations"][1]["ignore"]
+    assert coco_map(gt, found_only_first).map == pytest.approx(51 / 101)

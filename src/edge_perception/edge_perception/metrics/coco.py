@@ -83,6 +83,11 @@ def load_ground_truth(gt: GroundTruth) -> Dict[str, Any]:
     data.setdefault("info", {})
     for i, ann in enumerate(data["annotations"]):
         ann.setdefault("iscrowd", 0)
+        if ann.get("ignore"):
+            # carla_bridge flags objects too small to be fair targets with ``ignore``; COCOeval
+            # reads only ``iscrowd`` (it overwrites ``ignore``), and a crowd region is exactly
+            # "neither a positive nor a false positive".
+            ann["iscrowd"] = 1
         ann.setdefault("id", i + 1)
         if "area" not in ann and "bbox" in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
