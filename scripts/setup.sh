@@ -180,6 +180,11 @@ export RMW_IMPLEMENTATION=\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Discovery never leaves this host unless you say so (export ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export ROS_LOCALHOST_ONLY=\${ROS_LOCALHOST_ONLY:-1}  # Humble's spelling of the same
+if [ "\$ROS_AUTOMATIC_DISCOVERY_RANGE" = LOCALHOST ] && [ -z "\${FASTDDS_DEFAULT_PROFILES_FILE:-}" ]; then
+  # Shared memory sized for camera frames, UDP on 127.0.0.1 only (see the file's comment).
+  export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/src/edge_perception/edge_perception/ros/fastdds_localhost.xml"
+  export FASTRTPS_DEFAULT_PROFILES_FILE="\$FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Humble)
+fi
 export EP_ROOT="\$_ep_root"
 unset _ep_root
 EOF

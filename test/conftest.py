@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import random
 
+from edge_perception.ros.runner import apply_discovery_range  # noqa: E402 (ROS-free module)
+
 _DOMAIN = str(random.SystemRandom().randint(1, 101))
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_LOCALHOST_ONLY"] = "1"
+os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+apply_discovery_range(os.environ, "LOCALHOST")  # + the loopback-only Fast DDS profile
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("EP_TEST_DOMAIN_ID", _DOMAIN)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -28,6 +28,7 @@ setup(
     name=PKG,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    package_data={PKG: ["ros/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PKG]),
         ("share/" + PKG, ["package.xml"]),

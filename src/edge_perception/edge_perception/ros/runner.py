@@ -50,6 +50,30 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+LOCALHOST_PROFILE = os.path.join(
+    os.path.dirname(os.path.realpath(__file__)), "fastdds_localhost.xml"
+)
+_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # 3.x, 2.x
+
+
+def apply_discovery_range(env: Dict[str, str], discovery_range: str) -> Dict[str, str]:
+    """Set the discovery variables in ``env`` (in place) and return it.
+
+    LOCALHOST also selects the project's Fast DDS profile (shared memory sized for camera frames,
+    UDP on 127.0.0.1 only) unless the caller set a profile file of their own; any other range
+    drops that profile, which would keep the nodes on loopback.
+    """
+    rng = discovery_range.upper()
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = rng
+    env["ROS_LOCALHOST_ONLY"] = "1" if rng == "LOCALHOST" else "0"
+    for var in _PROFILE_VARS:
+        if rng == "LOCALHOST":
+            env.setdefault(var, LOCALHOST_PROFILE)
+        elif env.get(var) == LOCALHOST_PROFILE:
+            del env[var]
+    return env
+
+
 def ros_environment(
     domain_id: Optional[int] = None,
     discovery_range: str = "LOCALHOST",
@@ -63,8 +87,7 @@ def ros_environment(
     if not 0 <= int(domain_id) <= 232:
         raise ValueError("ROS_DOMAIN_ID must be in 0..232, got %s" % domain_id)
     env["ROS_DOMAIN_ID"] = str(int(domain_id))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range.upper()
-    env["ROS_LOCALHOST_ONLY"] = "1" if discovery_range.upper() == "LOCALHOST" else "0"
+    apply_discovery_range(env, discovery_range)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
