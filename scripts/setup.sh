@@ -183,7 +183,9 @@ export ROS_LOCALHOST_ONLY=\${ROS_LOCALHOST_ONLY:-1}  # Humble's spelling of the 
 if [ "\$ROS_AUTOMATIC_DISCOVERY_RANGE" = LOCALHOST ] && [ -z "\${FASTDDS_DEFAULT_PROFILES_FILE:-}" ]; then
   # Shared memory sized for camera frames, UDP on 127.0.0.1 only (see the file's comment).
   export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/src/edge_perception/edge_perception/ros/fastdds_localhost.xml"
-  export FASTRTPS_DEFAULT_PROFILES_FILE="\$FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Humble)
+  case "\${ROS_DISTRO:-}" in # Fast DDS 2.x reads only the old name (3.x warns about it)
+    foxy | galactic | humble | iron) export FASTRTPS_DEFAULT_PROFILES_FILE="\$FASTDDS_DEFAULT_PROFILES_FILE" ;;
+  esac
 fi
 export EP_ROOT="\$_ep_root"
 unset _ep_root

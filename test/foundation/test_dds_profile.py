@@ -40,7 +40,9 @@ def test_localhost_selects_the_profile_and_other_ranges_drop_it():
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert env["ROS_LOCALHOST_ONLY"] == "1"
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == LOCALHOST_PROFILE
-    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == LOCALHOST_PROFILE
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in env  # Fast DDS 3 warns about the old name
+    humble = apply_discovery_range({"ROS_DISTRO": "humble"}, "LOCALHOST")
+    assert humble["FASTRTPS_DEFAULT_PROFILES_FILE"] == LOCALHOST_PROFILE  # Fast DDS 2.x reads it
     apply_discovery_range(env, "SUBNET")
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in env and env["ROS_LOCALHOST_ONLY"] == "0"
     own = apply_discovery_range({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}, "SUBNET")

@@ -53,7 +53,8 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
 LOCALHOST_PROFILE = os.path.join(
     os.path.dirname(os.path.realpath(__file__)), "fastdds_localhost.xml"
 )
-_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # 3.x, 2.x
+# Fast DDS 3.x reads the first; 2.x (Humble, Iron) only the second, which 3.x warns about.
+_FASTDDS2_DISTROS = ("foxy", "galactic", "humble", "iron")
 
 
 def apply_discovery_range(env: Dict[str, str], discovery_range: str) -> Dict[str, str]:
@@ -66,7 +67,10 @@ def apply_discovery_range(env: Dict[str, str], discovery_range: str) -> Dict[str
     rng = discovery_range.upper()
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = rng
     env["ROS_LOCALHOST_ONLY"] = "1" if rng == "LOCALHOST" else "0"
-    for var in _PROFILE_VARS:
+    profile_vars = ["FASTDDS_DEFAULT_PROFILES_FILE"]
+    if env.get("ROS_DISTRO", "") in _FASTDDS2_DISTROS:
+        profile_vars.append("FASTRTPS_DEFAULT_PROFILES_FILE")
+    for var in profile_vars:
         if rng == "LOCALHOST":
             env.setdefault(var, LOCALHOST_PROFILE)
         elif env.get(var) == LOCALHOST_PROFILE:
