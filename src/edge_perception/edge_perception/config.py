@@ -11,9 +11,10 @@ Python 3.8 compatible.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
 
 BACKEND_KINDS = ("onnxruntime", "pytorch", "tensorrt", "auto")
@@ -37,11 +38,10 @@ def _f(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - 'help' rea
 
 
 @dataclass
-class BackendConfig:
-    """How to load the model (see :func:`edge_perception.backends.factory.create_backend`)."""
+class RuntimeOptions:
+    """How a backend runs a model: the fields BackendConfig and every node's config share (their
+    names are the ROS parameter names)."""
 
-    kind: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
-    model: str = _f("", "model file (.onnx, .engine, .pt/.ts)")
     precision: str = _f("fp32", "numeric precision", choices=PRECISIONS)
     threads: int = _f(0, "intra-op CPU threads (0 = library default)", min=0, max=256)
     inter_op_threads: int = _f(0, "inter-op CPU threads (0 = library default)", min=0, max=256)
@@ -60,6 +60,14 @@ class BackendConfig:
     dla_core: int = _f(-1, "TensorRT DLA core (-1 = GPU only)", min=-1, max=1)
     build_engine: bool = _f(True, "TensorRT: build the engine when missing or stale")
     engine_cache_dir: str = _f("", "TensorRT engine folder ('' = beside the model)")
+
+
+@dataclass
+class BackendConfig(RuntimeOptions):
+    """How to load the model (see :func:`edge_perception.backends.factory.create_backend`)."""
+
+    kind: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
+    model: str = _f("", "model file (.onnx, .engine, .pt/.ts)")
 
     def validate(self) -> BackendConfig:
         validate_fields(self)
@@ -100,29 +108,11 @@ class BackendConfig:
 
 
 @dataclass
-class NodeConfig:
+class NodeConfig(RuntimeOptions):
     """Parameters every perception node shares (the ROS parameter names)."""
 
     model: str = _f("", "model file; relative paths are tried under the package's models/")
     backend: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
-    precision: str = _f("fp32", "numeric precision of the model", choices=PRECISIONS)
-    threads: int = _f(0, "intra-op CPU threads (0 = library default)", min=0, max=256)
-    inter_op_threads: int = _f(0, "inter-op CPU threads (0 = library default)", min=0, max=256)
-    graph_optimization: str = _f(
-        "all", "ONNX Runtime graph optimisation level", choices=GRAPH_OPTIMIZATION_LEVELS
-    )
-    providers: List[str] = _f(
-        ["auto"],
-        "ONNX Runtime execution providers: [auto] or a list of tensorrt, cuda, cpu",
-        item_choices=PROVIDER_NAMES,
-    )
-    device: str = _f("cpu", "PyTorch device (cpu, cuda, cuda:N)")
-    trt_policy: str = _f(
-        "", "TensorRT per-component precision policy: preset (lane, rtdetr, yolact) or YAML file"
-    )
-    dla_core: int = _f(-1, "TensorRT DLA core (-1 = GPU only)", min=-1, max=1)
-    build_engine: bool = _f(True, "TensorRT: build the engine when missing or stale")
-    engine_cache_dir: str = _f("", "TensorRT engine folder ('' = beside the model)")
     input_topic: str = _f("image", "sensor_msgs/Image topic to subscribe to")
     input_size: List[int] = _f(
         [0, 0],
@@ -139,20 +129,8 @@ class NodeConfig:
     warmup_runs: int = _f(1, "inference runs on zeros at configure time", min=0, max=100)
 
     def backend_config(self) -> BackendConfig:
-        return BackendConfig(
-            kind=self.backend,
-            model=self.model,
-            precision=self.precision,
-            threads=self.threads,
-            inter_op_threads=self.inter_op_threads,
-            graph_optimization=self.graph_optimization,
-            providers=list(self.providers),
-            device=self.device,
-            trt_policy=self.trt_policy,
-            dla_core=self.dla_core,
-            build_engine=self.build_engine,
-            engine_cache_dir=self.engine_cache_dir,
-        ).validate()
+        shared = {f.name: copy.copy(getattr(self, f.name)) for f in fields(RuntimeOptions)}
+        return BackendConfig(kind=self.backend, model=self.model, **shared).validate()
 
     def validate(self) -> NodeConfig:
         validate_fields(self)
