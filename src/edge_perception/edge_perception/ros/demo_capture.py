@@ -104,7 +104,11 @@ def capture(
     executor.add_node(node)
     t0 = time.monotonic()
     try:
-        while out.frames < frames and not out.error:
+        # Overlays are rendered only for subscribers, so the first frames may come without them:
+        # go on until at least one frame has both overlays (for the strip), within timeout_s.
+        while (
+            out.frames < frames or not set(out.lane_overlays) & set(out.det_overlays)
+        ) and not out.error:
             if time.monotonic() - t0 > timeout_s:
                 break
             reason = abort() if abort is not None else None
