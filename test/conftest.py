@@ -13,8 +13,9 @@ import random
 from edge_perception.ros.runner import apply_discovery_range  # noqa: E402 (ROS-free module)
 
 _DOMAIN = str(random.SystemRandom().randint(1, 101))
+# Never inherit the caller's choice (e.g. the env.sh of another checkout).
 for _var in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"):
-    os.environ.pop(_var, None)  # never inherit the caller's choice (e.g. another checkout's env.sh)
+    os.environ.pop(_var, None)
 apply_discovery_range(os.environ, "LOCALHOST")  # + the loopback-only Fast DDS profile
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("EP_TEST_DOMAIN_ID", _DOMAIN)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
