@@ -96,11 +96,14 @@ def test_demo_script_sets_up_then_names_the_missing_model(tmp_path):
 def test_demo_reports_a_node_that_fails_to_configure(tmp_path, tiny_models, ros_domain_id):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not an onnx model")
-    res = _demo(
-        ["--frames", "2", "--seconds", "60", "--out", str(tmp_path / "demo"),
-         "--domain-id", str(ros_domain_id), "--lane-model", str(tiny_models["lane_tiny"]),
-         "--det-model", str(corrupt)]
-    )  # fmt: skip
+    for _attempt in range(2):  # the manager's status was once missed on a loaded CI machine
+        res = _demo(
+            ["--frames", "2", "--seconds", "60", "--out", str(tmp_path / "demo"),
+             "--domain-id", str(ros_domain_id), "--lane-model", str(tiny_models["lane_tiny"]),
+             "--det-model", str(corrupt)]
+        )  # fmt: skip
+        if "bring-up failed" in res.stderr:
+            break
     assert res.returncode == 1, res.stderr[-2000:]
     assert "bring-up failed" in res.stderr and "/detection_node configure failed" in res.stderr
     assert "corrupt.onnx" in res.stderr  # the node's own reason, from its log
