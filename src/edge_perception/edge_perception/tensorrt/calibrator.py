@@ -262,10 +262,8 @@ def make_calibrator(
 
     feeder = CalibrationFeeder(source, cache_path, cuda if cuda is not None else get_cuda_api())
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.feeder = feeder
+    class _FeederMethods:
+        """The calibrator callbacks, shared by both TensorRT calibrator bases below."""
 
         def get_batch_size(self) -> int:
             return feeder.batch_size
@@ -280,22 +278,15 @@ def make_calibrator(
         def write_calibration_cache(self, cache: Any) -> None:
             feeder.write(cache)
 
-    class MinMaxCalibrator(trt.IInt8MinMaxCalibrator):
+    class EntropyCalibrator(_FeederMethods, trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.feeder = feeder
+
+    class MinMaxCalibrator(_FeederMethods, trt.IInt8MinMaxCalibrator):
         def __init__(self) -> None:
             trt.IInt8MinMaxCalibrator.__init__(self)
             self.feeder = feeder
-
-        def get_batch_size(self) -> int:
-            return feeder.batch_size
-
-        def get_batch(self, names: List[str]) -> List[int]:
-            return feeder.next_batch(names)
-
-        def read_calibration_cache(self) -> Optional[bytes]:
-            return feeder.read()
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            feeder.write(cache)
 
     if algorithm == "minmax":
         return MinMaxCalibrator()
