@@ -82,17 +82,20 @@ def export_onnx(
         raw = os.path.join(tmp, "model.onnx")
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
+            common = dict(
+                input_names=list(input_names),
+                output_names=list(output_names),
+                opset_version=opset,
+            )
             try:
                 torch.onnx.export(
                     model,
                     example_inputs,
                     raw,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    opset_version=opset,
                     dynamic_axes=axes,
                     do_constant_folding=True,
                     dynamo=False,
+                    **common,
                 )
             except TypeError:  # a torch without the legacy exporter switch
                 dyn = None
@@ -100,14 +103,7 @@ def export_onnx(
                     batch = torch.export.Dim("N", min=1, max=1024)
                     dyn = {n: {0: batch} for n in input_names}
                 torch.onnx.export(
-                    model,
-                    example_inputs,
-                    raw,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    opset_version=opset,
-                    dynamic_shapes=dyn,
-                    dynamo=True,
+                    model, example_inputs, raw, dynamic_shapes=dyn, dynamo=True, **common
                 )
         proto = onnx.load(raw)  # pulls in external data if the exporter wrote any
         proto.producer_name = "edge_perception"
