@@ -2,7 +2,9 @@
 
 The project sets these itself so no test depends on (or leaks to) the caller's network:
 `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (Kilted/Jazzy) and `ROS_LOCALHOST_ONLY=1` (Humble),
-plus a `ROS_DOMAIN_ID` unique to this pytest run (processes the tests spawn inherit it).
+plus a `ROS_DOMAIN_ID` of each test's own (processes the tests spawn inherit it): a node or
+process an earlier test left behind, still shutting down, can never answer a later test's
+service call or appear in its graph.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 from edge_perception.ros.runner import apply_discovery_range  # noqa: E402 (ROS-free module)
 
 _DOMAIN = str(random.SystemRandom().randint(1, 101))
+_MAX_DOMAIN = 101  # highest domain id whose ports stay below the Linux ephemeral range
 # Never inherit the caller's choice (e.g. the env.sh of another checkout).
 for _var in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"):
     os.environ.pop(_var, None)
@@ -56,6 +59,12 @@ def rclpy_context():
         ctx.try_shutdown()
 
 
-@pytest.fixture(scope="session")
-def ros_domain_id() -> int:
-    return int(os.environ["ROS_DOMAIN_ID"])
+_next_domain = [int(os.environ["ROS_DOMAIN_ID"])]
+
+
+@pytest.fixture(autouse=True)
+def ros_domain_id(monkeypatch) -> int:
+    """The ROS_DOMAIN_ID of this test: the next one after the previous test's (1..101, cycling)."""
+    _next_domain[0] = _next_domain[0] % _MAX_DOMAIN + 1
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(_next_domain[0]))
+    return _next_domain[0]

@@ -29,6 +29,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import yaml
 
 BUNDLED = {"lane_model": "models/lane_small.onnx", "det_model": "models/det_small.onnx"}
 HOW_TO_GET = {
@@ -77,6 +78,20 @@ def write_scenario(root: str, out_dir: str, seed: int) -> str:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(scenario, f, sort_keys=False)
     return path
+
+
+def rviz_topics(name: str = "edge_perception.rviz") -> Dict[str, str]:
+    """Topic -> display class of every display in the project's RViz config that names a topic."""
+    from edge_perception.ros.launch_common import find_config
+
+    with open(find_config(name), encoding="utf-8") as f:
+        rviz = yaml.safe_load(f)
+    out: Dict[str, str] = {}
+    for display in rviz["Visualization Manager"]["Displays"]:
+        topic = (display.get("Topic") or {}).get("Value")
+        if topic:
+            out[topic] = display["Class"]
+    return out
 
 
 def make_strip(
@@ -294,7 +309,13 @@ def _run(args: argparse.Namespace) -> int:
 
     runner.start()
     try:
-        cap = capture(int(env["ROS_DOMAIN_ID"]), args.frames, args.seconds, abort=died)
+        cap = capture(
+            int(env["ROS_DOMAIN_ID"]),
+            args.frames,
+            args.seconds,
+            abort=died,
+            expect_topics=list(rviz_topics()),
+        )
     finally:
         rc = runner.stop()
     eval_json = os.path.join(out, "evaluation.json")
@@ -331,6 +352,7 @@ def _run(args: argparse.Namespace) -> int:
             for k, p in models.items()
         },
         "topics": cap.topics,
+        "rviz_topics_missing": sorted(set(rviz_topics()) - set(cap.topics)),
         "capture": counts,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import rclpy
@@ -32,6 +32,8 @@ TOPICS = {
     "detections": "/detection_node/detections",
     "manager_status": "/lifecycle_manager/status",
 }
+
+GRAPH_WAIT_S = 10.0
 
 
 @dataclass
@@ -66,9 +68,15 @@ def capture(
     timeout_s: float,
     abort: Optional[Callable[[], Optional[str]]] = None,
     keep: int = 64,
+    expect_topics: Sequence[str] = (),
 ) -> Capture:
     """Watch the deployment on ``domain_id`` (see the module docstring); never raises on ROS
-    trouble, the reason lands in ``Capture.error``."""
+    trouble, the reason lands in ``Capture.error``.
+
+    ``expect_topics``: topics (e.g. those the RViz config shows) that should be on the graph; after
+    the frames are in, the graph is watched up to :data:`GRAPH_WAIT_S` more for them, since
+    endpoint discovery can trail the first messages. ``Capture.topics`` is the last graph seen.
+    """
     ctx = Context()
     rclpy.init(context=ctx, domain_id=int(domain_id))
     out = Capture()
@@ -116,7 +124,12 @@ def capture(
                 out.error = reason
                 break
             executor.spin_once(timeout_sec=0.1)
-        out.topics = {name: list(types) for name, types in node.get_topic_names_and_types()}
+        settle = time.monotonic() + (GRAPH_WAIT_S if not out.error else 0.0)
+        while True:
+            out.topics = {name: list(types) for name, types in node.get_topic_names_and_types()}
+            if set(expect_topics) <= set(out.topics) or time.monotonic() > settle:
+                break
+            executor.spin_once(timeout_sec=0.1)
     finally:
         out.seconds = time.monotonic() - t0
         executor.shutdown(timeout_sec=1.0)

@@ -70,6 +70,23 @@ STATUS_QOS = QoSProfile(
 )
 
 
+# Start and goal primary state of each transition the manager requests.
+TRANSITION_ENDS: Dict[int, Tuple[int, int]] = {
+    Transition.TRANSITION_CONFIGURE: (
+        State.PRIMARY_STATE_UNCONFIGURED,
+        State.PRIMARY_STATE_INACTIVE,
+    ),
+    Transition.TRANSITION_ACTIVATE: (State.PRIMARY_STATE_INACTIVE, State.PRIMARY_STATE_ACTIVE),
+    Transition.TRANSITION_DEACTIVATE: (State.PRIMARY_STATE_ACTIVE, State.PRIMARY_STATE_INACTIVE),
+    Transition.TRANSITION_CLEANUP: (
+        State.PRIMARY_STATE_INACTIVE,
+        State.PRIMARY_STATE_UNCONFIGURED,
+    ),
+}
+GET_STATE_ATTEMPT_S = 2.0  # one get_state attempt; lost replies are retried
+POLL_S = 1.0  # how often the state is polled while a change_state reply is outstanding
+
+
 class TransitionError(RuntimeError):
     """A lifecycle call failed, was refused or timed out; the message names node and step."""
 
@@ -267,6 +284,12 @@ class LifecycleManager(Node):
         self.get_logger().info("%s: active" % m.name)
 
     def _get_state(self, m: _Managed, timeout: float, wait: bool) -> int:
+        """The node's current state id; retried in short attempts until ``timeout``.
+
+        get_state is idempotent, so a reply lost to the service-discovery race (the server can
+        answer before it has matched this client's reply reader, and the reply is then dropped)
+        costs one attempt, not the whole timeout.
+        """
         if not wait and not m.get_state.service_is_ready():
             raise TransitionError("%s: lifecycle services are gone" % m.name)
         if wait and not m.get_state.wait_for_service(timeout_sec=self.service_timeout_s):
@@ -275,37 +298,96 @@ class LifecycleManager(Node):
                 "node) under that name? Raise service_timeout_s if it starts slowly"
                 % (m.name, m.get_state.service_name, self.service_timeout_s)
             )
-        reply = self._call(m.get_state, GetState.Request(), timeout, "%s get_state" % m.name)
-        return int(reply.current_state.id)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            attempt = max(0.05, min(GET_STATE_ATTEMPT_S, left))
+            try:
+                reply = self._call(
+                    m.get_state, GetState.Request(), attempt, "%s get_state" % m.name
+                )
+                return int(reply.current_state.id)
+            except TransitionError:
+                if time.monotonic() + 0.05 >= deadline:
+                    raise TransitionError(
+                        "%s get_state timed out after %.1f s (raise transition_timeout_s if the "
+                        "node needs longer)" % (m.name, timeout)
+                    ) from None
 
     def _transition(
         self, m: _Managed, transition_id: int, label: str, timeout: Optional[float] = None
     ) -> None:
+        """Ask for one transition and wait for its outcome (at most ``timeout``).
+
+        While the reply is outstanding the node's state is polled: if it already reached the
+        transition's goal, the reply was lost (see :meth:`_get_state`) and the transition counts as
+        done; if it answers twice in a row from the start state, the node is idle and the
+        request (or the reply to a refusal) was lost, so it is sent again.
+        """
         if not m.change_state.wait_for_service(timeout_sec=self.service_timeout_s):
             raise TransitionError(
                 "%s: no lifecycle service %s" % (m.name, m.change_state.service_name)
             )
+        start, goal = TRANSITION_ENDS[transition_id]
+        what = "%s %s" % (m.name, label)
+        timeout = timeout or self.transition_timeout_s
+        deadline = time.monotonic() + timeout
         req = ChangeState.Request()
         req.transition.id = transition_id
-        what = "%s %s" % (m.name, label)
-        reply = self._call(m.change_state, req, timeout or self.transition_timeout_s, what)
-        if not reply.success:
+        done = threading.Event()
+        future = self._send(m.change_state, req, done)
+        idle_polls = 0
+        while not done.wait(min(POLL_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                self._abandon(m.change_state, future)
+                raise TransitionError(
+                    "%s timed out after %.1f s (raise transition_timeout_s if the node needs "
+                    "longer)" % (what, timeout)
+                )
+            state = self._poll_state(m)
+            if state == goal:
+                self._abandon(m.change_state, future)
+                self.get_logger().warning("%s: reply lost, the node reports it done" % what)
+                return
+            idle_polls = idle_polls + 1 if state == start else 0
+            if idle_polls >= 2:
+                self._abandon(m.change_state, future)
+                done = threading.Event()
+                future = self._send(m.change_state, req, done)
+                idle_polls = 0
+        if future.exception() is not None:
+            raise TransitionError("%s: %s" % (what, future.exception()))
+        if not future.result().success:
             raise TransitionError(
                 "%s failed: the node refused or its on_%s callback failed (see that node's log)"
                 % (what, label)
             )
 
-    def _call(self, client: Client, request, timeout: float, what: str):
-        done = threading.Event()
+    def _poll_state(self, m: _Managed) -> Optional[int]:
+        """One short get_state attempt; None while the node is busy (or the reply was lost)."""
+        try:
+            reply = self._call(m.get_state, GetState.Request(), POLL_S, "get_state")
+        except TransitionError:
+            return None
+        return int(reply.current_state.id)
+
+    @staticmethod
+    def _send(client: Client, request, done: threading.Event):
         future = client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
+        return future
+
+    @staticmethod
+    def _abandon(client: Client, future) -> None:
+        client.remove_pending_request(future)
+        future.cancel()
+
+    def _call(self, client: Client, request, timeout: float, what: str):
+        done = threading.Event()
+        future = self._send(client, request, done)
         if not done.wait(timeout):
-            client.remove_pending_request(future)
-            future.cancel()
-            raise TransitionError(
-                "%s timed out after %.1f s (raise transition_timeout_s if the node needs longer)"
-                % (what, timeout)
-            )
+            self._abandon(client, future)
+            raise TransitionError("%s timed out after %.1f s" % (what, timeout))
         if future.exception() is not None:
             raise TransitionError("%s: %s" % (what, future.exception()))
         return future.result()
