@@ -128,3 +128,27 @@ def test_demo_with_the_bundled_models(tmp_path, ros_domain_id):
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["frames_through_both_nodes"] >= 3
     assert summary["lane_miou"] is not None and summary["det_map"] is not None
+
+
+def test_camera_option_and_rviz_topics(tmp_path):
+    import argparse
+
+    from edge_perception.demo import register, rviz_topics, write_scenario
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    assert parser.parse_args(["--camera", "640x480"]).camera == (640, 480)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--camera", "640by480"])
+    path = write_scenario(str(REPO), str(tmp_path), 3, (640, 480))
+    scenario = yaml.safe_load(Path(path).read_text())
+    assert scenario["seed"] == 3 and (
+        scenario["camera"]["width"],
+        scenario["camera"]["height"],
+    ) == (
+        640,
+        480,
+    )
+    topics = rviz_topics()
+    assert topics["/detection_node/markers"] == "rviz_default_plugins/MarkerArray"
+    assert "/lane_node/overlay" in topics

@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -67,13 +67,16 @@ def check_models(models: Dict[str, str], root: str) -> Dict[str, str]:
     return out
 
 
-def write_scenario(root: str, out_dir: str, seed: int) -> str:
-    """A copy of the default scenario with the demo's seed, written to ``out_dir``."""
-    import yaml
-
+def write_scenario(
+    root: str, out_dir: str, seed: int, camera: Optional[Tuple[int, int]] = None
+) -> str:
+    """A copy of the default scenario with the demo's seed (and camera ``(width, height)`` when
+    given), written to ``out_dir``."""
     with open(os.path.join(root, "config", "scenarios", "default.yaml"), encoding="utf-8") as f:
         scenario = yaml.safe_load(f)
     scenario["seed"] = int(seed)
+    if camera is not None:
+        scenario["camera"]["width"], scenario["camera"]["height"] = int(camera[0]), int(camera[1])
     path = os.path.join(out_dir, "scenario.yaml")
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(scenario, f, sort_keys=False)
@@ -196,8 +199,9 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         "",
         "Command: `%s`  " % meta["command"],
         "Machine: %s, %s CPU cores, Python %s  " % (meta["machine"], meta["cpus"], meta["python"]),
-        "Backend: %s; %d frames through both nodes in %.1f s" % (
-            meta["backend"], summary["frames_through_both_nodes"], meta["seconds"]),
+        "Backend: %s; camera %s at %s Hz; %d frames through both nodes in %.1f s" % (
+            meta["backend"], meta.get("camera", "?"), meta.get("rate_hz", "?"),
+            summary["frames_through_both_nodes"], meta["seconds"]),
         "",
         "| model | file | sha256 | size |",
         "| --- | --- | --- | --- |",
@@ -242,6 +246,18 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _camera_size(text: str) -> Tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected WIDTHxHEIGHT, e.g. 640x480, got %r" % text
+        ) from None
+    if not (32 <= w <= 4096 and 32 <= h <= 4096):
+        raise argparse.ArgumentTypeError("camera size %dx%d out of range 32..4096" % (w, h))
+    return w, h
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-perception demo``."""
     parser.description = __doc__.split("\n\n")[0]
@@ -250,6 +266,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     parser.add_argument("--rate", type=float, default=4.0, help="camera frame rate, Hz")
     parser.add_argument("--seed", type=int, default=0, help="scenario seed")
+    parser.add_argument(
+        "--camera",
+        type=_camera_size,
+        default=None,
+        metavar="WxH",
+        help="camera resolution, e.g. 640x480 (default: the scenario's, 640x384)",
+    )
     parser.add_argument("--strip", type=int, default=4, help="rows in strip.jpg")
     parser.add_argument("--video", action="store_true", help="also write demo.mp4")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (random)")
@@ -284,10 +307,13 @@ def _run(args: argparse.Namespace) -> int:
     for stale in ("report.md", "report.json", "evaluation.json", "evaluation.md", "strip.jpg"):
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
+    scenario_path = write_scenario(root, out, args.seed, args.camera)
+    with open(scenario_path, encoding="utf-8") as f:
+        cam = yaml.safe_load(f)["camera"]
     overrides = {
         "lane_model": models["lane_model"],
         "det_model": models["det_model"],
-        "scenario": write_scenario(root, out, args.seed),
+        "scenario": scenario_path,
         "rate_hz": str(args.rate),
         "enable_evaluator": "true",
         "output_dir": out,
@@ -347,6 +373,8 @@ def _run(args: argparse.Namespace) -> int:
             n.parameters.get("backend", "?") for n in plan.nodes if n.name == "lane_node"
         ),
         "seconds": cap.seconds,
+        "camera": "%dx%d" % (cam["width"], cam["height"]),
+        "rate_hz": args.rate,
         "models": {
             k: {"path": p, "sha256": _sha(p), "mb": os.path.getsize(p) / 1e6}
             for k, p in models.items()

@@ -51,23 +51,74 @@ class _Track:
     conf: List[float] = field(default_factory=list)
     missed: int = 0
     gaps: int = 0  # interruptions of 2+ rows
+    fit: Optional[Tuple[float, float, float]] = None  # cached _line_fit of the last points
+    fit_len: int = -1  # len(ys) when ``fit`` was computed
 
     def predict(self, y: int, window: int = 12) -> float:
+        """x at row ``y`` from a least-squares line through the last ``window`` points.
+
+        Closed form in plain Python, refitted only when the track got a new point: this runs
+        once per track per row, where ``np.polyfit`` cost more than the rest of
+        :func:`extract_lines` together.
+        """
         if len(self.ys) < 3:
             return self.xs[-1]
-        ys = np.asarray(self.ys[-window:], dtype=np.float64)
-        xs = np.asarray(self.xs[-window:], dtype=np.float64)
-        if ys.max() - ys.min() < 2:
+        if self.fit_len != len(self.ys):
+            self.fit_len = len(self.ys)
+            self.fit = _line_fit(self.ys[-window:], self.xs[-window:])
+        if self.fit is None:
             return self.xs[-1]
-        a, b = np.polyfit(ys, xs, 1)
-        return float(a * y + b)
+        my, mx, slope = self.fit
+        return mx + slope * (y - my)
 
 
-def _runs(row: np.ndarray) -> List[Tuple[int, int]]:
-    """[start, end) index pairs of the True runs of a 1-D bool array."""
-    padded = np.concatenate(([0], row.view(np.int8), [0]))
-    d = np.diff(padded)
-    return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
+def _line_fit(ys: List[int], xs: List[float]) -> Optional[Tuple[float, float, float]]:
+    """(mean y, mean x, slope dx/dy) of the least-squares line; None when the rows span < 2."""
+    if max(ys) - min(ys) < 2:
+        return None
+    n = len(ys)
+    my = sum(ys) / n
+    mx = sum(xs) / n
+    syy = sum((v - my) * (v - my) for v in ys)
+    sxy = sum((v - my) * (u - mx) for v, u in zip(ys, xs))
+    return (my, mx, sxy / syy) if syy > 0.0 else None
+
+
+def _row_runs(line: np.ndarray) -> List[List[Tuple[int, int]]]:
+    """Per row, the [start, end) column pairs of the non-zero runs of a 2-D uint8 array."""
+    h, w = line.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = line != 0
+    d = np.diff(padded, axis=1)
+    sy, sx = np.nonzero(d == 1)  # row-major order: by row, then column
+    _, ex = np.nonzero(d == -1)
+    out: List[List[Tuple[int, int]]] = [[] for _ in range(h)]
+    for y, a, b in zip(sy.tolist(), sx.tolist(), ex.tolist()):
+        out[y].append((a, b))
+    return out
+
+
+class _RowSums:
+    """Prefix sums along x, so a run's solid/dashed pixel counts and mean line probability cost
+    a few scalar look-ups instead of NumPy calls on slices."""
+
+    def __init__(self, mask: np.ndarray, line_p: Optional[np.ndarray]) -> None:
+        h, w = mask.shape
+        self.solid = np.zeros((h, w + 1), dtype=np.int32)
+        self.dashed = np.zeros((h, w + 1), dtype=np.int32)
+        np.cumsum(mask == SOLID, axis=1, out=self.solid[:, 1:])
+        np.cumsum(mask == DASHED, axis=1, out=self.dashed[:, 1:])
+        self.prob: Optional[np.ndarray] = None
+        if line_p is not None:
+            self.prob = np.zeros((h, w + 1), dtype=np.float64)
+            np.cumsum(line_p, axis=1, out=self.prob[:, 1:])
+
+    def counts(self, y: int, a: int, b: int) -> Tuple[int, int, Optional[float]]:
+        s, d = self.solid[y], self.dashed[y]
+        mean_p = None
+        if self.prob is not None:
+            mean_p = float(self.prob[y, b] - self.prob[y, a]) / max(1, b - a)
+        return int(s[b] - s[a]), int(d[b] - d[a]), mean_p
 
 
 def extract_lines(
@@ -102,10 +153,12 @@ def extract_lines(
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_kernel, close_kernel))
         line = cv2.morphologyEx(line, cv2.MORPH_CLOSE, k)
     line_p = None if probs is None else probs[SOLID] + probs[DASHED]
+    sums = _RowSums(mask, line_p)
+    row_runs = _row_runs(line)
     active: List[_Track] = []
     done: List[_Track] = []
     for y in range(h - 1, -1, -row_step):
-        runs = _runs(line[y] > 0)
+        runs = row_runs[y]
         preds = [t.predict(y) for t in active]
         pairs = []
         for ti, px in enumerate(preds):
@@ -121,11 +174,11 @@ def extract_lines(
                 continue
             used_t.add(ti)
             used_r.add(ri)
-            _add_run(active[ti], y, runs[ri], mask, line_p)
+            _add_run(active[ti], y, runs[ri], sums)
         for ri, r in enumerate(runs):
             if ri not in used_r:
                 t = _Track()
-                _add_run(t, y, r, mask, line_p)
+                _add_run(t, y, r, sums)
                 active.append(t)
         still = []
         for ti, t in enumerate(active):
@@ -144,17 +197,15 @@ def extract_lines(
     return out
 
 
-def _add_run(
-    t: _Track, y: int, run: Tuple[int, int], mask: np.ndarray, line_p: Optional[np.ndarray]
-) -> None:
+def _add_run(t: _Track, y: int, run: Tuple[int, int], sums: _RowSums) -> None:
     a, b = run
     t.ys.append(y)
     t.xs.append(0.5 * (a + b - 1))
-    seg = mask[y, a:b]
-    t.solid += int(np.count_nonzero(seg == SOLID))
-    t.dashed += int(np.count_nonzero(seg == DASHED))
-    if line_p is not None:
-        t.conf.append(float(line_p[y, a:b].mean()))
+    solid, dashed, mean_p = sums.counts(y, a, b)
+    t.solid += solid
+    t.dashed += dashed
+    if mean_p is not None:
+        t.conf.append(mean_p)
     if t.missed >= 2:
         t.gaps += 1
     t.missed = 0
