@@ -80,11 +80,32 @@ def _part_path(root: str, split: str, seq: str) -> str:
     return os.path.join(root, split, "annotations", "parts", seq + ".json")
 
 
-def _rle(mask: np.ndarray) -> Dict[str, Any]:
+def _rles(masks: List[np.ndarray], boxes: List[Tuple[float, ...]]) -> List[Dict[str, Any]]:
+    """COCO RLEs of full-image boolean masks in one pycocotools call.
+
+    pycocotools wants a column-major H x W x N stack; transposing whole images is the costly
+    part, so each mask is copied only inside its ``(x, y, w, h)`` box when the box holds all of
+    its pixels (it does for the tight boxes of the labels; otherwise the whole mask is copied).
+    """
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
+    if not masks:
+        return []
+    h, w = masks[0].shape
+    stack = np.zeros((len(masks), w, h), np.uint8)  # C order (N, W, H) = Fortran (H, W, N)
+    for n, (m, (bx, by, bw, bh)) in enumerate(zip(masks, boxes)):
+        x0, y0 = max(int(np.floor(bx)), 0), max(int(np.floor(by)), 0)
+        x1, y1 = min(int(np.ceil(bx + bw)), w), min(int(np.ceil(by + bh)), h)
+        sub = m[y0:y1, x0:x1]
+        if x1 > x0 and y1 > y0 and np.count_nonzero(sub) == np.count_nonzero(m):
+            stack[n, x0:x1, y0:y1] = sub.T
+        else:
+            stack[n] = m.T
+    out = []
+    for rle in mask_utils.encode(stack.transpose(2, 1, 0)):
+        size = [int(rle["size"][0]), int(rle["size"][1])]
+        out.append({"size": size, "counts": rle["counts"].decode()})
+    return out
 
 
 def ignore_thresholds(width: int, height: int) -> Dict[str, int]:
@@ -98,17 +119,19 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
     objs = []
     h, w = frame.image.shape[:2]
     ign = ignore_thresholds(w, h)
-    for o in frame.objects:
+    rles = _rles([o.mask for o in frame.objects], [o.bbox for o in frame.objects])
+    for o, rle in zip(frame.objects, rles):
+        area = int(np.count_nonzero(o.mask))
         objs.append(
             {
                 "track_id": int(o.track_id),
                 "category_id": category_id(o.category),
                 "bbox": [round(float(v), 2) for v in o.bbox],
-                "area": int(o.mask.sum()),
-                "segmentation": _rle(o.mask),
+                "area": area,
+                "segmentation": rle,
                 "visible_fraction": float(o.visible_fraction),
                 "truncated": float(o.truncated),
-                "ignore": bool(o.mask.sum() < ign["min_area"] or o.bbox[3] < ign["min_height"]),
+                "ignore": bool(area < ign["min_area"] or o.bbox[3] < ign["min_height"]),
             }
         )
     lines = [

@@ -258,8 +258,7 @@ class SyntheticBackend(SceneBackend):
         zp2 = zp + f32(cs.s - pcs.s)
         x2 = x + f32(cs.d - pcs.d + cs.xc - pcs.xc) + f32(cs.theta + cs.psi) * zp
         y2 = yp + f32(pcs.elev - cs.elev)
-        moving = lut[obj, 0] != 0
-        moving |= lut[obj, 1] != 0
+        moving = np.take((lut != 0).any(1), obj)
         if moving.any():
             m_s = (zp[moving] + cs.s).astype(np.float64)
             ds, dd = lut[obj[moving], 0], lut[obj[moving], 1]
@@ -281,10 +280,12 @@ class SyntheticBackend(SceneBackend):
         ok &= np.abs(iz * zc2 - 1.0) < 0.02
         pobj = cv2.remap(prev["obj"].astype(f32), u2, v2, cv2.INTER_NEAREST)
         ok &= pobj == obj
-        flow = np.zeros((h, wd, 2), f32)
-        flow[..., 0] = np.where(ok, u2 - np.arange(wd, dtype=f32)[None, :], 0)
-        flow[..., 1] = np.where(ok, v2 - np.arange(h, dtype=f32)[:, None], 0)
-        return flow, ok
+        u2 -= np.arange(wd, dtype=f32)[None, :]
+        v2 -= np.arange(h, dtype=f32)[:, None]
+        bad = ~ok
+        u2[bad] = 0.0
+        v2[bad] = 0.0
+        return cv2.merge((u2, v2)), ok
 
     def _polylines(self, g: Ground, cs: CameraState) -> List[LaneLineLabel]:
         """Each line's centre as a polyline (bottom to top) over the visible ground rows."""

@@ -112,6 +112,19 @@ def _tex(tex: np.ndarray, s: np.ndarray, d: np.ndarray, scale: float) -> np.ndar
     return tex[(s * scale).astype(np.int32) & (TEX - 1), (d * scale).astype(np.int32) & (TEX - 1)]
 
 
+def _tex_rows(tex: np.ndarray, s_row: np.ndarray, d: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`_tex` for a grid whose ``s`` is constant along each row (``s_row``: one per row).
+
+    Same texels (indices truncated toward zero, wrapped to the tile), gathered by flat index.
+    """
+    sc = np.float32(scale)
+    row = ((s_row * sc).astype(np.int32) & (TEX - 1)) * TEX
+    idx = (d * sc).astype(np.int32)
+    np.bitwise_and(idx, TEX - 1, out=idx)
+    idx += row[:, None]
+    return np.take(tex.reshape(-1), idx)
+
+
 @dataclass
 class Ground:
     """Per-row solution of the ground ray cast (rows ``top..H-1`` see the ground)."""
@@ -159,48 +172,65 @@ def render_ground(
     zcr = (ypr * sp + zr * cp)[:, None]
     xn = (np.arange(w) - cam.cx) / cam.fx
     offset = cs.d - c + cs.psi * zr
-    d = (xn[None, :] * zcr + offset[:, None]).astype(np.float32)
-    s = np.broadcast_to((cs.s + zr)[:, None], d.shape).astype(np.float32)
+    d = np.empty((len(zr), w), np.float32)
+    np.add(xn[None, :] * zcr, offset[:, None], out=d, casting="same_kind")  # in float64
+    s_row = (cs.s + zr).astype(np.float32)  # s is constant along a ground row
     px = (zcr / cam.fx).astype(np.float32)  # metres per pixel across each row
     r.invz[top:] = (1.0 / zcr).astype(np.float32)
     ad = np.abs(d)
     half = world.half_width
-    grain = _tex(style.tex, s, d, 24.0)
-    patch = _tex(style.tex, s, d, 0.7)
+    grain = _tex_rows(style.tex, s_row, d, 24.0)
+    patch = _tex_rows(style.tex, s_row, d, 0.7)
     road = ad < half
     col = r.color[top:]
     mat = r.mat[top:]
     # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
     fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
-    grain = 0.5 + (grain - 0.5) * fade
+    grain -= np.float32(0.5)
+    grain *= fade
+    grain += np.float32(0.5)
     # zones across the road: 0 road, 1 curb, 2 sidewalk / gravel, 3 verge (grass or paving)
     edge = half + 0.25
     outer = edge + (world.sidewalk if world.scene != "rural" else 0.95)
-    zone = (ad >= half).astype(np.uint8) + (ad >= edge) + (ad >= outer)
-    lum = style.asphalt * (0.8 + 0.25 * grain + 0.25 * (patch - 0.5))
+    zone = (ad >= half).astype(np.uint8)
+    zone += ad >= edge
+    zone += ad >= outer
+    # asphalt * (0.8 + 0.25 grain + 0.25 (patch - 0.5)), evaluated in place
+    lum = grain * np.float32(0.25)
+    lum += np.float32(0.8)
+    var = patch - np.float32(0.5)
+    var *= np.float32(0.25)
+    lum += var
+    lum *= np.float32(style.asphalt)
     if world.scene == "rural":
-        lum = np.where(zone == 1, np.float32(0.45), lum)
-        lum = np.where(zone == 2, np.float32(0.42) + 0.06 * grain, lum)
+        np.copyto(lum, np.float32(0.45), where=zone == 1)
+        np.copyto(lum, np.float32(0.42) + 0.06 * grain, where=zone == 2)
         tints = ((1.0, 1.0, 1.04), (1.0, 0.93, 0.84), (1.0, 0.93, 0.84), (0.22, 0.36, 0.12))
         mats = (M_ROAD, M_ROAD, M_ROAD, M_GRASS)
     else:
-        tile = ((s * 2.0).astype(np.int32) & 1) * np.float32(0.04)
-        lum = np.where(zone == 1, np.float32(0.7), lum)
-        lum = np.where(zone == 2, np.float32(0.5) + 0.15 * grain + tile, lum)
+        tile = ((s_row * np.float32(2.0)).astype(np.int32) & 1) * np.float32(0.04)
+        np.copyto(lum, np.float32(0.7), where=zone == 1)
+        side = np.float32(0.5) + 0.15 * grain
+        side += tile[:, None]
+        np.copyto(lum, side, where=zone == 2)
         verge = (0.4, 0.38, 0.35) if world.scene == "urban" else (0.22, 0.36, 0.12)
         tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), verge)
         mats = (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
-    lum = np.where(zone == 3, np.float32(0.7) + 0.6 * patch, lum)
-    tint = np.array(tints, np.float32)
+    np.copyto(lum, np.float32(0.7) + 0.6 * patch, where=zone == 3)
     if shadow is not None and style.shadow < 1.0:
-        lum = np.where(shadow[top:] > 0, lum * np.float32(style.shadow), lum)
-    np.multiply(lum[..., None], tint[zone], out=col)
-    mat[:] = np.array(mats, np.uint8)[zone]
+        np.multiply(lum, np.float32(style.shadow), out=lum, where=shadow[top:] > 0)
+    # colour = lum * tint[zone]: the tint and material of a zone through 256-entry tables
+    tint_lut = np.zeros((256, 1, 3), np.float32)
+    tint_lut[:4, 0] = tints
+    mat_lut = np.zeros(256, np.uint8)
+    mat_lut[:4] = mats
+    zone3 = cv2.merge((zone, zone, zone))
+    col[:] = cv2.multiply(cv2.merge((lum, lum, lum)), cv2.LUT(zone3, tint_lut))
+    mat[:] = cv2.LUT(zone, mat_lut)
     road_full[top:] = road
     min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
     nr = d.shape[0]
     px_row = px[:, 0]
-    s_row = (cs.s + zr).astype(np.float32)
     zc_row = zcr[:, 0]
     for ln in world.lines:
         gap = 0.12
