@@ -260,3 +260,22 @@ def test_monitor_reports_a_node_that_leaves_active_or_exits(rclpy_context):
             proc.kill()
             proc.wait()
         spin.stop()
+
+
+@pytest.mark.ros
+def test_outstanding_transition_policy():
+    """Lost change_state replies: goal reached -> done; idle twice in the start state -> resend."""
+    from edge_perception.ros.lifecycle_manager import TRANSITION_ENDS, after_poll
+    from lifecycle_msgs.msg import State, Transition
+
+    start, goal = TRANSITION_ENDS[Transition.TRANSITION_CONFIGURE]
+    assert (start, goal) == (State.PRIMARY_STATE_UNCONFIGURED, State.PRIMARY_STATE_INACTIVE)
+    assert after_poll(goal, start, goal, 1) == ("done", 0)
+    assert after_poll(None, start, goal, 1) == ("wait", 0)  # busy in on_configure
+    configuring = State.TRANSITION_STATE_CONFIGURING
+    assert after_poll(configuring, start, goal, 0) == ("wait", 0)
+    action, idle = after_poll(start, start, goal, 0)
+    assert (action, idle) == ("wait", 1)
+    assert after_poll(start, start, goal, idle) == ("resend", 0)
+    down = TRANSITION_ENDS[Transition.TRANSITION_CLEANUP]
+    assert down == (State.PRIMARY_STATE_INACTIVE, State.PRIMARY_STATE_UNCONFIGURED)

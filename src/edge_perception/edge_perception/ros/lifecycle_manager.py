@@ -87,6 +87,20 @@ GET_STATE_ATTEMPT_S = 2.0  # one get_state attempt; lost replies are retried
 POLL_S = 1.0  # how often the state is polled while a change_state reply is outstanding
 
 
+def after_poll(state: Optional[int], start: int, goal: int, idle_polls: int) -> Tuple[str, int]:
+    """What to do when a change_state reply is still outstanding and get_state said ``state``
+    (None: no answer, the node is busy). Returns (action, idle polls so far), action one of
+    ``"done"`` (the node reached the goal: the reply was lost), ``"resend"`` (the node answered
+    from the start state twice in a row: it is idle, so the request or the reply to a refusal was
+    lost) or ``"wait"``."""
+    if state == goal:
+        return "done", 0
+    idle_polls = idle_polls + 1 if state == start else 0
+    if idle_polls >= 2:
+        return "resend", 0
+    return "wait", idle_polls
+
+
 class TransitionError(RuntimeError):
     """A lifecycle call failed, was refused or timed out; the message names node and step."""
 
@@ -344,17 +358,15 @@ class LifecycleManager(Node):
                     "%s timed out after %.1f s (raise transition_timeout_s if the node needs "
                     "longer)" % (what, timeout)
                 )
-            state = self._poll_state(m)
-            if state == goal:
+            action, idle_polls = after_poll(self._poll_state(m), start, goal, idle_polls)
+            if action == "done":
                 self._abandon(m.change_state, future)
                 self.get_logger().warning("%s: reply lost, the node reports it done" % what)
                 return
-            idle_polls = idle_polls + 1 if state == start else 0
-            if idle_polls >= 2:
+            if action == "resend":
                 self._abandon(m.change_state, future)
                 done = threading.Event()
                 future = self._send(m.change_state, req, done)
-                idle_polls = 0
         if future.exception() is not None:
             raise TransitionError("%s: %s" % (what, future.exception()))
         if not future.result().success:
