@@ -15,7 +15,10 @@ Parameters (``ros__parameters`` of the ``lifecycle_manager`` node):
 ``service_timeout_s`` (float, default 20.0)
     How long to wait for a node's lifecycle services to appear (node start-up, model imports).
 ``transition_timeout_s`` (float, default 30.0)
-    Per ``change_state``/``get_state`` call; configure may load and warm up a model.
+    Per ``change_state``/``get_state`` call; configure may load and warm up a model. While a
+    reply is outstanding the node's state is polled every second, so a reply lost to the service
+    discovery race (a server can answer before it has matched the client's reply reader) neither
+    hangs bring-up nor costs the whole timeout: see :func:`after_poll`.
 ``diagnostics_period_s`` (float, default 1.0)
     Period of the ``/diagnostics`` report; 0 disables it.
 ``monitor_period_s`` (float, default 2.0)
