@@ -23,7 +23,7 @@ from carla_bridge.synthetic.render import (
     Raster,
     clip_near,
 )
-from carla_bridge.synthetic.scene import SceneGeometry
+from carla_bridge.synthetic.scene import Quads, SceneGeometry
 from carla_bridge.synthetic.shade import Ground, make_style, render_ground
 from carla_bridge.synthetic.world import World
 
@@ -100,27 +100,7 @@ class SyntheticBackend(SceneBackend):
         r.night = style.time_of_day != "day"
         q = self.geometry.quads(cs, t, cs.s - VIEW_BEHIND, cs.s + VIEW_AHEAD)
         full: Dict[int, List[np.ndarray]] = {}
-        owners = q.owner.tolist()
-        front = q.front.tolist()
-        boxes = q.box.tolist()
-        sids = q.sid.tolist()
-        for i, owner in enumerate(owners):
-            r.polygon(
-                q.pc[i],
-                q.color[i],
-                int(q.mat[i]),
-                int(q.obj[i]),
-                bool(q.emissive[i]),
-                full.setdefault(owner, []) if owner else None,
-                q.tex[i],
-                q.uv[i] if front[i] else None,
-                q.plane[i] if front[i] else None,
-                boxes[i] if front[i] else None,
-                q.texcoef[i],
-                self.geometry.facade(sids[i], r.night)
-                if sids[i] >= 0 and front[i] and not np.isnan(q.tex[i][0, 0])
-                else None,
-            )
+        self._draw(r, q, full)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)
         visible_ground = np.isin(r.mat, (M_ROAD, M_SIDEWALK, M_GRASS)) & (r.obj == 0)
@@ -157,6 +137,58 @@ class SyntheticBackend(SceneBackend):
             },
         )
         return frame, {"cs": cs, "invz": r.invz, "obj": r.obj}
+
+    def _draw(self, r: Raster, q: Quads, full: Dict[int, List[np.ndarray]]) -> None:
+        """Rasterise the quads in order; collect each object's projected quads in ``full``.
+
+        Quads in front of the near plane go through :meth:`Raster.fill` with per-quad values
+        converted to Python scalars here in a few array calls; the rest are clipped by
+        :meth:`Raster.polygon`.
+        """
+        n = len(q.owner)
+        owners = q.owner.tolist()
+        front = q.front.tolist()
+        boxes = q.box.tolist()
+        sids = q.sid.tolist()
+        mats = q.mat.tolist()
+        objs = q.obj.tolist()
+        ems = q.emissive.tolist()
+        planes = q.plane.astype(np.float32).tolist()
+        drawable = (np.isfinite(q.plane[:, 2]) & (q.box[:, 2] > q.box[:, 0])).tolist()
+        drawable = [d and b[3] > b[1] for d, b in zip(drawable, boxes)]
+        colors = [tuple(c) + (0.0,) for c in q.color.tolist()]
+        textured = (~np.isnan(q.tex[:, 0, 0])).tolist() if n else []
+        for i in range(n):
+            if not front[i]:
+                r.polygon(
+                    q.pc[i],
+                    q.color[i],
+                    mats[i],
+                    objs[i],
+                    ems[i],
+                    full.setdefault(owners[i], []) if owners[i] else None,
+                    q.tex[i],
+                    texcoef=q.texcoef[i],
+                )
+                continue
+            if owners[i]:
+                full.setdefault(owners[i], []).append(q.uv[i])
+            if not drawable[i]:
+                continue
+            texture = None
+            if sids[i] >= 0 and textured[i]:
+                texture = self.geometry.facade(sids[i], r.night)
+            r.fill(
+                q.pts[i],
+                boxes[i],
+                planes[i],
+                colors[i],
+                mats[i],
+                objs[i],
+                ems[i],
+                texture,
+                q.corners[i],
+            )
 
     def _shadows(self, cs: CameraState, t: int) -> np.ndarray:
         """Mask of ground pixels shadowed by agents and by sun-side buildings."""

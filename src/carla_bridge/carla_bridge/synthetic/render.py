@@ -9,7 +9,7 @@ the sky (infinitely far).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -106,6 +106,66 @@ class Raster:
         self.obj = np.zeros((h, w), np.int32)
         self.emissive = np.zeros((h, w), bool)
         self.night = False  # lit windows on facades
+        self._em8 = self.emissive.view(np.uint8)  # the same buffer, as cv2 can write it
+        self._us = np.arange(w, dtype=np.float32)
+        self._vs = np.arange(h, dtype=np.float32)[:, None]
+
+    def fill(
+        self,
+        pts: np.ndarray,
+        box: Sequence[int],
+        plane: Sequence[float],
+        color: Tuple[float, float, float, float],
+        mat: int,
+        obj: int,
+        emissive: bool,
+        texture: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+        corners: Optional[np.ndarray] = None,
+    ) -> None:
+        """:meth:`polygon` for a polygon entirely in front of the near plane, from precomputed
+        values (see :meth:`SceneGeometry.quads`): the same pixels and values, in fewer calls.
+
+        ``pts`` are the vertices relative to the pixel ``box`` in fixed point (``SHIFT`` bits),
+        ``plane`` the inverse-depth plane ``(a, b, k)`` rounded to float32, ``color`` a cv2
+        scalar. ``texture`` (from :func:`facade_texture`) needs ``corners``, the float32
+        vertices relative to the box. The masks are 0 / 255 ``uint8`` images so that every
+        masked write is one cv2 call on the box (numpy's masked copies are several times
+        slower on all but the smallest boxes).
+        """
+        x0, y0, x1, y1 = box
+        a, b, k = plane
+        hh, ww = y1 - y0, x1 - x0
+        m = np.zeros((hh, ww), np.uint8)
+        cv2.fillPoly(m, [pts], 255, cv2.LINE_8, SHIFT)
+        iz = (self._vs[y0:y1] * b + k) + self._us[x0:x1] * a
+        zb = self.invz[y0:y1, x0:x1]
+        cv2.bitwise_and(m, cv2.compare(iz, zb, cv2.CMP_GT), dst=m)  # z-test (NaN fails)
+        if not cv2.countNonZero(m):
+            return
+        cv2.copyTo(iz, m, zb)
+        col = self.color[y0:y1, x0:x1]
+        em = self._em8[y0:y1, x0:x1]
+        zero = np.zeros((hh, ww), np.uint8)
+        if texture is not None:
+            # planar facade: warp its texture with the quad's homography (one C call)
+            rgb, lit, src = texture
+            hom = cv2.getPerspectiveTransform(src, corners)
+            flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+            cv2.copyTo(
+                cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col
+            )
+            if self.night:
+                flags = cv2.INTER_NEAREST
+                cv2.copyTo(
+                    cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border), m, em
+                )
+            else:
+                cv2.add(zero, 0, dst=em, mask=m)
+        else:
+            cv2.add(np.zeros((hh, ww, 3), np.float32), color, dst=col, mask=m)
+            cv2.add(zero, 1 if emissive else 0, dst=em, mask=m)
+        cv2.add(zero, mat, dst=self.mat[y0:y1, x0:x1], mask=m)
+        cv2.add(np.zeros((hh, ww), np.int32), obj, dst=self.obj[y0:y1, x0:x1], mask=m)
 
     def polygon(
         self,

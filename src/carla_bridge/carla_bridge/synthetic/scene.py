@@ -17,6 +17,7 @@ from carla_bridge.synthetic.render import (
     M_CROWN,
     M_TRUNK,
     NEAR,
+    SHIFT,
     CameraState,
     facade_coefficients,
     facade_texture,
@@ -52,6 +53,8 @@ class Quads:
     box: np.ndarray  # M x 4 pixel boxes (x0, y0, x1, y1) of the front quads
     texcoef: np.ndarray  # M x 4 x 2 facade texture maps (NaN where tex is NaN)
     sid: np.ndarray  # M index of the static quad (-1 for boxes)
+    pts: np.ndarray  # M x 4 x 2 int32 front quads' vertices relative to their box (SHIFT bits)
+    corners: np.ndarray  # M x 4 x 2 float32 front quads' vertices relative to their box
 
 
 class SceneGeometry:
@@ -294,8 +297,13 @@ class SceneGeometry:
         if has.any():
             texcoef[has] = facade_coefficients(pcv[has], tv[has])
         box = np.zeros((len(pcv), 4), np.int64)
+        pts = np.zeros((len(pcv), 4, 2), np.int32)
+        corners = np.zeros((len(pcv), 4, 2), np.float32)
         if fv.any():
             box[fv] = pixel_box(uv[fv], cam)
+            rel = uv[fv] - box[fv][:, None, :2]
+            pts[fv] = np.round(rel * (1 << SHIFT)).astype(np.int32)
+            corners[fv] = rel.astype(np.float32)
         return Quads(
             pcv,
             color[vis],
@@ -310,4 +318,6 @@ class SceneGeometry:
             box,
             texcoef,
             sid[vis],
+            pts,
+            corners,
         )
