@@ -276,3 +276,25 @@ def test_draw_frame_marks_lines_boxes_and_drivable(ref):
     col = CLASS_COLORS[a["category_id"] - 1]
     edge = out[by + bh - 1, bx : bx + bw]  # bottom edge (captions sit above the top edge)
     assert (edge == col).all(axis=1).mean() > 0.5
+
+
+def test_box_rle_equals_pycocotools():
+    """The writer's RLE (read inside the label box) is pycocotools' RLE of the whole mask."""
+    from carla_bridge.dataset.writer import _rle
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((7, 5)) < p for p in (0.0, 0.2, 0.5, 0.8, 1.0) for _ in range(20)]
+    edge = np.zeros((7, 5), bool)
+    edge[-1, 0] = edge[0, 1] = edge[-1, -1] = True  # a run across a column boundary, last pixel
+    masks.append(edge)
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        tight = (
+            (float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1))
+            if len(xs)
+            else (0.0, 0.0, 0.0, 0.0)
+        )
+        want = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        for box in (tight, (1.0, 1.0, 2.0, 2.0)):  # a box missing pixels reads the whole mask
+            got = _rle(m, box)
+            assert got == {"size": [7, 5], "counts": want["counts"].decode()}

@@ -80,32 +80,51 @@ def _part_path(root: str, split: str, seq: str) -> str:
     return os.path.join(root, split, "annotations", "parts", seq + ".json")
 
 
-def _rles(masks: List[np.ndarray], boxes: List[Tuple[float, ...]]) -> List[Dict[str, Any]]:
-    """COCO RLEs of full-image boolean masks in one pycocotools call.
-
-    pycocotools wants a column-major H x W x N stack; transposing whole images is the costly
-    part, so each mask is copied only inside its ``(x, y, w, h)`` box when the box holds all of
-    its pixels (it does for the tight boxes of the labels; otherwise the whole mask is copied).
-    """
-    from pycocotools import mask as mask_utils
-
-    if not masks:
-        return []
-    h, w = masks[0].shape
-    stack = np.zeros((len(masks), w, h), np.uint8)  # C order (N, W, H) = Fortran (H, W, N)
-    for n, (m, (bx, by, bw, bh)) in enumerate(zip(masks, boxes)):
-        x0, y0 = max(int(np.floor(bx)), 0), max(int(np.floor(by)), 0)
-        x1, y1 = min(int(np.ceil(bx + bw)), w), min(int(np.ceil(by + bh)), h)
-        sub = m[y0:y1, x0:x1]
-        if x1 > x0 and y1 > y0 and np.count_nonzero(sub) == np.count_nonzero(m):
-            stack[n, x0:x1, y0:y1] = sub.T
-        else:
-            stack[n] = m.T
+def _rle_string(counts: List[int]) -> str:
+    """COCO's compressed RLE string of run lengths (pycocotools ``rleToString``)."""
     out = []
-    for rle in mask_utils.encode(stack.transpose(2, 1, 0)):
-        size = [int(rle["size"][0]), int(rle["size"][1])]
-        out.append({"size": size, "counts": rle["counts"].decode()})
-    return out
+    for i, c in enumerate(counts):
+        x = c - counts[i - 2] if i > 2 else c
+        more = True
+        while more:
+            ch = x & 0x1F
+            x >>= 5
+            more = x != -1 if ch & 0x10 else x != 0
+            out.append(chr((ch | 0x20 if more else ch) + 48))
+    return "".join(out)
+
+
+def _rle(mask: np.ndarray, box: Tuple[float, ...]) -> Dict[str, Any]:
+    """COCO RLE (column-major runs, compressed string) of a boolean mask, the same as
+    ``pycocotools.mask.encode`` but reading only the ``(x, y, w, h)`` box when it holds every
+    pixel of the mask (it does for the tight boxes of the labels), not all H x W pixels.
+    """
+    h, w = mask.shape
+    bx, by, bw, bh = box
+    x0, y0 = max(int(np.floor(bx)), 0), max(int(np.floor(by)), 0)
+    x1, y1 = min(int(np.ceil(bx + bw)), w), min(int(np.ceil(by + bh)), h)
+    sub = mask[y0:y1, x0:x1]
+    if x1 <= x0 or y1 <= y0 or np.count_nonzero(sub) != np.count_nonzero(mask):
+        x0, y0, x1, y1, sub = 0, 0, w, h, mask
+    cols = np.zeros((x1 - x0, y1 - y0 + 2), np.int8)  # one box column per row, zero padded
+    cols[:, 1:-1] = sub.T
+    step = np.diff(cols, axis=1)
+    sc, sr = np.nonzero(step == 1)  # run starts, in column-major order
+    ec, er = np.nonzero(step == -1)  # run ends (exclusive)
+    starts = (sc + x0) * h + sr + y0
+    ends = (ec + x0) * h + er + y0
+    # a run reaching the bottom of a column goes on at the top of the next one
+    join = ends[:-1] == starts[1:]
+    if join.any():
+        starts = np.concatenate([starts[:1], starts[1:][~join]])
+        ends = np.concatenate([ends[:-1][~join], ends[-1:]])
+    edges = np.empty(2 * len(starts) + 2, np.int64)
+    edges[0], edges[-1] = 0, h * w
+    edges[1:-1:2], edges[2:-1:2] = starts, ends
+    counts = np.diff(edges).tolist()
+    if len(counts) > 1 and counts[-1] == 0:  # the mask ends with a run of ones
+        counts.pop()
+    return {"size": [h, w], "counts": _rle_string(counts)}
 
 
 def ignore_thresholds(width: int, height: int) -> Dict[str, int]:
@@ -119,8 +138,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
     objs = []
     h, w = frame.image.shape[:2]
     ign = ignore_thresholds(w, h)
-    rles = _rles([o.mask for o in frame.objects], [o.bbox for o in frame.objects])
-    for o, rle in zip(frame.objects, rles):
+    for o in frame.objects:
         area = int(np.count_nonzero(o.mask))
         objs.append(
             {
@@ -128,7 +146,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
                 "category_id": category_id(o.category),
                 "bbox": [round(float(v), 2) for v in o.bbox],
                 "area": area,
-                "segmentation": rle,
+                "segmentation": _rle(o.mask, o.bbox),
                 "visible_fraction": float(o.visible_fraction),
                 "truncated": float(o.truncated),
                 "ignore": bool(area < ign["min_area"] or o.bbox[3] < ign["min_height"]),

@@ -16,7 +16,6 @@ from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     M_GRASS,
     M_ROAD,
-    M_SIDEWALK,
     NEAR,
     SHIFT,
     CameraState,
@@ -103,13 +102,16 @@ class SyntheticBackend(SceneBackend):
         self._draw(r, q, full)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)
-        visible_ground = np.isin(r.mat, (M_ROAD, M_SIDEWALK, M_GRASS)) & (r.obj == 0)
+        # ground materials are the codes M_ROAD..M_GRASS (uint8 wrap-around puts 0 above them)
+        visible_ground = (r.mat - np.uint8(M_ROAD)) <= M_GRASS - M_ROAD
+        visible_ground &= r.obj == 0
         lines = self._polylines(ground, cs)
+        lane_mask = np.multiply(ground.line_id, visible_ground, dtype=np.uint16)
         # pixels of a line whose centre never enters the image (no polyline) are not labelled
-        keep = np.zeros(len(world.lines) + 2, bool)
-        keep[[ln.line_id for ln in lines]] = True
-        lane_mask = np.where(visible_ground & keep[ground.line_id], ground.line_id, 0)
-        lane_mask = lane_mask.astype(np.uint16)
+        labelled = {ln.line_id for ln in lines}
+        dropped = [ln.line_id for ln in world.lines if ln.line_id not in labelled]
+        if dropped:
+            lane_mask[np.isin(lane_mask, dropped)] = 0
         objects = self._objects(r, full)
         flow, valid = self._flow(r, cs, t, prev)
         frame = Frame(
@@ -210,10 +212,17 @@ class SyntheticBackend(SceneBackend):
             if np.sign(b.d) == sun and b.s1 > cs.s - VIEW_BEHIND and b.s0 < cs.s + 150.0:
                 reach = b.d - sun * 0.5 * b.height
                 quads.append((b.s0, b.s1, min(b.d, reach), max(b.d, reach)))
-        for s0, s1, d0, d1 in quads:
-            q = np.array([(s0, d0), (s1, d0), (s1, d1), (s0, d1)], np.float64)
-            x, y, z = cs.to_camera(w, q[:, 0], q[:, 1], np.zeros(4))
-            pc = clip_near(np.stack([x, y, z], 1))
+        if not quads:
+            return mask
+        # all corners through the road -> camera mapping at once (element-wise: the same values
+        # as one call per quad)
+        sd = np.array([[(a, c), (b, c), (b, d), (a, d)] for a, b, c, d in quads], np.float64)
+        x, y, z = cs.to_camera(
+            w, sd[..., 0].ravel(), sd[..., 1].ravel(), np.zeros(sd[..., 0].size)
+        )
+        pcs = np.stack([x, y, z], 1).reshape(-1, 4, 3)
+        for pc in pcs:
+            pc = clip_near(pc)
             if len(pc) < 3:
                 continue
             uv = np.stack(
@@ -351,7 +360,8 @@ def _full_area(polys: List[np.ndarray], width: int, height: int) -> Tuple[int, i
         scale = float(np.sqrt(4.0 * width * height / area))
     cw, ch = int((x1 - x0) * scale) + 1, int((y1 - y0) * scale) + 1
     canvas = np.zeros((ch, cw), np.uint8)
-    pts = [np.round((p - (x0, y0)) * scale * (1 << SHIFT)).astype(np.int32) for p in polys]
+    fixed = np.round((allp - (x0, y0)) * scale * (1 << SHIFT)).astype(np.int32)
+    pts = np.split(fixed, np.cumsum([len(p) for p in polys[:-1]]))
     for p in pts:  # one call per polygon: a multi-contour fillPoly would XOR overlaps
         cv2.fillPoly(canvas, [p], 1, 8, SHIFT)
     n_full = canvas.sum() / (scale * scale)

@@ -83,7 +83,7 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
         cone = np.exp(-((lat / (0.28 * zc + 0.9)) ** 2)) * np.clip(1.0 - zc / 70.0, 0.0, 1.0)
         strength = 1.1 if style.time_of_day == "night" else 0.5
         tint = np.array((1.0, 0.97, 0.88), np.float32) * np.float32(255.0 * strength)
-        light = cv2.multiply(_planes(cone.astype(np.float32)), _scalar(tint))
+        light = cv2.merge([cone * c for c in tint])  # cone * tint, one plane per channel
         cv2.add(img, cv2.multiply(r.color, light), dst=img)  # img += color * cone * tint
     # emissive pixels (few) by flat index: far cheaper than np.nonzero's row/column pairs
     ei = np.flatnonzero(r.emissive)
@@ -107,7 +107,7 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
                 cv2.resize(glow, (sw, sh), interpolation=cv2.INTER_AREA), (0, 0), 2.5
             )
             up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-            cv2.add(img, cv2.multiply(up, (1.5, 1.5, 1.5, 0.0)), dst=img)  # img += 1.5 * up
+            cv2.scaleAdd(up, 1.5, img, dst=img)  # img += 1.5 * up (fused: float rounding only)
     if style.glare > 0:
         cv2.add(img, k["glare"], dst=img)
     if style.rain > 0:

@@ -51,7 +51,7 @@ class Quads:
     uv: np.ndarray  # M x 4 x 2 projected vertices
     plane: np.ndarray  # M x 3 inverse-depth plane coefficients
     box: np.ndarray  # M x 4 pixel boxes (x0, y0, x1, y1) of the front quads
-    texcoef: np.ndarray  # M x 4 x 2 facade texture maps (NaN where tex is NaN)
+    texcoef: np.ndarray  # M x 4 x 2 facade texture maps of clipped quads (else NaN)
     sid: np.ndarray  # M index of the static quad (-1 for boxes)
     pts: np.ndarray  # M x 4 x 2 int32 front quads' vertices relative to their box (SHIFT bits)
     corners: np.ndarray  # M x 4 x 2 float32 front quads' vertices relative to their box
@@ -293,7 +293,7 @@ class SceneGeometry:
         fv = front[vis]
         tv = tex[vis]
         texcoef = np.full((len(pcv), 4, 2), np.nan)
-        has = ~np.isnan(tv[:, 0, 0])
+        has = ~np.isnan(tv[:, 0, 0]) & ~fv  # only clipped facades are textured per pixel
         if has.any():
             texcoef[has] = facade_coefficients(pcv[has], tv[has])
         box = np.zeros((len(pcv), 4), np.int64)
