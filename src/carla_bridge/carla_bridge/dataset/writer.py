@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -209,12 +210,20 @@ def render_sequence(
 
     backend = make_backend(config, open_now=False, **backend_kwargs)
     records = []
-    with backend.open(config):
+    # frame t is encoded and written by one helper thread while frame t + 1 renders: zlib,
+    # cv2 and file I/O release the GIL, so a lone worker uses a second core (at most one frame
+    # waits; the files are the same whatever the timing)
+    with backend.open(config), ThreadPoolExecutor(1) as writer:
         cam = None
+        pending: Optional[Future] = None
         for frame in backend.frames():
-            write_frame(root, split, frame, compress_flow)
             records.append(frame_record(frame))
             cam = frame.camera
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write_frame, root, split, frame, compress_flow)
+        if pending is not None:
+            pending.result()
     camera = None
     if cam is not None:
         camera = {k: getattr(cam, k) for k in ("width", "height", "fx", "fy", "cx", "cy")}
