@@ -84,6 +84,15 @@ def encode_png16(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _float16_fortran(a: np.ndarray) -> np.ndarray:
+    """``a.astype(np.float16, order="F")``; the conversion by cv2 (same rounding, several
+    times faster than numpy's) for images of up to 4 channels."""
+    a = np.ascontiguousarray(a, np.float32)
+    if a.ndim == 3 and 1 <= a.shape[2] <= 4:
+        return np.asfortranarray(cv2.multiply(a, (1.0, 1.0, 1.0, 1.0), dtype=cv2.CV_16F))
+    return a.astype(np.float16, order="F")
+
+
 def encode_flow_npz(flow: np.ndarray, valid: np.ndarray, compress: bool = True) -> bytes:
     """``.npz`` with ``flow`` (float16 H x W x 2) and ``valid`` (bool H x W); fixed zip dates so
     the bytes depend only on the arrays (``np.savez`` stamps the current time).
@@ -94,7 +103,7 @@ def encode_flow_npz(flow: np.ndarray, valid: np.ndarray, compress: bool = True) 
     ``flow`` uncompressed (faster to write, about 3.5x larger).
     """
     out = io.BytesIO()
-    flow16 = np.asarray(flow).astype(np.float16, order="F")
+    flow16 = _float16_fortran(flow)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, arr in (("flow", flow16), ("valid", np.ascontiguousarray(valid, bool))):
             buf = io.BytesIO()

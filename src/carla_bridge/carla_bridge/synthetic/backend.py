@@ -138,7 +138,7 @@ class SyntheticBackend(SceneBackend):
                 "camera_pitch_deg": round(float(np.rad2deg(self.pitch)), 4),
             },
         )
-        return frame, {"cs": cs, "invz": r.invz, "obj": r.obj}
+        return frame, {"cs": cs, "invz": r.invz, "objf": r.objf}
 
     def _draw(self, r: Raster, q: Quads, full: Dict[int, List[np.ndarray]]) -> None:
         """Rasterise the quads in order; collect each object's projected quads in ``full``.
@@ -282,13 +282,14 @@ class SyntheticBackend(SceneBackend):
         pcs: CameraState = prev["cs"]
         f32 = np.float32
         # camera -> road -> previous camera, with the table lookups of static points cancelled
-        # out analytically (see world.py): only moving objects need the road profile per pixel
-        z = 1.0 / np.maximum(r.invz, f32(1e-6))
-        x = ((np.arange(wd, dtype=f32) - f32(cam.cx)) / f32(cam.fx))[None, :] * z
-        y = ((np.arange(h, dtype=f32) - f32(cam.cy)) / f32(cam.fy))[:, None] * z
+        # out analytically (see world.py): only moving objects need the road profile per pixel.
+        # Per-row / per-column factors are folded first so that each full-image term costs one
+        # pass; sums of two scaled images are one cv2 call.
+        z = r.depth()
+        xn = ((np.arange(wd, dtype=f32) - f32(cam.cx)) / f32(cam.fx))[None, :]
+        yn = ((np.arange(h, dtype=f32) - f32(cam.cy)) / f32(cam.fy))[:, None]
         cp, sp = f32(np.cos(cs.pitch)), f32(np.sin(cs.pitch))
-        yp = y * cp + z * sp
-        zp = z * cp - y * sp
+        zp = z * (cp - yn * sp)  # pre-pitch forward distance
         obj = r.obj
         lut = np.zeros((int(obj.max()) + 1, 2))
         tids = np.array([a.track_id for a in w.agents], np.int64)
@@ -297,8 +298,11 @@ class SyntheticBackend(SceneBackend):
             lut[tids[keep], 0] = (w.agent_s[t] - w.agent_s[t - 1])[keep]
             lut[tids[keep], 1] = (w.agent_d[t] - w.agent_d[t - 1])[keep]
         zp2 = zp + f32(cs.s - pcs.s)
-        x2 = x + f32(cs.d - pcs.d + cs.xc - pcs.xc) + f32(cs.theta + cs.psi) * zp
-        y2 = yp + f32(pcs.elev - cs.elev)
+        # x' + (d - d_prev + xc - xc_prev) + (theta + psi) z' with x' = xn z, z' = z (cp - yn sp)
+        x2 = z * (xn + f32(cs.theta + cs.psi) * (cp - yn * sp))
+        x2 += f32(cs.d - pcs.d + cs.xc - pcs.xc)
+        y2 = z * (yn * cp + sp)  # pre-pitch height below the camera
+        y2 += f32(pcs.elev - cs.elev)
         moving = np.take((lut != 0).any(1), obj)
         if moving.any():
             m_s = (zp[moving] + cs.s).astype(np.float64)
@@ -308,25 +312,29 @@ class SyntheticBackend(SceneBackend):
             zp2[moving] -= ds.astype(f32)
             x2[moving] -= (dd + xa - xb).astype(f32)
             y2[moving] += (ea - eb).astype(f32)
-        x2 -= f32(pcs.theta + pcs.psi) * zp2
-        yc2 = y2 * cp - zp2 * sp
-        zc2 = y2 * sp + zp2 * cp
-        ok = (r.invz > 0) & (zc2 > NEAR)
-        inv2 = f32(1.0) / np.where(ok, zc2, f32(1.0))
-        u2 = x2 * inv2 * f32(cam.fx) + f32(cam.cx)
-        v2 = yc2 * inv2 * f32(cam.fy) + f32(cam.cy)
-        ok &= (u2 >= 0) & (u2 <= wd - 1) & (v2 >= 0) & (v2 <= h - 1)
+        cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
+        yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)
+        zc2 = cv2.addWeighted(y2, float(sp), zp2, float(cp), 0.0)
+        # validity as a 0 / 255 mask: depth known, in front of and inside the previous camera
+        ok = cv2.compare(r.invz, 0.0, cv2.CMP_GT)
+        cv2.bitwise_and(ok, cv2.compare(zc2, NEAR, cv2.CMP_GT), dst=ok)
+        inv2 = cv2.divide(1.0, cv2.max(zc2, NEAR))  # (invalid pixels: any finite value)
+        u2 = cv2.multiply(x2, inv2, scale=cam.fx)
+        u2 += f32(cam.cx)
+        v2 = cv2.multiply(yc2, inv2, scale=cam.fy)
+        v2 += f32(cam.cy)
+        cv2.bitwise_and(ok, cv2.inRange(u2, 0.0, wd - 1.0), dst=ok)
+        cv2.bitwise_and(ok, cv2.inRange(v2, 0.0, h - 1.0), dst=ok)
         # occlusion test: the previous inverse depth (bilinear: exact on planes) must match
         iz = cv2.remap(prev["invz"], u2, v2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ok &= np.abs(iz * zc2 - 1.0) < 0.02
-        pobj = cv2.remap(prev["obj"].astype(f32), u2, v2, cv2.INTER_NEAREST)
-        ok &= pobj == obj
+        cv2.bitwise_and(ok, cv2.inRange(cv2.multiply(iz, zc2), 0.98, 1.02), dst=ok)
+        pobj = cv2.remap(prev["objf"], u2, v2, cv2.INTER_NEAREST)
+        cv2.bitwise_and(ok, cv2.compare(pobj, r.objf, cv2.CMP_EQ), dst=ok)
         u2 -= np.arange(wd, dtype=f32)[None, :]
         v2 -= np.arange(h, dtype=f32)[:, None]
-        bad = ~ok
-        u2[bad] = 0.0
-        v2[bad] = 0.0
-        return cv2.merge((u2, v2)), ok
+        flow = np.zeros((h, wd, 2), f32)
+        cv2.copyTo(cv2.merge((u2, v2)), ok, flow)
+        return flow, cv2.bitwise_and(ok, 1).view(bool)
 
     def _polylines(self, g: Ground, cs: CameraState) -> List[LaneLineLabel]:
         """Each line's centre as a polyline (bottom to top) over the visible ground rows."""

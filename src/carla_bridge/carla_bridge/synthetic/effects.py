@@ -71,12 +71,11 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
     cam = r.cam
     k = _constants(cam, cs, style)
     h, w = cam.height, cam.width
-    invz = r.invz
     img = cv2.multiply(r.color, _scalar(style.ambient * 255.0))  # color * ambient * 255
     night = style.time_of_day != "day"
     fog = np.isfinite(style.fog_vis)
     if night or fog:
-        zc = 1.0 / np.maximum(invz, np.float32(1e-6))
+        zc = r.depth()
     if night:
         # ego headlights: a cone of light ahead of the camera
         lat = np.abs(k["xn"] * zc)

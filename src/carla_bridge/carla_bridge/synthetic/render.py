@@ -107,8 +107,23 @@ class Raster:
         self.emissive = np.zeros((h, w), bool)
         self.night = False  # lit windows on facades
         self._em8 = self.emissive.view(np.uint8)  # the same buffer, as cv2 can write it
+        self._depth: Optional[np.ndarray] = None  # caches: valid once drawing is done
+        self._objf: Optional[np.ndarray] = None
         self._us = np.arange(w, dtype=np.float32)
         self._vs = np.arange(h, dtype=np.float32)[:, None]
+
+    def depth(self) -> np.ndarray:
+        """Camera depth ``1 / max(invz, 1e-6)`` (float32; the sky is 1e6 m), computed once."""
+        if self._depth is None:
+            self._depth = 1.0 / np.maximum(self.invz, np.float32(1e-6))
+        return self._depth
+
+    @property
+    def objf(self) -> np.ndarray:
+        """The object ids as float32 (exact below 2**24; for cv2 remap / compare), once."""
+        if self._objf is None:
+            self._objf = self.obj.astype(np.float32)
+        return self._objf
 
     def fill(
         self,

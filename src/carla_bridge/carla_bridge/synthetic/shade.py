@@ -19,6 +19,7 @@ from carla_bridge.synthetic.render import (
 from carla_bridge.synthetic.world import World
 
 TEX = 512
+_RAY_Z = np.geomspace(0.3, 600.0, 1500)  # forward distances sampled by the ground ray cast
 PAINT = {"white": (0.92, 0.92, 0.9), "yellow": (0.95, 0.72, 0.1)}
 
 
@@ -146,7 +147,7 @@ def render_ground(
     """
     cam = r.cam
     h, w = cam.height, cam.width
-    z = np.geomspace(0.3, 600.0, 1500)
+    z = _RAY_Z
     _, e = cs.drift(world, z)
     yp = cs.height - e
     cp, sp = np.cos(cs.pitch), np.sin(cs.pitch)
@@ -232,6 +233,8 @@ def render_ground(
     nr = d.shape[0]
     px_row = px[:, 0]
     zc_row = zcr[:, 0]
+    d_flat, grain_flat = d.reshape(-1), grain.reshape(-1)
+    col_flat, line_flat = col.reshape(-1, 3), line_id[top:].reshape(-1)
     for ln in world.lines:
         gap = 0.12
         extent = ln.width + gap / 2 if ln.type == "double" else ln.width / 2
@@ -246,7 +249,9 @@ def render_ground(
             continue
         ri = np.repeat(np.arange(nr), counts)
         ci = lo[ri] + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-        dd = np.abs(d[ri, ci] - ln.d)
+        fi = ri * w + ci  # flat indices into the ground rows: cheaper than (row, column) pairs
+        d_n = d_flat[fi]
+        dd = np.abs(d_n - ln.d)
         pxn = px_row[ri]
         if ln.type == "double":
             off = np.abs(dd - (ln.width + gap) / 2)
@@ -259,10 +264,10 @@ def render_ground(
             on = np.mod(s_n, ln.dash[1]) < ln.dash[0]
             lab &= on
             alpha = alpha * on
-        wear = _tex(style.tex, s_n + 37.0, d[ri, ci], 3.0)
+        wear = _tex(style.tex, s_n + 37.0, d_n, 3.0)
         alpha = alpha * (1.0 - ln.wear * np.clip(wear * 1.6 - 0.3, 0, 1))
-        paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain[ri, ci])[:, None]
-        sub = col[ri, ci]
-        col[ri, ci] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
-        line_id[top + ri[lab], ci[lab]] = ln.line_id
+        paint = np.array(PAINT[ln.color], np.float32) * (0.85 + 0.15 * grain_flat[fi])[:, None]
+        sub = col_flat[fi]
+        col_flat[fi] = sub + (paint - sub) * alpha[:, None].astype(np.float32)
+        line_flat[fi[lab]] = ln.line_id
     return Ground(top, line_id, road_full, zcr[:, 0], offset, zr)
