@@ -14,8 +14,10 @@ from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
+    EM_BIT,
     M_GRASS,
     M_ROAD,
+    MAT_SHIFT,
     NEAR,
     SHIFT,
     CameraState,
@@ -155,6 +157,7 @@ class SyntheticBackend(SceneBackend):
         mats = q.mat.tolist()
         objs = q.obj.tolist()
         ems = q.emissive.tolist()
+        idents = (q.obj | q.emissive.astype(np.int64) * EM_BIT | q.mat << MAT_SHIFT).tolist()
         planes = q.plane.astype(np.float32).tolist()
         drawable = (np.isfinite(q.plane[:, 2]) & (q.box[:, 2] > q.box[:, 0])).tolist()
         drawable = [d and b[3] > b[1] for d, b in zip(drawable, boxes)]
@@ -185,9 +188,7 @@ class SyntheticBackend(SceneBackend):
                 boxes[i],
                 planes[i],
                 colors[i],
-                mats[i],
-                objs[i],
-                ems[i],
+                idents[i],
                 texture,
                 q.corners[i],
             )

@@ -90,8 +90,17 @@ class CameraState:
         return out
 
 
+EM_SHIFT, MAT_SHIFT = 23, 24  # packing of ``Raster.ident``
+EM_BIT, OBJ_MASK = 1 << EM_SHIFT, (1 << EM_SHIFT) - 1
+
+
 class Raster:
-    """Colour, material, object id and inverse-depth buffers of one frame."""
+    """Colour, material, object id and inverse-depth buffers of one frame.
+
+    Object id, emissive flag and material of a pixel are drawn as one int32,
+    ``ident = obj | emissive << 23 | mat << 24`` (one masked write per polygon instead of
+    three); :attr:`obj`, :attr:`emissive` and :attr:`mat` unpack it once drawing is done.
+    """
 
     def __init__(self, cam: CameraModel, background: Optional[np.ndarray] = None) -> None:
         """Empty buffers; ``background`` (H x W x 3) is the colour of pixels nothing covers."""
@@ -102,28 +111,51 @@ class Raster:
             self.color = np.zeros((h, w, 3), np.float32)
         else:
             self.color = background.copy()
-        self.mat = np.zeros((h, w), np.uint8)
-        self.obj = np.zeros((h, w), np.int32)
-        self.emissive = np.zeros((h, w), bool)
+        self.ident = np.zeros((h, w), np.int32)
         self.night = False  # lit windows on facades
-        self._em8 = self.emissive.view(np.uint8)  # the same buffer, as cv2 can write it
-        self._depth: Optional[np.ndarray] = None  # caches: valid once drawing is done
-        self._objf: Optional[np.ndarray] = None
+        self._cache: dict = {}  # images derived from the buffers, valid once drawing is done
         self._us = np.arange(w, dtype=np.float32)
         self._vs = np.arange(h, dtype=np.float32)[:, None]
 
+    def _derived(self, name: str) -> np.ndarray:
+        got = self._cache.get(name)
+        if got is None:
+            if name == "depth":
+                got = 1.0 / np.maximum(self.invz, np.float32(1e-6))
+            elif name == "obj":
+                got = self.ident & OBJ_MASK
+            elif name == "objf":
+                got = self.obj.astype(np.float32)
+            elif name == "mat":
+                got = (self.ident >> MAT_SHIFT).astype(np.uint8)
+            else:
+                got = (self.ident & EM_BIT).astype(bool)
+            self._cache[name] = got
+        return got
+
     def depth(self) -> np.ndarray:
-        """Camera depth ``1 / max(invz, 1e-6)`` (float32; the sky is 1e6 m), computed once."""
-        if self._depth is None:
-            self._depth = 1.0 / np.maximum(self.invz, np.float32(1e-6))
-        return self._depth
+        """Camera depth ``1 / max(invz, 1e-6)`` (float32; the sky is 1e6 m)."""
+        return self._derived("depth")
+
+    @property
+    def obj(self) -> np.ndarray:
+        """int32 object id per pixel (0 = scenery / sky)."""
+        return self._derived("obj")
 
     @property
     def objf(self) -> np.ndarray:
-        """The object ids as float32 (exact below 2**24; for cv2 remap / compare), once."""
-        if self._objf is None:
-            self._objf = self.obj.astype(np.float32)
-        return self._objf
+        """The object ids as float32 (exact below 2**24; for cv2 remap / compare)."""
+        return self._derived("objf")
+
+    @property
+    def mat(self) -> np.ndarray:
+        """uint8 material per pixel (``M_*``)."""
+        return self._derived("mat")
+
+    @property
+    def emissive(self) -> np.ndarray:
+        """bool: the pixel emits light (vehicle lights, lit windows)."""
+        return self._derived("emissive")
 
     def fill(
         self,
@@ -131,9 +163,7 @@ class Raster:
         box: Sequence[int],
         plane: Sequence[float],
         color: Tuple[float, float, float, float],
-        mat: int,
-        obj: int,
-        emissive: bool,
+        ident: int,
         texture: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
         corners: Optional[np.ndarray] = None,
     ) -> None:
@@ -142,10 +172,10 @@ class Raster:
 
         ``pts`` are the vertices relative to the pixel ``box`` in fixed point (``SHIFT`` bits),
         ``plane`` the inverse-depth plane ``(a, b, k)`` rounded to float32, ``color`` a cv2
-        scalar. ``texture`` (from :func:`facade_texture`) needs ``corners``, the float32
-        vertices relative to the box. The masks are 0 / 255 ``uint8`` images so that every
-        masked write is one cv2 call on the box (numpy's masked copies are several times
-        slower on all but the smallest boxes).
+        scalar, ``ident`` the packed id (see the class). ``texture`` (from
+        :func:`facade_texture`) needs ``corners``, the float32 vertices relative to the box.
+        The masks are 0 / 255 ``uint8`` images so that every masked write is one cv2 call on
+        the box (numpy's masked copies are several times slower on all but the smallest boxes).
         """
         x0, y0, x1, y1 = box
         a, b, k = plane
@@ -159,8 +189,7 @@ class Raster:
             return
         cv2.copyTo(iz, m, zb)
         col = self.color[y0:y1, x0:x1]
-        em = self._em8[y0:y1, x0:x1]
-        zero = np.zeros((hh, ww), np.uint8)
+        ids = self.ident[y0:y1, x0:x1]
         if texture is not None:
             # planar facade: warp its texture with the quad's homography (one C call)
             rgb, lit, src = texture
@@ -169,18 +198,14 @@ class Raster:
             cv2.copyTo(
                 cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col
             )
-            if self.night:
+            if self.night:  # lit windows: the emissive bit per pixel
                 flags = cv2.INTER_NEAREST
-                cv2.copyTo(
-                    cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border), m, em
-                )
-            else:
-                cv2.add(zero, 0, dst=em, mask=m)
+                on = cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border)
+                cv2.copyTo((on.astype(np.int32) << EM_SHIFT) | ident, m, ids)
+                return
         else:
             cv2.add(np.zeros((hh, ww, 3), np.float32), color, dst=col, mask=m)
-            cv2.add(zero, 1 if emissive else 0, dst=em, mask=m)
-        cv2.add(zero, mat, dst=self.mat[y0:y1, x0:x1], mask=m)
-        cv2.add(np.zeros((hh, ww), np.int32), obj, dst=self.obj[y0:y1, x0:x1], mask=m)
+        cv2.add(np.zeros((hh, ww), np.int32), ident, dst=ids, mask=m)
 
     def polygon(
         self,
@@ -241,6 +266,8 @@ class Raster:
         if not m.any():
             return
         np.copyto(zb, iz, where=m)
+        ids = self.ident[y0:y1, x0:x1]
+        base = obj | mat << MAT_SHIFT
         if texture is not None and uv_given:
             # planar facade: warp its texture with the quad's homography (one C call)
             rgb, em, src = texture
@@ -251,14 +278,13 @@ class Raster:
                 rgb, hom, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
             np.copyto(self.color[y0:y1, x0:x1], warped, where=m[..., None])
-            es = self.emissive[y0:y1, x0:x1]
+            lit = np.zeros(size[::-1], bool)
             if self.night:
                 wem = cv2.warpPerspective(
                     em, hom, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
                 )
-                es[m] = wem[m] > 0
-            else:
-                es &= ~m
+                lit = wem > 0
+            np.copyto(ids, base | (lit.astype(np.int32) << EM_SHIFT), where=m)
         elif tex is not None and not np.isnan(tex[0, 0]):
             # facade coordinates are affine on the plane: attr = alpha . P + beta; in units of
             # the window grid (3.2 m wide, 3.3 m high cells) to get the cell and its fraction
@@ -283,15 +309,10 @@ class Raster:
                 lit = win & (cell - np.floor(cell) > 0.55)
                 pix[lit] = (0.75, 0.62, 0.4)
             self.color[y0:y1, x0:x1][m] = pix
-            self.emissive[y0:y1, x0:x1][m] = lit
+            ids[m] = base | (lit.astype(np.int32) << EM_SHIFT)
         else:
             np.copyto(self.color[y0:y1, x0:x1], color, where=m[..., None])
-            if emissive:
-                self.emissive[y0:y1, x0:x1] |= m
-            else:
-                self.emissive[y0:y1, x0:x1] &= ~m
-        np.copyto(self.mat[y0:y1, x0:x1], mat, where=m)
-        np.copyto(self.obj[y0:y1, x0:x1], obj, where=m)
+            np.copyto(ids, base | (EM_BIT if emissive else 0), where=m)
 
 
 TEX_RES = 8.0  # facade texture pixels per metre

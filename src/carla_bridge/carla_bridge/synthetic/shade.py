@@ -13,6 +13,7 @@ from carla_bridge.synthetic.render import (
     M_GRASS,
     M_ROAD,
     M_SIDEWALK,
+    MAT_SHIFT,
     CameraState,
     Raster,
 )
@@ -184,7 +185,6 @@ def render_ground(
     patch = _tex_rows(style.tex, s_row, d, 0.7)
     road = ad < half
     col = r.color[top:]
-    mat = r.mat[top:]
     # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
     fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
     grain -= np.float32(0.5)
@@ -223,11 +223,11 @@ def render_ground(
     # colour = lum * tint[zone]: the tint and material of a zone through 256-entry tables
     tint_lut = np.zeros((256, 1, 3), np.float32)
     tint_lut[:4, 0] = tints
-    mat_lut = np.zeros(256, np.uint8)
-    mat_lut[:4] = mats
+    mat_lut = np.zeros(256, np.int32)  # the packed ident of scenery (obj 0, not emissive)
+    mat_lut[:4] = np.array(mats, np.int32) << MAT_SHIFT
     zone3 = cv2.merge((zone, zone, zone))
     col[:] = cv2.multiply(cv2.merge((lum, lum, lum)), cv2.LUT(zone3, tint_lut))
-    mat[:] = cv2.LUT(zone, mat_lut)
+    r.ident[top:] = cv2.LUT(zone, mat_lut)
     road_full[top:] = road
     min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
     nr = d.shape[0]
