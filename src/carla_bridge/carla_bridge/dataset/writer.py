@@ -191,6 +191,11 @@ def write_frame(root: str, split: str, frame: Frame, compress_flow: bool = True)
             atomic_write_bytes(paths[key], make())
 
 
+def _write_and_record(root: str, split: str, frame: Frame, compress_flow: bool) -> Dict[str, Any]:
+    write_frame(root, split, frame, compress_flow)
+    return frame_record(frame)
+
+
 def render_sequence(
     task: Tuple[str, str, str, Dict[str, Any], Dict[str, Any], bool],
 ) -> Tuple[str, str, int]:
@@ -210,20 +215,19 @@ def render_sequence(
 
     backend = make_backend(config, open_now=False, **backend_kwargs)
     records = []
-    # frame t is encoded and written by one helper thread while frame t + 1 renders: zlib,
-    # cv2 and file I/O release the GIL, so a lone worker uses a second core (at most one frame
-    # waits; the files are the same whatever the timing)
+    # frame t is encoded, written and turned into its JSON record by one helper thread while
+    # frame t + 1 renders: zlib, cv2 and file I/O release the GIL, so a lone worker uses a
+    # second core (at most one frame waits; the files are the same whatever the timing)
     with backend.open(config), ThreadPoolExecutor(1) as writer:
         cam = None
         pending: Optional[Future] = None
         for frame in backend.frames():
-            records.append(frame_record(frame))
             cam = frame.camera
             if pending is not None:
-                pending.result()
-            pending = writer.submit(write_frame, root, split, frame, compress_flow)
+                records.append(pending.result())
+            pending = writer.submit(_write_and_record, root, split, frame, compress_flow)
         if pending is not None:
-            pending.result()
+            records.append(pending.result())
     camera = None
     if cam is not None:
         camera = {k: getattr(cam, k) for k in ("width", "height", "fx", "fy", "cx", "cy")}

@@ -71,19 +71,21 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
     cam = r.cam
     k = _constants(cam, cs, style)
     h, w = cam.height, cam.width
-    img = cv2.multiply(r.color, _scalar(style.ambient * 255.0))  # color * ambient * 255
+    ambient = (style.ambient * 255.0).astype(np.float32)
     night = style.time_of_day != "day"
     fog = np.isfinite(style.fog_vis)
     if night or fog:
         zc = r.depth()
     if night:
-        # ego headlights: a cone of light ahead of the camera
+        # ego headlights: a cone of light ahead of the camera, added to the ambient light
         lat = np.abs(k["xn"] * zc)
         cone = np.exp(-((lat / (0.28 * zc + 0.9)) ** 2)) * np.clip(1.0 - zc / 70.0, 0.0, 1.0)
         strength = 1.1 if style.time_of_day == "night" else 0.5
         tint = np.array((1.0, 0.97, 0.88), np.float32) * np.float32(255.0 * strength)
-        light = cv2.merge([cone * c for c in tint])  # cone * tint, one plane per channel
-        cv2.add(img, cv2.multiply(r.color, light), dst=img)  # img += color * cone * tint
+        light = cv2.merge([cone * c + a for c, a in zip(tint, ambient)])
+        img = cv2.multiply(r.color, light)  # color * (ambient * 255 + cone * tint)
+    else:
+        img = cv2.multiply(r.color, _scalar(ambient))  # color * ambient * 255
     # emissive pixels (few) by flat index: far cheaper than np.nonzero's row/column pairs
     ei = np.flatnonzero(r.emissive)
     flat_img, flat_col = img.reshape(-1, 3), r.color.reshape(-1, 3)
