@@ -158,9 +158,19 @@ class SyntheticBackend(SceneBackend):
         objs = q.obj.tolist()
         ems = q.emissive.tolist()
         idents = (q.obj | q.emissive.astype(np.int64) * EM_BIT | q.mat << MAT_SHIFT).tolist()
-        planes = q.plane.astype(np.float32).tolist()
-        drawable = (np.isfinite(q.plane[:, 2]) & (q.box[:, 2] > q.box[:, 0])).tolist()
-        drawable = [d and b[3] > b[1] for d, b in zip(drawable, boxes)]
+        x0, y0, x1, y1 = q.box.T
+        draw = q.front & np.isfinite(q.plane[:, 2]) & (x1 > x0) & (y1 > y0)
+        drawable = draw.tolist()
+        # inverse depth a u + b v + k of every box row / column, for all quads in a few calls:
+        # quad i's rows are izv[rows[i]:rows[i + 1]] (b v + k), its columns izu[...] (a u)
+        a, b, k = q.plane.astype(np.float32).T
+        hs, ws = np.where(draw, y1 - y0, 0), np.where(draw, x1 - x0, 0)
+        rows, cols = np.cumsum(hs) - hs, np.cumsum(ws) - ws
+        v = np.repeat(y0 - rows, hs) + np.arange(hs.sum())
+        u = np.repeat(x0 - cols, ws) + np.arange(ws.sum())
+        izv = v.astype(np.float32) * np.repeat(b, hs) + np.repeat(k, hs)
+        izu = u.astype(np.float32) * np.repeat(a, ws)
+        rows, cols, hs, ws = rows.tolist(), cols.tolist(), hs.tolist(), ws.tolist()
         colors = [tuple(c) + (0.0,) for c in q.color.tolist()]
         textured = (~np.isnan(q.tex[:, 0, 0])).tolist() if n else []
         for i in range(n):
@@ -186,7 +196,8 @@ class SyntheticBackend(SceneBackend):
             r.fill(
                 q.pts[i],
                 boxes[i],
-                planes[i],
+                izv[rows[i] : rows[i] + hs[i], None],
+                izu[cols[i] : cols[i] + ws[i]],
                 colors[i],
                 idents[i],
                 texture,
@@ -222,7 +233,20 @@ class SyntheticBackend(SceneBackend):
             w, sd[..., 0].ravel(), sd[..., 1].ravel(), np.zeros(sd[..., 0].size)
         )
         pcs = np.stack([x, y, z], 1).reshape(-1, 4, 3)
-        for pc in pcs:
+        front = (pcs[:, :, 2] >= NEAR).all(1)
+        polys = []
+        if front.any():  # quads needing no clipping: projected in one go
+            pc = pcs[front]
+            uv = np.stack(
+                [
+                    pc[..., 0] / pc[..., 2] * cam.fx + cam.cx,
+                    pc[..., 1] / pc[..., 2] * cam.fy + cam.cy,
+                ],
+                2,
+            )
+            uv = np.clip(uv, -8 * cam.width, 8 * cam.width)
+            polys = list(np.round(uv * (1 << SHIFT)).astype(np.int32))
+        for pc in pcs[~front]:
             pc = clip_near(pc)
             if len(pc) < 3:
                 continue
@@ -230,7 +254,9 @@ class SyntheticBackend(SceneBackend):
                 [pc[:, 0] / pc[:, 2] * cam.fx + cam.cx, pc[:, 1] / pc[:, 2] * cam.fy + cam.cy], 1
             )
             uv = np.clip(uv, -8 * cam.width, 8 * cam.width)
-            cv2.fillPoly(mask, [np.round(uv * (1 << SHIFT)).astype(np.int32)], 1, 8, SHIFT)
+            polys.append(np.round(uv * (1 << SHIFT)).astype(np.int32))
+        for p in polys:  # one call per quad (the mask is their union)
+            cv2.fillPoly(mask, [p], 1, 8, SHIFT)
         return mask
 
     def _objects(self, r: Raster, full: Dict[int, List[np.ndarray]]) -> List[ObjectLabel]:
@@ -370,7 +396,8 @@ def _full_area(polys: List[np.ndarray], width: int, height: int) -> Tuple[int, i
     cw, ch = int((x1 - x0) * scale) + 1, int((y1 - y0) * scale) + 1
     canvas = np.zeros((ch, cw), np.uint8)
     fixed = np.round((allp - (x0, y0)) * scale * (1 << SHIFT)).astype(np.int32)
-    pts = np.split(fixed, np.cumsum([len(p) for p in polys[:-1]]))
+    ends = np.cumsum([len(p) for p in polys]).tolist()
+    pts = [fixed[a:b] for a, b in zip([0] + ends[:-1], ends)]
     for p in pts:  # one call per polygon: a multi-contour fillPoly would XOR overlaps
         cv2.fillPoly(canvas, [p], 1, 8, SHIFT)
     n_full = canvas.sum() / (scale * scale)

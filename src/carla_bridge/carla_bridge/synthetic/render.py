@@ -114,8 +114,6 @@ class Raster:
         self.ident = np.zeros((h, w), np.int32)
         self.night = False  # lit windows on facades
         self._cache: dict = {}  # images derived from the buffers, valid once drawing is done
-        self._us = np.arange(w, dtype=np.float32)
-        self._vs = np.arange(h, dtype=np.float32)[:, None]
 
     def _derived(self, name: str) -> np.ndarray:
         got = self._cache.get(name)
@@ -161,7 +159,8 @@ class Raster:
         self,
         pts: np.ndarray,
         box: Sequence[int],
-        plane: Sequence[float],
+        iz_rows: np.ndarray,
+        iz_cols: np.ndarray,
         color: Tuple[float, float, float, float],
         ident: int,
         texture: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
@@ -170,19 +169,20 @@ class Raster:
         """:meth:`polygon` for a polygon entirely in front of the near plane, from precomputed
         values (see :meth:`SceneGeometry.quads`): the same pixels and values, in fewer calls.
 
-        ``pts`` are the vertices relative to the pixel ``box`` in fixed point (``SHIFT`` bits),
-        ``plane`` the inverse-depth plane ``(a, b, k)`` rounded to float32, ``color`` a cv2
-        scalar, ``ident`` the packed id (see the class). ``texture`` (from
-        :func:`facade_texture`) needs ``corners``, the float32 vertices relative to the box.
+        ``pts`` are the vertices relative to the pixel ``box`` in fixed point (``SHIFT`` bits);
+        with the inverse-depth plane ``(a, b, k)`` rounded to float32, ``iz_rows`` holds
+        ``b v + k`` of the box rows (a column vector) and ``iz_cols`` ``a u`` of its columns
+        (float32), ``color`` is a cv2 scalar and ``ident`` the packed id (see the class).
+        ``texture`` (from :func:`facade_texture`) needs ``corners``, the float32 vertices
+        relative to the box.
         The masks are 0 / 255 ``uint8`` images so that every masked write is one cv2 call on
         the box (numpy's masked copies are several times slower on all but the smallest boxes).
         """
         x0, y0, x1, y1 = box
-        a, b, k = plane
         hh, ww = y1 - y0, x1 - x0
         m = np.zeros((hh, ww), np.uint8)
         cv2.fillPoly(m, [pts], 255, cv2.LINE_8, SHIFT)
-        iz = (self._vs[y0:y1] * b + k) + self._us[x0:x1] * a
+        iz = iz_rows + iz_cols
         zb = self.invz[y0:y1, x0:x1]
         cv2.bitwise_and(m, cv2.compare(iz, zb, cv2.CMP_GT), dst=m)  # z-test (NaN fails)
         if not cv2.countNonZero(m):
