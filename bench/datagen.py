@@ -73,6 +73,7 @@ def measure(
         "cpu_ms_per_frame": round(1e3 * cpu / max(n, 1), 1),
         "frames_per_cpu_s": round(n / max(cpu, 1e-9), 2),
         "bytes_per_frame": int(size / max(n, 1)),
+        "cores_used": round(cpu / wall, 2),
         "load_avg_1m_before": round(load0, 2),
     }
 
@@ -115,6 +116,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
                 r["cpu_ms_per_frame"],
                 r["frames_per_cpu_s"],
                 r["bytes_per_frame"] // 1024,
+                r["cores_used"],
                 r["load_avg_1m_before"],
             )
             for r in rows
@@ -128,6 +130,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
             "CPU ms/frame",
             "frames per CPU-second",
             "KiB/frame",
+            "cores used (CPU s / wall s)",
             "load avg before",
         ],
     )
@@ -138,8 +141,11 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         f"numpy {env['numpy']}, git {env['git']}, {env['time_utc']}  \n"
         "Frames/s include rendering, labels, flow and writing every file of the dataset layout. "
         "The machine is shared (see the load average before each run): wall-clock frames/s are "
-        "then bounded by the CPU share this process got; CPU ms/frame (user + system time of "
-        "the process and its workers) is the load-independent cost.\n\n" + table
+        "then bounded by the CPU share this process got (the cores-used column: where the "
+        "kernel groups CPU time per session, sched_autogroup, a busy process of another session "
+        "keeps about one core whatever its nice value); CPU ms/frame (user + system time of "
+        "the process and its workers, writer threads included) is the load-independent "
+        "cost.\n\n" + table
     )
     paths = write_results("datagen", data, md)
     print(md)

@@ -19,6 +19,7 @@ from carla_bridge.synthetic.render import (
     M_ROAD,
     MAT_SHIFT,
     NEAR,
+    OBJ_MASK,
     SHIFT,
     CameraState,
     Raster,
@@ -50,6 +51,8 @@ class SyntheticBackend(SceneBackend):
     def _open(self, config: ScenarioConfig) -> None:
         rng = np.random.default_rng([config.seed, 0x5EED])
         self.world: World = generate_world(config, rng)
+        if len(self.world.agents) + len(self.world.signs) > OBJ_MASK:
+            raise ValueError(f"too many objects for the raster's {OBJ_MASK.bit_length()}-bit ids")
         self.geometry = SceneGeometry(self.world)
         self.style = make_style(config, rng, self.effects)
         c = config.camera
