@@ -88,7 +88,8 @@ class Frame:
         Lines are painted over the drivable area; ``double`` lines count as solid (a double line
         forbids crossing exactly like a solid one).
         """
-        out = self.drivable_mask.astype(np.uint8) * np.uint8(LANE_CLASSES.index("drivable"))
+        out = self.drivable_mask.astype(np.uint8)
+        out *= np.uint8(LANE_CLASSES.index("drivable"))
         if not self.lane_lines:
             return out
         lut = np.zeros(
@@ -98,5 +99,6 @@ class Frame:
         for line in self.lane_lines:
             name = "lane_dashed" if line.type == "dashed" else "lane_solid"
             lut[line.line_id] = LANE_CLASSES.index(name)
-        cls = lut[self.lane_instance_mask]
-        return np.where(cls > 0, cls, out)
+        cls = np.take(lut, self.lane_instance_mask)
+        np.copyto(out, cls, where=cls > 0)
+        return out
