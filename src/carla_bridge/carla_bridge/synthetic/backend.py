@@ -333,15 +333,18 @@ class SyntheticBackend(SceneBackend):
         x2 += f32(cs.d - pcs.d + cs.xc - pcs.xc)
         y2 = z * (yn * cp + sp)  # pre-pitch height below the camera
         y2 += f32(pcs.elev - cs.elev)
-        moving = np.take((lut != 0).any(1), obj)
-        if moving.any():
-            m_s = (zp[moving] + cs.s).astype(np.float64)
-            ds, dd = lut[obj[moving], 0], lut[obj[moving], 1]
+        # pixels of moving objects by flat index (one nonzero pass for all the updates below)
+        mi = np.flatnonzero(np.take((lut != 0).any(1), obj))
+        if len(mi):
+            zp2f, x2f, y2f = zp2.reshape(-1), x2.reshape(-1), y2.reshape(-1)
+            m_s = (zp.reshape(-1)[mi] + cs.s).astype(np.float64)
+            om = obj.reshape(-1)[mi]
+            ds, dd = lut[om, 0], lut[om, 1]
             xa, ea = w.drift_elev(m_s)
             xb, eb = w.drift_elev(m_s - ds)
-            zp2[moving] -= ds.astype(f32)
-            x2[moving] -= (dd + xa - xb).astype(f32)
-            y2[moving] += (ea - eb).astype(f32)
+            zp2f[mi] -= ds.astype(f32)
+            x2f[mi] -= (dd + xa - xb).astype(f32)
+            y2f[mi] += (ea - eb).astype(f32)
         cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
         yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)
         zc2 = cv2.addWeighted(y2, float(sp), zp2, float(cp), 0.0)
