@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from carla_bridge.frame import CameraModel
-from carla_bridge.synthetic.render import EM_BIT, CameraState, Raster
+from carla_bridge.synthetic.render import CameraState, Raster
 from carla_bridge.synthetic.shade import Style
 from carla_bridge.synthetic.world import M_LIGHT
 
@@ -87,7 +87,7 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
     else:
         img = cv2.multiply(r.color, _scalar(ambient))  # color * ambient * 255
     # emissive pixels (few) by flat index: far cheaper than np.nonzero's row/column pairs
-    ei = np.flatnonzero(r.ident & EM_BIT)
+    ei = np.flatnonzero(r.emissive)
     flat_img, flat_col = img.reshape(-1, 3), r.color.reshape(-1, 3)
     if len(ei):
         flat_img[ei] = flat_col[ei] * np.float32(255.0)
