@@ -254,65 +254,51 @@ class Raster:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return
-        canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         pts = np.round((uv - (x0, y0)) * (1 << SHIFT)).astype(np.int32)
-        cv2.fillPoly(canvas, [pts], 1, cv2.LINE_8, SHIFT)
         us = np.arange(x0, x1, dtype=np.float32)
         vs = np.arange(y0, y1, dtype=np.float32)
-        iz = (vs[:, None] * np.float32(b) + np.float32(k)) + us[None, :] * np.float32(a)
+        rows, cols = vs[:, None] * np.float32(b) + np.float32(k), us * np.float32(a)
+        if tex is None or np.isnan(tex[0, 0]) or (texture is not None and uv_given):
+            # flat or texture-mapped: the cv2 path (same pixels and values)
+            rgb = tuple(float(c) for c in np.asarray(color, np.float32)) + (0.0,)
+            ident = obj | (EM_BIT if emissive else 0) | mat << MAT_SHIFT
+            corners = (uv - (x0, y0)).astype(np.float32)
+            self.fill(pts, box, rows, cols, rgb, ident, texture if uv_given else None, corners)
+            return
+        # clipped facade: window grid evaluated per pixel
+        canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(canvas, [pts], 1, cv2.LINE_8, SHIFT)
+        iz = rows + cols
         zb = self.invz[y0:y1, x0:x1]
         m = canvas.view(bool)  # fillPoly wrote 0 / 1
         m &= iz > zb
         if not m.any():
             return
         np.copyto(zb, iz, where=m)
-        ids = self.ident[y0:y1, x0:x1]
-        base = obj | mat << MAT_SHIFT
-        if texture is not None and uv_given:
-            # planar facade: warp its texture with the quad's homography (one C call)
-            rgb, em, src = texture
-            dst = (uv - (x0, y0)).astype(np.float32)
-            hom = cv2.getPerspectiveTransform(src, dst)
-            size = (x1 - x0, y1 - y0)
-            warped = cv2.warpPerspective(
-                rgb, hom, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
-            np.copyto(self.color[y0:y1, x0:x1], warped, where=m[..., None])
-            lit = np.zeros(size[::-1], bool)
-            if self.night:
-                wem = cv2.warpPerspective(
-                    em, hom, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
-                )
-                lit = wem > 0
-            np.copyto(ids, base | (lit.astype(np.int32) << EM_SHIFT), where=m)
-        elif tex is not None and not np.isnan(tex[0, 0]):
-            # facade coordinates are affine on the plane: attr = alpha . P + beta; in units of
-            # the window grid (3.2 m wide, 3.3 m high cells) to get the cell and its fraction
-            coef = texcoef if texcoef is not None else facade_coefficients(src[None], tex[None])[0]
-            vi, ui = np.nonzero(m)
-            xn = (ui + (x0 - cam.cx)).astype(np.float32) * np.float32(1.0 / cam.fx)
-            yn = (vi + (y0 - cam.cy)).astype(np.float32) * np.float32(1.0 / cam.fy)
-            zz = 1.0 / iz[m]
-            c = coef.astype(np.float32)
-            along = (c[0, 0] * xn + c[1, 0] * yn + c[2, 0]) * zz + c[3, 0]
-            up = (c[0, 1] * xn + c[1, 1] * yn + c[2, 1]) * zz + c[3, 1]
-            ca, cu = np.floor(along), np.floor(up)
-            fa, fu = along - ca, up - cu
-            win = (fa > np.float32(1.0 / 3.2)) & (fu > np.float32(1.1 / 3.3))
-            win &= (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
-            pix = np.empty((len(zz), 3), np.float32)
-            pix[:] = color
-            pix[win] = (0.14, 0.17, 0.23)
-            lit = np.zeros(len(zz), bool)
-            if self.night:
-                cell = np.sin(ca * np.float32(12.9898) + cu * np.float32(78.233)) * 43758.5453
-                lit = win & (cell - np.floor(cell) > 0.55)
-                pix[lit] = (0.75, 0.62, 0.4)
-            self.color[y0:y1, x0:x1][m] = pix
-            ids[m] = base | (lit.astype(np.int32) << EM_SHIFT)
-        else:
-            np.copyto(self.color[y0:y1, x0:x1], color, where=m[..., None])
-            np.copyto(ids, base | (EM_BIT if emissive else 0), where=m)
+        # facade coordinates are affine on the plane: attr = alpha . P + beta; in units of
+        # the window grid (3.2 m wide, 3.3 m high cells) to get the cell and its fraction
+        coef = texcoef if texcoef is not None else facade_coefficients(src[None], tex[None])[0]
+        vi, ui = np.nonzero(m)
+        xn = (ui + (x0 - cam.cx)).astype(np.float32) * np.float32(1.0 / cam.fx)
+        yn = (vi + (y0 - cam.cy)).astype(np.float32) * np.float32(1.0 / cam.fy)
+        zz = 1.0 / iz[m]
+        c = coef.astype(np.float32)
+        along = (c[0, 0] * xn + c[1, 0] * yn + c[2, 0]) * zz + c[3, 0]
+        up = (c[0, 1] * xn + c[1, 1] * yn + c[2, 1]) * zz + c[3, 1]
+        ca, cu = np.floor(along), np.floor(up)
+        fa, fu = along - ca, up - cu
+        win = (fa > np.float32(1.0 / 3.2)) & (fu > np.float32(1.1 / 3.3))
+        win &= (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
+        pix = np.empty((len(zz), 3), np.float32)
+        pix[:] = color
+        pix[win] = (0.14, 0.17, 0.23)
+        lit = np.zeros(len(zz), bool)
+        if self.night:
+            cell = np.sin(ca * np.float32(12.9898) + cu * np.float32(78.233)) * 43758.5453
+            lit = win & (cell - np.floor(cell) > 0.55)
+            pix[lit] = (0.75, 0.62, 0.4)
+        self.color[y0:y1, x0:x1][m] = pix
+        self.ident[y0:y1, x0:x1][m] = (obj | mat << MAT_SHIFT) | (lit.astype(np.int32) << EM_SHIFT)
 
 
 TEX_RES = 8.0  # facade texture pixels per metre
