@@ -55,6 +55,12 @@ def test_resolve_applies_arguments_and_paths():
     assert lane.parameters["input_topic"] == "/camera/image_raw"
     assert "detection_node" not in plan.managed_names and "lane_node" in plan.managed_names
     assert plan.manager_parameters["use_sim_time"] is True
+    replay = resolve(
+        str(REPO / "config" / "cpu.yaml"), {"camera_source": "dataset", "dataset_dir": "/d"}
+    )
+    pub = next(n for n in replay.nodes if n.name == "scenario_publisher")
+    assert (pub.parameters["source"], pub.parameters["dataset_dir"]) == ("dataset", "/d")
+    assert pub.parameters["split"] == "val"
 
 
 def test_resolve_rejects_bad_input(tmp_path):

@@ -152,3 +152,12 @@ def test_camera_option_and_rviz_topics(tmp_path):
     topics = rviz_topics()
     assert topics["/detection_node/markers"] == "rviz_default_plugins/MarkerArray"
     assert "/lane_node/overlay" in topics
+
+
+def test_replay_needs_a_dataset(tmp_path):
+    res = _demo(["--replay", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert res.returncode == 2, res.stderr
+    assert (
+        "is not a dataset (no manifest.json)" in res.stderr
+        and "carla-bridge generate" in res.stderr
+    )

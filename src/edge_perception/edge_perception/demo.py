@@ -43,7 +43,14 @@ HOW_TO_GET = {
 
 
 class DemoError(RuntimeError):
-    """The demo cannot run or did not complete; the message says why and what to do."""
+    """The demo cannot run or did not complete; the message says why and what to do.
+
+    ``cannot_start``: nothing was started (bad arguments, missing input): exit status 2.
+    """
+
+    def __init__(self, message: str, cannot_start: bool = False) -> None:
+        super().__init__(message)
+        self.cannot_start = cannot_start
 
 
 def repo_root() -> str:
@@ -63,7 +70,9 @@ def check_models(models: Dict[str, str], root: str) -> Dict[str, str]:
             missing.append("  %s: %s is missing; %s" % (key, full, HOW_TO_GET.get(key, "")))
         out[key] = full
     if missing:
-        raise DemoError("the demo needs the bundled models:\n" + "\n".join(missing))
+        raise DemoError(
+            "the demo needs the bundled models:\n" + "\n".join(missing), cannot_start=True
+        )
     return out
 
 
@@ -273,6 +282,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="camera resolution, e.g. 640x480 (default: the scenario's, 640x384)",
     )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        metavar="DATASET",
+        help="replay the val split of a dataset written by `carla-bridge generate` instead of "
+        "rendering frames live (the renderer then costs no CPU beside the nodes)",
+    )
     parser.add_argument("--strip", type=int, default=4, help="rows in strip.jpg")
     parser.add_argument("--video", action="store_true", help="also write demo.mp4")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (random)")
@@ -289,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except DemoError as exc:
         print("edge-perception demo: %s" % exc, file=sys.stderr)
-        return 2 if "needs the bundled models" in str(exc) else 1
+        return 2 if exc.cannot_start else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_perception.ros.runner import Runner, ros_environment
 
     if args.frames < 1:
-        raise DemoError("--frames must be >= 1")
+        raise DemoError("--frames must be >= 1", cannot_start=True)
     root = repo_root()
     models = check_models({"lane_model": args.lane_model, "det_model": args.det_model}, root)
     out = os.path.abspath(args.out)
@@ -318,6 +334,12 @@ def _run(args: argparse.Namespace) -> int:
         "enable_evaluator": "true",
         "output_dir": out,
     }
+    if args.replay:
+        if not os.path.isfile(os.path.join(args.replay, "manifest.json")):
+            raise DemoError("%s is not a dataset (no manifest.json); write one with "
+                            "`carla-bridge generate --out DIR`" % args.replay,
+                            cannot_start=True)  # fmt: skip
+        overrides.update(camera_source="dataset", dataset_dir=os.path.abspath(args.replay))
     plan = resolve(find_config("cpu.yaml"), overrides)
     env = ros_environment(args.domain_id)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
@@ -373,7 +395,9 @@ def _run(args: argparse.Namespace) -> int:
             n.parameters.get("backend", "?") for n in plan.nodes if n.name == "lane_node"
         ),
         "seconds": cap.seconds,
-        "camera": "%dx%d" % (cam["width"], cam["height"]),
+        "camera": "%dx%d" % (cam["width"], cam["height"])
+        if not args.replay
+        else "dataset %s" % os.path.abspath(args.replay),
         "rate_hz": args.rate,
         "models": {
             k: {"path": p, "sha256": _sha(p), "mb": os.path.getsize(p) / 1e6}
