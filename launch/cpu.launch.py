@@ -5,7 +5,8 @@
         camera_topic:=/camera/image_raw
 
 Nodes, parameters and launch arguments (camera_topic, backend, precision, use_sim_time,
-namespace, enable_<node>, frames, fps) come from config/cpu.yaml; the same file drives
+namespace, enable_<node>, camera_source (scenario | dataset | bag), dataset_dir, bag, rate_hz)
+come from config/cpu.yaml; the same file drives
 ``edge-perception run cpu.yaml`` on machines without ros2 launch.
 """
 
