@@ -3,14 +3,20 @@
 The model runs at its input size (from the checkpoint or the ONNX graph); labels are resized to it
 with nearest-neighbour sampling, so the line tolerance is in pixels of that size. ONNX models run
 through a real ONNX Runtime CPU session (output ``mask``). Results go to JSON and a Markdown table.
+
+``--polylines`` also scores the lane *lines* the node would publish: the runtime's line extraction
+(:func:`edge_perception.lane.postprocess.extract_lines`, ``--row-step``) on each predicted mask,
+against the dataset's ground-truth polylines (``annotations/lanes.json``) scaled to the model
+size, with :class:`edge_perception.metrics.lanes.LaneLineMeter` (``--line-x-tol`` pixels).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +26,7 @@ from tqdm import tqdm
 from edge_perception.export import ort_session, write_json
 from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
 from edge_perception.lane.data import LaneDataset
+from edge_perception.metrics.lanes import LaneLineMeter, Line
 from edge_perception.metrics.segmentation import SegmentationMeter
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # N x 3 x H x W float32 -> N x H x W class ids
@@ -57,21 +64,69 @@ def onnx_predictor(path: str, threads: int = 1) -> Tuple[Predictor, Tuple[int, i
     return run, (int(shape[2]), int(shape[3]))
 
 
+def ground_truth_lines(dataset: LaneDataset) -> List[List[Line]]:
+    """Per sample of ``dataset``, its ground-truth polylines in model-input pixels.
+
+    Types: ``double`` (two solid lines) counts as ``solid``, the runtime's two line types.
+    """
+    folder = os.path.join(dataset.root, dataset.split)
+    path = os.path.join(folder, "annotations", "lanes.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: --polylines needs the dataset's lane lines")
+    with open(path, encoding="utf-8") as f:
+        by_name = {im["file_name"]: im["lines"] for im in json.load(f)["images"]}
+    cam = dataset.manifest["generator"]["scenario"]["camera"]
+    sx = dataset.size[1] / float(cam["width"])
+    sy = dataset.size[0] / float(cam["height"])
+    out: List[List[Line]] = []
+    for jpg, _png in dataset.samples:
+        name = os.path.relpath(jpg, os.path.join(folder, "images")).replace(os.sep, "/")
+        lines = by_name.get(name, [])
+        out.append(
+            [
+                (
+                    np.asarray(ln["points"], np.float64) * (sx, sy),
+                    "dashed" if ln["type"] == "dashed" else "solid",
+                )
+                for ln in lines
+            ]
+        )
+    return out
+
+
 def evaluate(
     predict: Predictor,
     dataset: LaneDataset,
     batch_size: int = 4,
     tol: float = 2.0,
     progress: bool = True,
+    polylines: Optional[LaneLineMeter] = None,
+    row_step: int = 1,
 ) -> Dict[str, object]:
-    """Run ``predict`` over ``dataset`` and return :meth:`SegmentationMeter.compute` + timing."""
+    """Run ``predict`` over ``dataset`` and return :meth:`SegmentationMeter.compute` + timing;
+    with ``polylines``, also the lane-line scores (key ``polylines``, see the module docstring)."""
+    from edge_perception.lane.postprocess import extract_lines
+
     meter = SegmentationMeter(LANE_CLASSES, line_classes=LINE_CLASSES, tol=tol)
+    gt_lines = ground_truth_lines(dataset) if polylines is not None else []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     t0 = time.perf_counter()
+    seen, line_s = 0, 0.0
     for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        meter.update(predict(x.numpy()), y.numpy())
+        masks = predict(x.numpy())
+        meter.update(masks, y.numpy())
+        if polylines is not None:
+            for mask in masks:
+                t = time.perf_counter()
+                found = extract_lines(mask, row_step=row_step)
+                line_s += time.perf_counter() - t
+                polylines.update([(ln.points, ln.type) for ln in found], gt_lines[seen])
+                seen += 1
     out = meter.compute()
     out["seconds"] = time.perf_counter() - t0
+    if polylines is not None:
+        out["polylines"] = polylines.compute()
+        out["polylines"].update(row_step=row_step, extract_ms=1e3 * line_s / max(1, seen))
     return out
 
 
@@ -91,6 +146,20 @@ def markdown_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def polyline_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
+    """Markdown table of the polyline scores (rows evaluated with ``--polylines``)."""
+    head = ["model", "row step", "line P", "line R", "line F1", "type acc", "extract ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in rows:
+        q = m["polylines"]  # type: ignore[index]
+        cells = [name, str(q["row_step"])] + [
+            "n/a" if q[k] is None else "%.4f" % q[k]
+            for k in ("precision", "recall", "f1", "type_accuracy")
+        ]
+        lines.append("| " + " | ".join(cells + ["%.2f" % q["extract_ms"]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_path(
     model_path: str,
     data: str,
@@ -100,6 +169,8 @@ def evaluate_path(
     tol: float = 2.0,
     threads: int = 1,
     progress: bool = True,
+    polylines: Optional[LaneLineMeter] = None,
+    row_step: int = 1,
 ) -> Dict[str, object]:
     """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split."""
     if model_path.endswith(".onnx"):
@@ -114,7 +185,7 @@ def evaluate_path(
         predict = torch_predictor(model)
         model_size = tuple(size or ckpt.get("input_size", (192, 320)))  # type: ignore[assignment]
     ds = LaneDataset(data, split, size=model_size, limit=limit, cache=False)
-    out = evaluate(predict, ds, tol=tol, progress=progress)
+    out = evaluate(predict, ds, tol=tol, progress=progress, polylines=polylines, row_step=row_step)
     out.update(model=os.path.abspath(model_path), split=split, input_size=list(model_size))
     return out
 
@@ -129,16 +200,34 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N frames only")
     parser.add_argument("--tol", type=float, default=2.0, help="lane-line F1 tolerance (px)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--polylines", action="store_true", help="also score the extracted lane lines"
+    )
+    parser.add_argument("--row-step", type=int, default=1, help="line extraction row step")
+    parser.add_argument(
+        "--line-x-tol", type=float, default=8.0, help="polyline x tolerance (model px)"
+    )
+    parser.add_argument(
+        "--line-min-acc", type=float, default=0.85, help="row fraction a matched line must hit"
+    )
     parser.add_argument("--out", default=None, help="JSON result path")
     parser.add_argument("--md", default=None, help="Markdown table path")
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    res = evaluate_path(
-        args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads
+    meter = (
+        LaneLineMeter(x_tol=args.line_x_tol, min_accuracy=args.line_min_acc)
+        if args.polylines
+        else None
     )
+    res = evaluate_path(
+        args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads,
+        polylines=meter, row_step=args.row_step,
+    )  # fmt: skip
     table = markdown_table([(os.path.basename(args.model), res)])
+    if meter is not None:
+        table += "\n" + polyline_table([(os.path.basename(args.model), res)])
     print(table)
     if args.out:
         write_json(args.out, res)

@@ -92,6 +92,7 @@ class LaneSegmentationNode(PerceptionNodeBase):
             resize=config.resize,
             class_names=config.class_names,
             extract_lines=config.lines,
+            line_row_step=config.line_row_step,
         )
         if config.lines and not pipeline.lines_available:
             self.get_logger().warning(

@@ -59,6 +59,7 @@ class LanePipeline(Pipeline):
         resize: str = "stretch",
         class_names: Sequence[str] = LANE_CLASS_NAMES,
         extract_lines: bool = True,
+        line_row_step: int = 1,
     ) -> None:
         super().__init__(backend, input_size, resize)
         names = backend.output_names
@@ -77,6 +78,9 @@ class LanePipeline(Pipeline):
                 )
         self._extract = _load_line_extractor() if extract_lines else None
         self.lines_available = self._extract is not None
+        if int(line_row_step) < 1:
+            raise ValueError(f"line_row_step must be >= 1, got {line_row_step}")
+        self.line_row_step = int(line_row_step)
 
     def postprocess(self, outputs: Arrays, transform: Transform) -> LaneResult:
         if "mask" in outputs:
@@ -94,6 +98,8 @@ class LanePipeline(Pipeline):
             # Lines are traced at model resolution (cheaper) and scaled to camera pixels.
             content = transform.content(mask)
             scale = (1.0 / transform.scale_x, 1.0 / transform.scale_y)
-            found = self._extract(np.ascontiguousarray(content), scale=scale)
+            found = self._extract(
+                np.ascontiguousarray(content), scale=scale, row_step=self.line_row_step
+            )
             lines = [_as_line(ln, i) for i, ln in enumerate(found)]
         return LaneResult(class_mask=class_mask, class_names=self.class_names, lines=lines)
