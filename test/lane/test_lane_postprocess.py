@@ -76,3 +76,19 @@ def test_solid_line_with_one_occlusion_stays_solid():
     m[60:80] = 0  # a car hides 20 rows: one interruption is not a dash pattern
     (ln,) = extract_lines(m)
     assert ln.type == "solid" and ln.gap_ratio > 0.15
+
+
+def test_a_line_interrupted_longer_than_max_gap_is_joined_again():
+    """A solid line hidden for 40 rows (an occluding car) stays one line; separate lines don't."""
+    m = np.zeros((H, W), np.uint8)
+    cv2.line(m, (40, 119), (61, 80), 2, 3)  # x = 40 + (119 - y) * 0.54: lower piece
+    cv2.line(m, (83, 40), (94, 20), 2, 3)  # upper piece of the same line after 40 hidden rows
+    cv2.line(m, (170, 119), (150, 60), 2, 3)  # another line, far to the right
+    joined = extract_lines(m)
+    split = extract_lines(m, merge_gap=0)
+    assert len(split) == 3 and len(joined) == 2
+    left = joined[0]
+    assert left.points[0, 1] == pytest.approx(119, abs=2) and left.points[-1, 1] < 25
+    true_x = 40 + (119 - left.points[:, 1]) * (21 / 39)
+    assert np.max(np.abs(left.points[:, 0] - true_x)) < 3.0
+    assert joined[1].points[-1, 1] > 55  # the right line was not extended by the left one

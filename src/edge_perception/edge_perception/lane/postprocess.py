@@ -10,9 +10,12 @@ Algorithm (all in mask pixels, then scaled to image pixels):
    open new tracks. A track survives ``max_gap`` rows without a run, which bridges the gaps of a
    dashed line while lines that touch near the vanishing point stay separate (they were split at
    the bottom rows, where lines are far apart).
-3. Each track long enough becomes a line: ``x = poly(y)`` (degree 2, or 1 for short tracks) is
+3. A track that ended is joined with one starting above it when its straight-line fit, carried
+   across the gap (at most ``merge_gap`` rows), lands on it: a line hidden for longer than
+   ``max_gap`` (an occluding vehicle, a long dash gap) stays one line.
+4. Each track long enough becomes a line: ``x = poly(y)`` (degree 2, or 1 for short tracks) is
    fitted and sampled at ``num_points`` rows from its lowest to its highest row (bottom to top).
-4. Type: dashed when the dashed-pixel vote of the track's runs reaches ``dashed_threshold`` or
+5. Type: dashed when the dashed-pixel vote of the track's runs reaches ``dashed_threshold`` or
    when the line is interrupted twice or more and its *gap ratio* (rows without a run between its
    ends / rows spanned) reaches 25 % - a line whose pixels were called solid but that has regular
    gaps is dashed. Confidence: the mean line-class probability at the track's pixels when
@@ -132,12 +135,14 @@ def extract_lines(
     min_rows: Optional[int] = None,
     num_points: int = 20,
     dashed_threshold: float = 0.5,
+    merge_gap: Optional[int] = None,
 ) -> List[LaneLine]:
     """Lane lines of one ``H x W`` class mask (values of ``LANE_CLASSES``), ordered left to right.
 
     ``probs`` (optional, ``C x H x W`` softmax) gives the confidence. ``scale`` = (sx, sy) maps
     mask pixels to image pixels (e.g. image width / mask width). Defaults scale with the mask:
-    ``max_dx`` = W/40 + 2, ``max_gap`` = H/6 rows, ``min_rows`` = H/12 rows with line pixels.
+    ``max_dx`` = W/40 + 2, ``max_gap`` = H/6 rows, ``min_rows`` = H/12 rows with line pixels,
+    ``merge_gap`` = H/3 rows (0 disables joining).
     """
     import cv2
 
@@ -147,6 +152,7 @@ def extract_lines(
     h, w = mask.shape
     max_dx = float(w / 40.0 + 2.0) if max_dx is None else float(max_dx)
     max_gap = int(max(4, h // 6)) if max_gap is None else int(max_gap)
+    merge_gap = int(max(4, h // 3)) if merge_gap is None else int(merge_gap)
     min_rows = int(max(3, h // 12)) if min_rows is None else int(min_rows)
     line = ((mask == SOLID) | (mask == DASHED)).astype(np.uint8)
     if close_kernel > 1:
@@ -190,11 +196,51 @@ def extract_lines(
                 still.append(t)
         active = still
     done.extend(active)
+    if merge_gap:
+        done = _merge_tracks(done, max_dx, int(merge_gap))
     sx, sy = float(scale[0]), float(scale[1])
     lines = [_to_line(t, row_step, min_rows, num_points, dashed_threshold, sx, sy) for t in done]
     out = [ln for ln in lines if ln is not None]
     out.sort(key=lambda ln: ln.bottom_x)
     return out
+
+
+def _merge_tracks(tracks: List[_Track], max_dx: float, merge_gap: int) -> List[_Track]:
+    """Join a track that ended with the track that starts above it on the same line.
+
+    A line interrupted for longer than ``max_gap`` (a long dash gap, an occluding car) leaves two
+    tracks; the upper piece continues the lower one when the lower's straight-line fit, carried
+    across the gap (at most ``merge_gap`` rows), lands within ``2 * max_dx`` of the upper's first
+    point. Greedy, closest first; rows are scanned bottom-up, so ``ys`` decrease along a track.
+    """
+    pieces = sorted(tracks, key=lambda t: -t.ys[0])  # lowest start first
+    merged = True
+    while merged:
+        merged = False
+        best = None
+        for i, lo in enumerate(pieces):
+            if len(lo.ys) < 3:
+                continue
+            for j, hi in enumerate(pieces):
+                gap = lo.ys[-1] - hi.ys[0]
+                if i == j or len(hi.ys) < 3 or gap <= 0 or gap > merge_gap:
+                    continue
+                d = abs(lo.predict(hi.ys[0]) - hi.xs[0])
+                if d <= 2.0 * max_dx and (best is None or d < best[0]):
+                    best = (d, i, j)
+        if best is not None:
+            _, i, j = best
+            lo, hi = pieces[i], pieces[j]
+            lo.ys += hi.ys
+            lo.xs += hi.xs
+            lo.solid += hi.solid
+            lo.dashed += hi.dashed
+            lo.conf += hi.conf
+            lo.gaps += 1 + hi.gaps
+            lo.fit_len = -1
+            del pieces[j]
+            merged = True
+    return pieces
 
 
 def _add_run(t: _Track, y: int, run: Tuple[int, int], sums: _RowSums) -> None:
