@@ -74,10 +74,12 @@ def bare_inference(
     model: str, threads: int, frame: np.ndarray, runs: int, lines: bool
 ) -> Dict[str, Any]:
     from edge_perception.backends import create_backend
+    from edge_perception.config import LaneNodeConfig
     from edge_perception.runtime.lane import LanePipeline
 
     backend = create_backend("onnxruntime", model, intra_op_threads=threads)
-    pipe = LanePipeline(backend, extract_lines=lines)
+    # the same line tracing as the node's defaults
+    pipe = LanePipeline(backend, extract_lines=lines, line_row_step=LaneNodeConfig().line_row_step)
     feeds, _ = pipe.preprocess(frame)
     feeds = {k: v.copy() for k, v in feeds.items()}
     infer = time_calls(lambda: backend(feeds), runs)
