@@ -274,13 +274,6 @@ class ClosedLoopEvaluator:
         return m
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
@@ -352,6 +345,9 @@ def write_report(summary: Dict[str, Any], out_dir: str, stem: str = "evaluation"
     os.makedirs(out_dir, exist_ok=True)
     jpath = os.path.join(out_dir, stem + ".json")
     mpath = os.path.join(out_dir, stem + ".md")
-    _atomic_write(jpath, json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    _atomic_write(mpath, to_markdown(summary))
+    from carla_bridge.dataset.io import atomic_write_bytes
+
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(jpath, text.encode("utf-8"))
+    atomic_write_bytes(mpath, to_markdown(summary).encode("utf-8"))
     return [jpath, mpath]

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from ..export import atomic_write_bytes
 from . import cache as cache_mod
 from .calibrator import (
     ALGORITHMS,
@@ -414,7 +415,7 @@ def build_engine(
             "strict: false, or a larger --workspace-mb" % onnx_path
         )
     report.seconds = time.monotonic() - start
-    cache_mod._atomic_write(timing_path, memoryview(timing_cache.serialize()).tobytes())
+    atomic_write_bytes(timing_path, memoryview(timing_cache.serialize()).tobytes())
     cache_mod.write_engine(
         engine_path,
         serialized,

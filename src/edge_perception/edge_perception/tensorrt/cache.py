@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..backends.base import BackendError
+from ..export import atomic_write_bytes
 
 KEY_VERSION = 1
 ENGINE_SUFFIX = ".engine"
@@ -152,20 +152,6 @@ def sidecar_path(engine_path: str) -> str:
     return engine_path + SIDECAR_SUFFIX
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_sidecar(engine_path: str, key: EngineKey, extra: Optional[Dict[str, Any]] = None) -> str:
     """Write ``<engine>.json`` = ``{"key", "digest", "written_at", **extra}``; returns its path."""
     doc: Dict[str, Any] = dict(extra or {})
@@ -177,7 +163,7 @@ def write_sidecar(engine_path: str, key: EngineKey, extra: Optional[Dict[str, An
         }
     )
     path = sidecar_path(engine_path)
-    _atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 
@@ -208,7 +194,7 @@ def write_engine(
     side = sidecar_path(engine_path)
     if os.path.exists(side):  # never leave an old key beside a new engine
         os.unlink(side)
-    _atomic_write(engine_path, memoryview(data).tobytes())
+    atomic_write_bytes(engine_path, memoryview(data).tobytes())
     write_sidecar(engine_path, key, extra)
 
 

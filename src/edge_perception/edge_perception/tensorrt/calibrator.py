@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -170,17 +169,9 @@ def read_cache(path: Optional[str]) -> Optional[bytes]:
 
 def write_cache(path: str, data: bytes) -> None:
     """Write a calibration cache atomically (temp file in the same folder + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".calib-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ..export import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 class CalibrationFeeder:
