@@ -1,6 +1,9 @@
-"""ROS overhead of the lane node: node end-to-end latency minus bare inference, and node RSS.
+"""ROS overhead of a perception node: node end-to-end latency minus bare inference, and RSS.
 
-    python bench/ros_overhead.py [--model models/lane_small.onnx] [--frames 60] [--threads 2]
+    python bench/ros_overhead.py [--node lane|detection] [--model M] [--frames 60] [--threads 1]
+
+``--node detection`` measures the detection node (bundled ``models/det_small.onnx``) the same way
+(results ``ros_overhead_detection.{json,md}``); the rest of this text describes the lane node.
 
 1. *Bare inference*: the model's backend called on one preprocessed 640x480 frame (ONNX Runtime,
    same threads as the node), nothing else.
@@ -70,16 +73,35 @@ def camera_frame(path: Optional[str], h: int, w: int) -> Tuple[np.ndarray, str]:
     return rgb, os.path.relpath(path, ROOT)
 
 
-def bare_inference(
-    model: str, threads: int, frame: np.ndarray, runs: int, lines: bool
-) -> Dict[str, Any]:
-    from edge_perception.backends import create_backend
+NODES: Dict[str, Dict[str, str]] = {
+    "lane": {"module": "edge_perception.ros.lane_node", "name": "lane_node"},
+    "detection": {"module": "edge_perception.ros.detection_node", "name": "detection_node"},
+}
+
+
+def make_pipeline(kind: str, backend: Any, lines: bool) -> Any:
+    """The ROS-free pipeline the node runs, with the node's default settings."""
+    if kind == "detection":
+        from edge_perception.config import DetectionNodeConfig
+        from edge_perception.runtime.detection import DetectionPipeline
+
+        cfg = DetectionNodeConfig()
+        return DetectionPipeline(
+            backend, score_threshold=cfg.score_threshold, max_detections=cfg.max_detections
+        )
     from edge_perception.config import LaneNodeConfig
     from edge_perception.runtime.lane import LanePipeline
 
+    return LanePipeline(backend, extract_lines=lines, line_row_step=LaneNodeConfig().line_row_step)
+
+
+def bare_inference(
+    model: str, threads: int, frame: np.ndarray, runs: int, lines: bool, kind: str = "lane"
+) -> Dict[str, Any]:
+    from edge_perception.backends import create_backend
+
     backend = create_backend("onnxruntime", model, intra_op_threads=threads)
-    # the same line tracing as the node's defaults
-    pipe = LanePipeline(backend, extract_lines=lines, line_row_step=LaneNodeConfig().line_row_step)
+    pipe = make_pipeline(kind, backend, lines)
     feeds, _ = pipe.preprocess(frame)
     feeds = {k: v.copy() for k, v in feeds.items()}
     infer = time_calls(lambda: backend(feeds), runs)
@@ -120,7 +142,7 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
     cmd = [
         sys.executable,
         "-m",
-        "edge_perception.ros.lane_node",
+        NODES[args.node]["module"],
         "--autostart",
         "--ros-args",
         "-p",
@@ -133,9 +155,9 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
         f"threads:={args.threads}",
         "-p",
         f"overlay:={'true' if args.overlay else 'false'}",
-        "-p",
-        f"lines:={'true' if args.lines else 'false'}",
     ]
+    if args.node == "lane":
+        cmd += ["-p", f"lines:={'true' if args.lines else 'false'}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rclpy.init()
     node = Node("ros_overhead_bench")
@@ -146,17 +168,18 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
     def on_timing(msg: FrameTiming) -> None:
         got[stamp_to_ns(msg.header.stamp)] = (time.perf_counter(), msg)
 
-    node.create_subscription(FrameTiming, "/lane_node/timing", on_timing, qos)
+    timing_topic = "/%s/timing" % NODES[args.node]["name"]
+    node.create_subscription(FrameTiming, timing_topic, on_timing, qos)
     e2e: List[float] = []
     paired: List[float] = []
     stages: Dict[str, List[float]] = {"preprocess": [], "inference": [], "postprocess": []}
     try:
         deadline = time.monotonic() + 120.0
-        while pub.get_subscription_count() == 0 or node.count_publishers("/lane_node/timing") == 0:
+        while pub.get_subscription_count() == 0 or node.count_publishers(timing_topic) == 0:
             rclpy.spin_once(node, timeout_sec=0.1)
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    "lane node did not start: " + proc.stderr.read().decode()[-2000:]
+                    f"{args.node} node did not start: " + proc.stderr.read().decode()[-2000:]
                 )
         for i in range(args.warmup + args.frames):
             stamp = node.get_clock().now().nanoseconds
@@ -194,11 +217,12 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=os.path.join(ROOT, "models", "lane_small.onnx"))
+    ap.add_argument("--node", choices=sorted(NODES), default="lane")
+    ap.add_argument("--model", default=None, help="default: the bundled model of --node")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--image", default=None, help="camera frame (default: a lane_v1 val image)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="default: as config/cpu.yaml")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--no-overlay", dest="overlay", action="store_false", help="overlay off")
@@ -212,11 +236,18 @@ def main(argv=None) -> int:
         help="input size of the stand-in model (default: lane-train's default size)",
     )
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
-    ap.add_argument("--name", default="ros_overhead", help="result file name (no extension)")
+    ap.add_argument("--name", default=None, help="result file name (default ros_overhead[_NODE])")
     args = ap.parse_args(argv)
+    bundled = {"lane": "lane_small.onnx", "detection": "det_small.onnx"}[args.node]
+    args.model = args.model or os.path.join(ROOT, "models", bundled)
+    args.name = args.name or (
+        "ros_overhead" if args.node == "lane" else "ros_overhead_" + args.node
+    )
 
     tmp = tempfile.mkdtemp(prefix="ros_overhead_")
     model, model_note = args.model, "bundled"
+    if not os.path.isfile(model) and args.node != "lane":
+        raise SystemExit(f"{model} not found: pass --model")
     if not os.path.isfile(model):
         print(f"{model} not found: exporting the untrained 'small' LaneUNet as a stand-in")
         size = (args.standin_size[0], args.standin_size[1])
@@ -224,7 +255,9 @@ def main(argv=None) -> int:
         model_note = f"stand-in: untrained LaneUNet 'small' {size[0]}x{size[1]}"
     frame, frame_note = camera_frame(args.image, args.height, args.width)
 
-    bare = bare_inference(model, args.threads, frame, max(20, args.frames // 2), args.lines)
+    bare = bare_inference(
+        model, args.threads, frame, max(20, args.frames // 2), args.lines, args.node
+    )
     serialize = serialize_cost(frame, max(20, args.frames // 2))
     node = run_node(model, args, frame)
     overhead = node["end_to_end_minus_inference_ms"]["p50"]
@@ -264,7 +297,7 @@ def main(argv=None) -> int:
     env = data["environment"]
     md = "\n".join(
         [
-            "# ROS overhead of the lane node",
+            f"# ROS overhead of the {args.node} node",
             "",
             f"Model: {model_note} (input {bare['input_size'][0]}x{bare['input_size'][1]}), camera "
             f"{args.width}x{args.height} rgb8 ({data['frame']}), ONNX Runtime CPU, "
