@@ -74,6 +74,10 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
         "timing": src.create_publisher(FrameTiming, "/perception/timing", qos),
         "report": src.create_publisher(Empty, "/evaluator/write_report", 1),
     }
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    progress: list = []
+    src.create_subscription(DiagnosticArray, "/evaluator/progress", progress.append, 10)
     ex = SingleThreadedExecutor(context=rclpy_context)
     ex.add_node(ev)
     ex.add_node(src)
@@ -107,6 +111,12 @@ def test_evaluator_node_scores_identical_and_shifted_predictions(rclpy_context, 
                            and done["instance"].paired == 3)  # fmt: skip
         s = ev.evaluator.summary()
         assert s["pairing"]["lane"]["prediction_without_gt"] == 0
+
+        def counts() -> dict:
+            return {kv.key: kv.value for kv in progress[-1].status[0].values} if progress else {}
+
+        want = {"paired_lane": "3", "paired_detection": "3", "paired_instance": "3"}
+        assert _spin_until(ex, lambda: want.items() <= counts().items(), timeout=5.0), counts()
         assert _spin_until(ex, lambda: done["lane"].duplicates == 1, timeout=3.0)
         assert s["lane"]["miou"] == pytest.approx(1.0)
         assert s["detection"]["map"] == pytest.approx(0.4, abs=1e-6)

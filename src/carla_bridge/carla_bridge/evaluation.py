@@ -224,6 +224,12 @@ class ClosedLoopEvaluator:
             coco["results"].append(res)
 
     # ------------------------------------------------------------------ results
+    def progress(self) -> Dict[str, int]:
+        """Cheap live counts: ``images_seen`` and ``paired_<task>`` (frames scored so far)."""
+        out = {"images_seen": int(self.images_seen)}
+        out.update({"paired_" + t: int(p.paired) for t, p in self._pairs.items()})
+        return out
+
     def summary(self) -> Dict[str, Any]:
         """Every metric so far as a JSON-ready dict (``None`` where undefined)."""
         out: Dict[str, Any] = {"images_seen": self.images_seen, "pairing": {}}

@@ -363,6 +363,7 @@ def _run(args: argparse.Namespace) -> int:
             args.seconds,
             abort=died,
             expect_topics=list(rviz_topics()),
+            wait_evaluator=True,
         )
     finally:
         rc = runner.stop()
@@ -406,6 +407,7 @@ def _run(args: argparse.Namespace) -> int:
         "topics": cap.topics,
         "rviz_topics_missing": sorted(set(rviz_topics()) - set(cap.topics)),
         "capture": counts,
+        "evaluator_progress": cap.evaluator,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:

@@ -17,6 +17,11 @@ timing_topics (list)     edge_perception_msgs/FrameTiming        /<node>/timing 
 (fixed) ~/write_report   std_msgs/Empty                          write the report now
 =======================  ======================================  ==============================
 
+Publishes ``~/progress`` (diagnostic_msgs/DiagnosticArray, every ``progress_period_s``, default
+0.5 s, 0 = off): one status ``evaluator`` whose values are ``images_seen`` and ``paired_lane``,
+``paired_detection``, ``paired_instance`` (frames scored so far), so a caller (the demo) can wait
+until the evaluator has really scored the frames it wants instead of guessing.
+
 An empty topic name switches that input off. A second prediction for an already paired stamp
 (e.g. the same mask on two topics) is ignored and counted.
 
@@ -36,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import rclpy
 import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from edge_perception.ros import convert
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -121,6 +127,11 @@ class EvaluatorNode(Node):
         period = float(self.get_parameter("report_period_s").value)
         if period > 0:
             self.create_timer(period, self._on_write_report)
+        self.declare_parameter("progress_period_s", 0.5)
+        self._progress_pub = self.create_publisher(DiagnosticArray, "~/progress", 10)
+        progress = float(self.get_parameter("progress_period_s").value)
+        if progress > 0:
+            self.create_timer(progress, self.publish_progress)
 
     # ------------------------------------------------------------------ helpers
     def _now(self) -> int:
@@ -135,6 +146,15 @@ class EvaluatorNode(Node):
                 self._warned[what] = True
                 self.get_logger().error("%s: %s (further errors of this kind are counted)"
                                         % (what, exc))  # fmt: skip
+
+    def publish_progress(self) -> None:
+        """Publish :meth:`ClosedLoopEvaluator.progress` on ``~/progress``."""
+        counts = self.evaluator.progress()
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="evaluator", message="running")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._progress_pub.publish(msg)
 
     def _on_write_report(self, _msg: Any = None) -> None:
         self.write_report()

@@ -31,6 +31,7 @@ TOPICS = {
     "lane_mask": "/lane_node/class_mask",
     "detections": "/detection_node/detections",
     "manager_status": "/lifecycle_manager/status",
+    "evaluator_progress": "/evaluator/progress",
 }
 
 GRAPH_WAIT_S = 10.0
@@ -48,6 +49,7 @@ class Capture:
     seconds: float = 0.0
     manager_phase: str = ""
     error: str = ""
+    evaluator: Dict[str, int] = field(default_factory=dict)  # last ~/progress counts
     topics: Dict[str, List[str]] = field(default_factory=dict)
 
     @property
@@ -69,10 +71,13 @@ def capture(
     abort: Optional[Callable[[], Optional[str]]] = None,
     keep: int = 64,
     expect_topics: Sequence[str] = (),
+    wait_evaluator: bool = False,
 ) -> Capture:
     """Watch the deployment on ``domain_id`` (see the module docstring); never raises on ROS
     trouble, the reason lands in ``Capture.error``.
 
+    ``wait_evaluator``: also go on until the closed-loop evaluator reports (``~/progress``) that it
+    scored ``frames`` lane and detection frames, since it may have joined after the first frames.
     ``expect_topics``: topics (e.g. those the RViz config shows) that should be on the graph; after
     the frames are in, the graph is watched up to :data:`GRAPH_WAIT_S` more for them, since
     endpoint discovery can trail the first messages. ``Capture.topics`` is the last graph seen.
@@ -107,7 +112,21 @@ def capture(
     node.create_subscription(Image, TOPICS["det_overlay"], on_det_overlay, reliable)
     node.create_subscription(Image, TOPICS["lane_mask"], on_mask, reliable)
     node.create_subscription(Detection2DArray, TOPICS["detections"], on_dets, reliable)
+
+    def on_progress(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if kv.value.isdigit():
+                    out.evaluator[kv.key] = int(kv.value)
+
+    def evaluator_behind() -> bool:
+        if not wait_evaluator:
+            return False
+        got = out.evaluator
+        return min(got.get("paired_lane", 0), got.get("paired_detection", 0)) < frames
+
     node.create_subscription(DiagnosticArray, TOPICS["manager_status"], on_status, STATUS_QOS)
+    node.create_subscription(DiagnosticArray, TOPICS["evaluator_progress"], on_progress, 10)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     t0 = time.monotonic()
@@ -115,7 +134,9 @@ def capture(
         # Overlays are rendered only for subscribers, so the first frames may come without them:
         # go on until at least one frame has both overlays (for the strip), within timeout_s.
         while (
-            out.frames < frames or not set(out.lane_overlays) & set(out.det_overlays)
+            out.frames < frames
+            or not set(out.lane_overlays) & set(out.det_overlays)
+            or evaluator_behind()
         ) and not out.error:
             if time.monotonic() - t0 > timeout_s:
                 break
