@@ -43,6 +43,7 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from edge_perception.ros import convert
+from edge_perception.ros.spin import spin_until_shutdown
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -252,10 +253,10 @@ def main(args: Optional[list] = None) -> None:
     """Console entry: spin until Ctrl-C / shutdown, then write the report."""
     rclpy.init(args=args)
     node = EvaluatorNode()
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         try:
             node.write_report()

@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import rclpy
 import rclpy.executors
+from edge_perception.ros.spin import spin_until_shutdown
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
@@ -268,8 +269,8 @@ def main(args: Optional[list] = None) -> None:
                 node.get_logger().error("staying unconfigured (see the error above)")
             else:
                 node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        spin_until_shutdown(executor)
+    except KeyboardInterrupt:  # Ctrl-C during configure/activate
         pass
     finally:
         node._release()

@@ -49,10 +49,12 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.client import Client
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+
+from edge_perception.ros.spin import spin_until_shutdown
 
 STATE_LABELS: Dict[int, str] = {
     State.PRIMARY_STATE_UNKNOWN: "unknown",
@@ -534,10 +536,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
 
 
 def _spin(executor: MultiThreadedExecutor) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
+    spin_until_shutdown(executor)
 
 
 if __name__ == "__main__":

@@ -396,14 +396,14 @@ class PerceptionNodeBase(LifecycleNode):
 def spin_node(node: LifecycleNode) -> None:
     """Spin ``node`` until Ctrl-C / shutdown, then destroy it (used by the nodes' ``main``)."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
+
+    from edge_perception.ros.spin import spin_until_shutdown
 
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         executor.remove_node(node)
         node.destroy_node()
