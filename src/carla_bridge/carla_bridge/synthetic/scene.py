@@ -24,7 +24,7 @@ from carla_bridge.synthetic.render import (
     pixel_box,
     plane_coefficients,
 )
-from carla_bridge.synthetic.world import M_POLE, World, rgb
+from carla_bridge.synthetic.world import M_POLE, Box, World, rgb
 
 # the 6 faces of a box with corners indexed by (s, d, h) bits: corner k = (k&1, k>>1&1, k>>2&1)
 FACES = np.array(
@@ -34,6 +34,12 @@ FACE_SHADE = np.array([0.85, 0.85, 0.7, 0.62, 1.0, 0.5], np.float32)
 LOD_DIST = 70.0  # buildings whose centre is farther ahead are drawn with one facade quad
 LOD_AGENT_PX = 8.0  # agents drawn smaller than this (pixels tall) are drawn as one box
 CORNER_BITS = np.array([[k & 1, (k >> 1) & 1, (k >> 2) & 1] for k in range(8)])
+
+
+def _extent(b: Box) -> Tuple[float, float, float, float, float, float]:
+    """(s0, s1, d0, d1, h0, h1): a box's extent along the road, across it and in height."""
+    return (b.ds - b.length / 2, b.ds + b.length / 2, b.dd - b.width / 2, b.dd + b.width / 2,
+            b.h0, b.h1)  # fmt: skip
 
 
 @dataclass
@@ -68,19 +74,7 @@ class SceneGeometry:
             detailed = k < len(world.agents) and len(a.boxes) > 1
             if detailed:
                 # far away an agent is one box (LOD 2) instead of its parts (LOD 1)
-                r = np.array(
-                    [
-                        (
-                            b.ds - b.length / 2,
-                            b.ds + b.length / 2,
-                            b.dd - b.width / 2,
-                            b.dd + b.width / 2,
-                            b.h0,
-                            b.h1,
-                        )
-                        for b in a.boxes
-                    ]
-                )
+                r = np.array([_extent(b) for b in a.boxes])
                 rows.append(
                     (
                         r[:, 0].min(),
@@ -101,16 +95,7 @@ class SceneGeometry:
                 lod.append(2)
             for b in a.boxes:
                 lod.append(1 if detailed else 0)
-                rows.append(
-                    (
-                        b.ds - b.length / 2,
-                        b.ds + b.length / 2,
-                        b.dd - b.width / 2,
-                        b.dd + b.width / 2,
-                        b.h0,
-                        b.h1,
-                    )
-                )
+                rows.append(_extent(b))
                 cols.append(b.color)
                 mats.append(b.material)
                 pole = b.material == M_POLE
