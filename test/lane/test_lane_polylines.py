@@ -32,4 +32,9 @@ def test_polyline_scores_of_an_exported_model(tmp_path):
     assert lines["frames"] == got["frames"] == 3
     assert lines["row_step"] == 2 and lines["x_tol_px"] == 4.0
     assert lines["tp"] + lines["fn"] > 0  # the generated frames have ground-truth lane lines
-    assert lines["extract_ms"] >= 0.0
+    assert lines["extract_ms"] >= 0.0 and lines["traced_on"] == "predictions"
+    # traced on the ground-truth masks: the tracer's upper bound beats an untrained network
+    assert cli_main(args + ["--polylines", "--lines-from-labels", "--merge-gap", "0"]) == 0
+    oracle = json.loads(res.read_text())["polylines"]
+    assert oracle["traced_on"] == "labels" and oracle["merge_gap"] == 0
+    assert oracle["tp"] > 0 and oracle["tp"] >= lines["tp"]

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -101,10 +101,15 @@ def evaluate(
     tol: float = 2.0,
     progress: bool = True,
     polylines: Optional[LaneLineMeter] = None,
-    row_step: int = 1,
+    line_options: Optional[Dict[str, Any]] = None,
+    lines_from_labels: bool = False,
 ) -> Dict[str, object]:
     """Run ``predict`` over ``dataset`` and return :meth:`SegmentationMeter.compute` + timing;
-    with ``polylines``, also the lane-line scores (key ``polylines``, see the module docstring)."""
+    with ``polylines``, also the lane-line scores (key ``polylines``, see the module docstring).
+
+    ``line_options``: keyword arguments of ``extract_lines`` (``row_step``, ``merge_gap``, ...).
+    ``lines_from_labels``: trace the lines on the ground-truth class masks instead of the
+    predictions — the score the tracer reaches with a perfect network (its upper bound)."""
     from edge_perception.lane.postprocess import extract_lines
 
     meter = SegmentationMeter(LANE_CLASSES, line_classes=LINE_CLASSES, tol=tol)
@@ -112,13 +117,15 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     t0 = time.perf_counter()
     seen, line_s = 0, 0.0
+    opts = dict(line_options or {})
     for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
         masks = predict(x.numpy())
         meter.update(masks, y.numpy())
         if polylines is not None:
-            for mask in masks:
+            traced = y.numpy().astype(np.uint8) if lines_from_labels else masks
+            for mask in traced:
                 t = time.perf_counter()
-                found = extract_lines(mask, row_step=row_step)
+                found = extract_lines(mask, **opts)
                 line_s += time.perf_counter() - t
                 polylines.update([(ln.points, ln.type) for ln in found], gt_lines[seen])
                 seen += 1
@@ -126,7 +133,11 @@ def evaluate(
     out["seconds"] = time.perf_counter() - t0
     if polylines is not None:
         out["polylines"] = polylines.compute()
-        out["polylines"].update(row_step=row_step, extract_ms=1e3 * line_s / max(1, seen))
+        out["polylines"].update(
+            opts,
+            traced_on="labels" if lines_from_labels else "predictions",
+            extract_ms=1e3 * line_s / max(1, seen),
+        )
     return out
 
 
@@ -152,7 +163,7 @@ def polyline_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in rows:
         q = m["polylines"]  # type: ignore[index]
-        cells = [name, str(q["row_step"])] + [
+        cells = [name, str(q.get("row_step", 1))] + [
             "n/a" if q[k] is None else "%.4f" % q[k]
             for k in ("precision", "recall", "f1", "type_accuracy")
         ]
@@ -170,9 +181,11 @@ def evaluate_path(
     threads: int = 1,
     progress: bool = True,
     polylines: Optional[LaneLineMeter] = None,
-    row_step: int = 1,
+    line_options: Optional[Dict[str, Any]] = None,
+    lines_from_labels: bool = False,
 ) -> Dict[str, object]:
-    """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split."""
+    """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split (polyline options:
+    see :func:`evaluate`)."""
     if model_path.endswith(".onnx"):
         predict, model_size = onnx_predictor(model_path, threads)
         if size is not None and tuple(size) != model_size:
@@ -185,7 +198,8 @@ def evaluate_path(
         predict = torch_predictor(model)
         model_size = tuple(size or ckpt.get("input_size", (192, 320)))  # type: ignore[assignment]
     ds = LaneDataset(data, split, size=model_size, limit=limit, cache=False)
-    out = evaluate(predict, ds, tol=tol, progress=progress, polylines=polylines, row_step=row_step)
+    out = evaluate(predict, ds, tol=tol, progress=progress, polylines=polylines,
+                   line_options=line_options, lines_from_labels=lines_from_labels)  # fmt: skip
     out.update(model=os.path.abspath(model_path), split=split, input_size=list(model_size))
     return out
 
@@ -205,6 +219,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--row-step", type=int, default=1, help="line extraction row step")
     parser.add_argument(
+        "--merge-gap", type=int, default=None, help="line joining gap in rows (0 = off)"
+    )
+    parser.add_argument(
+        "--lines-from-labels",
+        action="store_true",
+        help="trace the lines on the ground-truth masks (the tracer's upper bound)",
+    )
+    parser.add_argument(
         "--line-x-tol", type=float, default=8.0, help="polyline x tolerance (model px)"
     )
     parser.add_argument(
@@ -221,9 +243,12 @@ def main(args: argparse.Namespace) -> int:
         if args.polylines
         else None
     )
+    line_options: Dict[str, Any] = {"row_step": args.row_step}
+    if args.merge_gap is not None:
+        line_options["merge_gap"] = args.merge_gap
     res = evaluate_path(
         args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads,
-        polylines=meter, row_step=args.row_step,
+        polylines=meter, line_options=line_options, lines_from_labels=args.lines_from_labels,
     )  # fmt: skip
     table = markdown_table([(os.path.basename(args.model), res)])
     if meter is not None:
