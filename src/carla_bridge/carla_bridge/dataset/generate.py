@@ -139,6 +139,10 @@ def generate_dataset(
             cfg = base.replace(seed=s, frames=sp.frames_per_sequence, sequence=seq)
             tasks.append((out, sp.name, seq, cfg.to_dict(), opts, flow_compression == "deflate"))
     todo = [t for t in tasks if not os.path.exists(_part_path(out, t[1], t[2]))]
+    if todo and scenario.backend == "synthetic":
+        from carla_bridge.synthetic.kernels import warm_up
+
+        warm_up()  # compile / load the kernels once, before the workers fork
     bar = tqdm(
         total=len(tasks),
         initial=len(tasks) - len(todo),

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from carla_bridge.frame import CameraModel
+from carla_bridge.synthetic.kernels import HAVE_NUMBA, ztest_fill
 from carla_bridge.synthetic.world import World
 
 NEAR = 0.3  # near clipping plane (m)
@@ -113,6 +114,7 @@ class Raster:
             self.color = background.copy()
         self.ident = np.zeros((h, w), np.int32)
         self.night = False  # lit windows on facades
+        self.compiled = HAVE_NUMBA  # fill with the numba kernel (else the cv2 calls)
         self._cache: dict = {}  # images derived from the buffers, valid once drawing is done
 
     def _derived(self, name: str) -> np.ndarray:
@@ -182,6 +184,27 @@ class Raster:
         hh, ww = y1 - y0, x1 - x0
         m = np.zeros((hh, ww), np.uint8)
         cv2.fillPoly(m, [pts], 255, cv2.LINE_8, SHIFT)
+        if self.compiled:  # z-test and flat fill in one kernel call (same values)
+            paint = texture is None
+            label = paint or not self.night
+            args = (y0, x0, color[0], color[1], color[2], ident, paint, label)
+            if not ztest_fill(m, iz_rows, iz_cols, self.invz, self.color, self.ident, *args):
+                return
+            if paint:
+                return
+            col = self.color[y0:y1, x0:x1]
+            ids = self.ident[y0:y1, x0:x1]
+            rgb, lit, src = texture
+            hom = cv2.getPerspectiveTransform(src, corners)
+            flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+            cv2.copyTo(
+                cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col
+            )
+            if self.night:  # lit windows: the emissive bit per pixel
+                flags = cv2.INTER_NEAREST
+                on = cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border)
+                cv2.copyTo((on.astype(np.int32) << EM_SHIFT) | ident, m, ids)
+            return
         iz = iz_rows + iz_cols
         zb = self.invz[y0:y1, x0:x1]
         cv2.bitwise_and(m, cv2.compare(iz, zb, cv2.CMP_GT), dst=m)  # z-test (NaN fails)
