@@ -1,4 +1,5 @@
-"""Compiled rasteriser kernels: the same bytes as the numpy / cv2 code they replace."""
+"""Compiled rasteriser kernels (polygon fill, ground shading): the same bytes as the numpy / cv2
+code they replace."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _render(seed: int, tod: str, monkeypatch, compiled: bool):
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
 @pytest.mark.parametrize("tod", ["day", "night"])  # night: lit facade windows
-@pytest.mark.parametrize("seed", [3, 7])  # urban, suburban
+@pytest.mark.parametrize("seed", [3, 4, 7])  # urban, rural, suburban
 def test_frames_identical_with_and_without_kernels(seed, tod, monkeypatch):
     fast, ref = _render(seed, tod, monkeypatch, True), _render(seed, tod, monkeypatch, False)
     for a, b in zip(fast, ref):

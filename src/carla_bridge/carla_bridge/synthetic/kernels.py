@@ -58,6 +58,58 @@ def _ztest_fill(m, iz_rows, iz_cols, invz, color, ident, y0, x0, r, g, b, idv, p
     return n
 
 
+def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top, out):
+    """Per-pixel ground shading of ``shade.render_ground`` (rows ``top..``), one pass.
+
+    ``lim`` = (half width, curb edge, verge edge) as float32; ``shade`` = (asphalt, rural,
+    shadow factor, use shadow); ``shadow`` the uint8 H x W shadow mask. Writes ``out`` =
+    (d, grain, colour, ident, inverse depth, road mask): d and the faded grain per ground pixel
+    (float32 rows x W, used by the lane painting), and the raster's buffers.
+    """
+    d_out, grain_out, color, ident, invz, road = out
+    half, edge, outer = lim
+    asphalt, rural, shadow_f, use_shadow = shade
+    f32 = np.float32
+    sc_fine, sc_patch = f32(24.0), f32(0.7)
+    nr, w = d_out.shape
+    for i in range(nr):
+        y = top + i
+        zr = zc[i]
+        off = offset[i]
+        srow = s_row[i]
+        row_fine = (np.int64(np.int32(srow * sc_fine)) & 511) * 512
+        row_patch = (np.int64(np.int32(srow * sc_patch)) & 511) * 512
+        fade = min(max(f32(1.5) - px[i] * f32(24.0), f32(0.0)), f32(1.0))
+        tile = f32(np.int64(np.int32(srow * f32(2.0))) & 1) * f32(0.04)
+        iz = f32(1.0 / zr)
+        for j in range(w):
+            dd = f32(xn[j] * zr + off)
+            ad = abs(dd)
+            g = tex[row_fine + (np.int64(np.int32(dd * sc_fine)) & 511)]
+            p = tex[row_patch + (np.int64(np.int32(dd * sc_patch)) & 511)]
+            g = (g - f32(0.5)) * fade + f32(0.5)
+            zone = np.int64(ad >= half) + np.int64(ad >= edge) + np.int64(ad >= outer)
+            lum = g * f32(0.25) + f32(0.8)
+            lum = lum + (p - f32(0.5)) * f32(0.25)
+            lum = lum * asphalt
+            if zone == 1:
+                lum = f32(0.45) if rural else f32(0.7)
+            elif zone == 2:
+                lum = f32(0.42) + f32(0.06) * g if rural else f32(0.5) + f32(0.15) * g + tile
+            elif zone == 3:
+                lum = f32(0.7) + f32(0.6) * p
+            if use_shadow and shadow[y, j] > 0:
+                lum = lum * shadow_f
+            d_out[i, j] = dd
+            grain_out[i, j] = g
+            color[y, j, 0] = lum * tints[zone, 0]
+            color[y, j, 1] = lum * tints[zone, 1]
+            color[y, j, 2] = lum * tints[zone, 2]
+            ident[y, j] = mats[zone]
+            invz[y, j] = iz
+            road[y, j] = ad < half
+
+
 def _compile(fn):  # noqa: ANN001, ANN202
     """``fn`` compiled with an on-disk cache; without the cache where no cache directory is
     writable (compiled again by each process); ``fn`` itself without numba."""
@@ -70,27 +122,21 @@ def _compile(fn):  # noqa: ANN001, ANN202
 
 
 ztest_fill = _compile(_ztest_fill)
+ground = _compile(_ground)
 
 
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the types the rasteriser passes."""
     if not HAVE_NUMBA:
         return
+    f, i32 = np.float32, np.int32
     m = np.full((2, 2), 255, np.uint8)
-    f = np.float32
-    ztest_fill(
-        m,
-        np.zeros((2, 1), f),
-        np.ones(2, f),
-        np.zeros((4, 4), f),
-        np.zeros((4, 4, 3), f),
-        np.zeros((4, 4), np.int32),
-        1,
-        1,
-        0.5,
-        0.25,
-        0.125,
-        7,
-        True,
-        True,
-    )
+    color, ident, invz = np.zeros((4, 4, 3), f), np.zeros((4, 4), i32), np.zeros((4, 4), f)
+    ztest_fill(m, np.zeros((2, 1), f), np.ones(2, f), invz, color, ident, 1, 1, 0.5, 0.25,
+               0.125, 7, True, True)  # fmt: skip
+    road = np.zeros((4, 4), bool)
+    d = np.zeros((2, 4), f)
+    ground(np.ones(4), np.ones(2), np.zeros(2), np.ones(2, f), np.ones(2, f), np.zeros(16, f),
+           (f(1), f(2), f(3)), (f(0.3), False, f(0.5), True), np.ones((4, 3), f),
+           np.zeros(4, i32), np.zeros((4, 4), np.uint8), 2,
+           (d, d.copy(), color, ident, invz, road))  # fmt: skip

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from carla_bridge.scenario import ScenarioConfig
+from carla_bridge.synthetic.kernels import ground as ground_kernel
 from carla_bridge.synthetic.render import (
     M_GRASS,
     M_ROAD,
@@ -20,6 +21,7 @@ from carla_bridge.synthetic.render import (
 from carla_bridge.synthetic.world import World
 
 TEX = 512
+_NO_SHADOW = np.zeros((1, 1), np.uint8)
 _RAY_Z = np.geomspace(0.3, 600.0, 1500)  # forward distances sampled by the ground ray cast
 PAINT = {"white": (0.92, 0.92, 0.9), "yellow": (0.95, 0.72, 0.1)}
 
@@ -139,6 +141,83 @@ class Ground:
     dist: np.ndarray  # forward distance along the road of each ground row
 
 
+def _zone_tables(world: World) -> Tuple[tuple, tuple]:
+    """RGB tint and material of the 4 ground zones across the road (road, curb, sidewalk or
+    gravel, verge)."""
+    if world.scene == "rural":
+        tints = ((1.0, 1.0, 1.04), (1.0, 0.93, 0.84), (1.0, 0.93, 0.84), (0.22, 0.36, 0.12))
+        return tints, (M_ROAD, M_ROAD, M_ROAD, M_GRASS)
+    verge = (0.4, 0.38, 0.35) if world.scene == "urban" else (0.22, 0.36, 0.12)
+    tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), verge)
+    return tints, (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
+
+
+def _shade_numpy(
+    r: Raster,
+    world: World,
+    style: Style,
+    shadow: Optional[np.ndarray],
+    top: int,
+    road_full: np.ndarray,
+    rows: tuple,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Numpy / cv2 statement of :func:`kernels.ground`: shade ground rows ``top..`` into the
+    raster (colour, ident, inverse depth) and ``road_full``; returns (d, faded grain).
+
+    ``rows`` = (xn, zc column, offset, s per row, metres per pixel column, half width, curb
+    edge, verge edge); ``shadow`` is None when the style casts no shadows.
+    """
+    xn, zcr, offset, s_row, px, half, edge, outer = rows
+    w = len(xn)
+    d = np.empty((len(s_row), w), np.float32)
+    np.add(xn[None, :] * zcr, offset[:, None], out=d, casting="same_kind")  # in float64
+    r.invz[top:] = (1.0 / zcr).astype(np.float32)
+    ad = np.abs(d)
+    grain = _tex_rows(style.tex, s_row, d, 24.0)
+    patch = _tex_rows(style.tex, s_row, d, 0.7)
+    road = ad < half
+    col = r.color[top:]
+    # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
+    fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
+    grain -= np.float32(0.5)
+    grain *= fade
+    grain += np.float32(0.5)
+    # zones across the road: 0 road, 1 curb, 2 sidewalk / gravel, 3 verge (grass or paving)
+    zone = (ad >= half).astype(np.uint8)
+    zone += ad >= edge
+    zone += ad >= outer
+    # asphalt * (0.8 + 0.25 grain + 0.25 (patch - 0.5)), evaluated in place
+    lum = grain * np.float32(0.25)
+    lum += np.float32(0.8)
+    var = patch - np.float32(0.5)
+    var *= np.float32(0.25)
+    lum += var
+    lum *= np.float32(style.asphalt)
+    if world.scene == "rural":
+        np.copyto(lum, np.float32(0.45), where=zone == 1)
+        np.copyto(lum, np.float32(0.42) + 0.06 * grain, where=zone == 2)
+    else:
+        tile = ((s_row * np.float32(2.0)).astype(np.int32) & 1) * np.float32(0.04)
+        np.copyto(lum, np.float32(0.7), where=zone == 1)
+        side = np.float32(0.5) + 0.15 * grain
+        side += tile[:, None]
+        np.copyto(lum, side, where=zone == 2)
+    np.copyto(lum, np.float32(0.7) + 0.6 * patch, where=zone == 3)
+    if shadow is not None:
+        np.multiply(lum, np.float32(style.shadow), out=lum, where=shadow[top:] > 0)
+    tints, mats = _zone_tables(world)
+    # colour = lum * tint[zone]: the tint and material of a zone through 256-entry tables
+    tint_lut = np.zeros((256, 1, 3), np.float32)
+    tint_lut[:4, 0] = tints
+    mat_lut = np.zeros(256, np.int32)  # the packed ident of scenery (obj 0, not emissive)
+    mat_lut[:4] = np.array(mats, np.int32) << MAT_SHIFT
+    zone3 = cv2.merge((zone, zone, zone))
+    col[:] = cv2.multiply(cv2.merge((lum, lum, lum)), cv2.LUT(zone3, tint_lut))
+    r.ident[top:] = cv2.LUT(zone, mat_lut)
+    road_full[top:] = road
+    return d, grain
+
+
 def render_ground(
     r: Raster, world: World, cs: CameraState, style: Style, shadow: Optional[np.ndarray] = None
 ) -> Ground:
@@ -174,61 +253,36 @@ def render_ground(
     zcr = (ypr * sp + zr * cp)[:, None]
     xn = (np.arange(w) - cam.cx) / cam.fx
     offset = cs.d - c + cs.psi * zr
-    d = np.empty((len(zr), w), np.float32)
-    np.add(xn[None, :] * zcr, offset[:, None], out=d, casting="same_kind")  # in float64
     s_row = (cs.s + zr).astype(np.float32)  # s is constant along a ground row
     px = (zcr / cam.fx).astype(np.float32)  # metres per pixel across each row
-    r.invz[top:] = (1.0 / zcr).astype(np.float32)
-    ad = np.abs(d)
     half = world.half_width
-    grain = _tex_rows(style.tex, s_row, d, 24.0)
-    patch = _tex_rows(style.tex, s_row, d, 0.7)
-    road = ad < half
-    col = r.color[top:]
-    # fine grain fades out where a pixel covers more than a texel (a cheap mip-map: no aliasing)
-    fade = np.clip(1.5 - px * 24.0, 0.0, 1.0)
-    grain -= np.float32(0.5)
-    grain *= fade
-    grain += np.float32(0.5)
-    # zones across the road: 0 road, 1 curb, 2 sidewalk / gravel, 3 verge (grass or paving)
     edge = half + 0.25
     outer = edge + (world.sidewalk if world.scene != "rural" else 0.95)
-    zone = (ad >= half).astype(np.uint8)
-    zone += ad >= edge
-    zone += ad >= outer
-    # asphalt * (0.8 + 0.25 grain + 0.25 (patch - 0.5)), evaluated in place
-    lum = grain * np.float32(0.25)
-    lum += np.float32(0.8)
-    var = patch - np.float32(0.5)
-    var *= np.float32(0.25)
-    lum += var
-    lum *= np.float32(style.asphalt)
-    if world.scene == "rural":
-        np.copyto(lum, np.float32(0.45), where=zone == 1)
-        np.copyto(lum, np.float32(0.42) + 0.06 * grain, where=zone == 2)
-        tints = ((1.0, 1.0, 1.04), (1.0, 0.93, 0.84), (1.0, 0.93, 0.84), (0.22, 0.36, 0.12))
-        mats = (M_ROAD, M_ROAD, M_ROAD, M_GRASS)
+    use_shadow = shadow is not None and style.shadow < 1.0
+    if r.compiled:  # one pass of the kernel: the same values as the numpy code below
+        d = np.empty((len(zr), w), np.float32)
+        grain = np.empty_like(d)
+        tints, mats = _zone_tables(world)
+        f32 = np.float32
+        ground_kernel(
+            xn,
+            zcr[:, 0],
+            offset,
+            s_row,
+            px[:, 0],
+            style.tex.reshape(-1),
+            (f32(half), f32(edge), f32(outer)),
+            (f32(style.asphalt), world.scene == "rural", f32(style.shadow), use_shadow),
+            np.array(tints, np.float32),
+            np.array(mats, np.int32) << MAT_SHIFT,
+            shadow if use_shadow else _NO_SHADOW,
+            top,
+            (d, grain, r.color, r.ident, r.invz, road_full),
+        )
     else:
-        tile = ((s_row * np.float32(2.0)).astype(np.int32) & 1) * np.float32(0.04)
-        np.copyto(lum, np.float32(0.7), where=zone == 1)
-        side = np.float32(0.5) + 0.15 * grain
-        side += tile[:, None]
-        np.copyto(lum, side, where=zone == 2)
-        verge = (0.4, 0.38, 0.35) if world.scene == "urban" else (0.22, 0.36, 0.12)
-        tints = ((1.0, 1.0, 1.04), (1.0, 1.0, 0.97), (1.0, 0.98, 0.95), verge)
-        mats = (M_ROAD, M_SIDEWALK, M_SIDEWALK, M_GRASS)
-    np.copyto(lum, np.float32(0.7) + 0.6 * patch, where=zone == 3)
-    if shadow is not None and style.shadow < 1.0:
-        np.multiply(lum, np.float32(style.shadow), out=lum, where=shadow[top:] > 0)
-    # colour = lum * tint[zone]: the tint and material of a zone through 256-entry tables
-    tint_lut = np.zeros((256, 1, 3), np.float32)
-    tint_lut[:4, 0] = tints
-    mat_lut = np.zeros(256, np.int32)  # the packed ident of scenery (obj 0, not emissive)
-    mat_lut[:4] = np.array(mats, np.int32) << MAT_SHIFT
-    zone3 = cv2.merge((zone, zone, zone))
-    col[:] = cv2.multiply(cv2.merge((lum, lum, lum)), cv2.LUT(zone3, tint_lut))
-    r.ident[top:] = cv2.LUT(zone, mat_lut)
-    road_full[top:] = road
+        d, grain = _shade_numpy(r, world, style, shadow if use_shadow else None, top, road_full,
+                                (xn, zcr, offset, s_row, px, half, edge, outer))  # fmt: skip
+    col = r.color[top:]
     min_px = max(2.0, w / 213.0)  # labelled lines are at least this many pixels wide
     nr = d.shape[0]
     px_row = px[:, 0]
