@@ -58,7 +58,7 @@ def _render(seed: int, tod: str, monkeypatch, compiled: bool):
 
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
-@pytest.mark.parametrize("tod", ["day", "night"])  # night: lit facade windows
+@pytest.mark.parametrize("tod", ["day", "night"])  # night: lit windows, headlights, bloom
 @pytest.mark.parametrize("seed", [3, 4, 7])  # urban, rural, suburban
 def test_frames_identical_with_and_without_kernels(seed, tod, monkeypatch):
     fast, ref = _render(seed, tod, monkeypatch, True), _render(seed, tod, monkeypatch, False)

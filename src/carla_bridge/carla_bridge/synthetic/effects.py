@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from carla_bridge.frame import CameraModel
-from carla_bridge.synthetic.render import CameraState, Raster
+from carla_bridge.synthetic.kernels import light as light_kernel
+from carla_bridge.synthetic.render import EM_BIT, CameraState, Raster
 from carla_bridge.synthetic.shade import Style
 from carla_bridge.synthetic.world import M_LIGHT
 
@@ -60,6 +61,60 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return cv2.merge((a, a, a))
 
 
+_EMPTY1 = np.zeros(0, np.int64)
+_EMPTY2 = np.zeros((0, 0), np.float32)
+_EMPTY3 = np.zeros((0, 0, 3), np.float32)
+
+
+def _light_pixels(r: Raster) -> np.ndarray:
+    """Flat indices of the emissive vehicle-light pixels (the ones that bloom at night)."""
+    ei = np.flatnonzero(r.emissive)
+    return ei[r.mat.reshape(-1)[ei] == M_LIGHT] if len(ei) else ei
+
+
+def _bloom(img: np.ndarray, li: np.ndarray, h: int, w: int) -> None:
+    """Add the glow of the light pixels ``li`` (blurred at quarter resolution) to ``img``."""
+    glow = np.zeros((h, w, 3), np.float32)
+    glow.reshape(-1, 3)[li] = img.reshape(-1, 3)[li]
+    sw, sh = max(w // 4, 1), max(h // 4, 1)
+    small = cv2.GaussianBlur(cv2.resize(glow, (sw, sh), interpolation=cv2.INTER_AREA), (0, 0), 2.5)
+    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    cv2.scaleAdd(up, 1.5, img, dst=img)  # img += 1.5 * up (fused: float rounding only)
+
+
+def _light_numpy(
+    r: Raster,
+    k: Dict[str, np.ndarray],
+    style: Style,
+    cone: np.ndarray,
+    tint: np.ndarray,
+    ambient: np.ndarray,
+    trans: np.ndarray,
+    li: np.ndarray,
+) -> np.ndarray:
+    """cv2 statement of :func:`kernels.light` plus the bloom: the lit image before the rain."""
+    if cone.shape[0]:
+        light = cv2.merge([cone * c + a for c, a in zip(tint, ambient)])
+        img = cv2.multiply(r.color, light)  # color * (ambient * 255 + cone * tint)
+    else:
+        img = cv2.multiply(r.color, _scalar(ambient))  # color * ambient * 255
+    # emissive pixels (few) by flat index: far cheaper than np.nonzero's row/column pairs
+    ei = np.flatnonzero(r.emissive)
+    flat_img, flat_col = img.reshape(-1, 3), r.color.reshape(-1, 3)
+    if len(ei):
+        flat_img[ei] = flat_col[ei] * np.float32(255.0)
+    if trans.shape[0]:
+        fog_col = _scalar(style.fog_color * 255.0)
+        # img * trans + fog_color * (1 - trans)
+        haze = cv2.multiply(_planes(np.float32(1.0) - trans), fog_col)
+        img = cv2.add(cv2.multiply(img, _planes(trans)), haze)
+    if len(li):
+        _bloom(img, li, *img.shape[:2])
+    if style.glare > 0:
+        cv2.add(img, k["glare"], dst=img)
+    return img
+
+
 def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) -> np.ndarray:
     """Turn the albedo/material/depth buffers into the final RGB ``uint8`` image.
 
@@ -76,41 +131,43 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
     fog = np.isfinite(style.fog_vis)
     if night or fog:
         zc = r.depth()
+    cone = trans = _EMPTY2
     if night:
         # ego headlights: a cone of light ahead of the camera, added to the ambient light
         lat = np.abs(k["xn"] * zc)
         cone = np.exp(-((lat / (0.28 * zc + 0.9)) ** 2)) * np.clip(1.0 - zc / 70.0, 0.0, 1.0)
         strength = 1.1 if style.time_of_day == "night" else 0.5
         tint = np.array((1.0, 0.97, 0.88), np.float32) * np.float32(255.0 * strength)
-        light = cv2.merge([cone * c + a for c, a in zip(tint, ambient)])
-        img = cv2.multiply(r.color, light)  # color * (ambient * 255 + cone * tint)
     else:
-        img = cv2.multiply(r.color, _scalar(ambient))  # color * ambient * 255
-    # emissive pixels (few) by flat index: far cheaper than np.nonzero's row/column pairs
-    ei = np.flatnonzero(r.emissive)
-    flat_img, flat_col = img.reshape(-1, 3), r.color.reshape(-1, 3)
-    if len(ei):
-        flat_img[ei] = flat_col[ei] * np.float32(255.0)
+        tint = np.zeros(3, np.float32)
     if fog:
         trans = np.exp(-zc / np.float32(style.fog_vis))
-        fog_col = _scalar(style.fog_color * 255.0)
-        # img * trans + fog_color * (1 - trans)
-        haze = cv2.multiply(_planes(np.float32(1.0) - trans), fog_col)
-        img = cv2.add(cv2.multiply(img, _planes(trans)), haze)
-    if night and len(ei):
-        li = ei[r.mat.reshape(-1)[ei] == M_LIGHT]
+    # vehicle lights at night bloom (glare) before the sun glare and rain are applied
+    li = _light_pixels(r) if night else _EMPTY1
+    if r.compiled:
+        img = np.empty((h, w, 3), np.float32)
+        rain = np.float32(0.92) if style.rain > 0 and not len(li) else np.float32(0.0)
+        light_kernel(
+            r.color,
+            r.ident,
+            EM_BIT,
+            cone,
+            np.concatenate([tint, ambient]),
+            bool(fog),
+            trans,
+            np.asarray(style.fog_color * 255.0, np.float32),
+            k["glare"] if style.glare > 0 and not len(li) else _EMPTY3,
+            rain,
+            img,
+        )
         if len(li):
-            # bloom around vehicle lights (glare): blur the light layer at quarter resolution
-            glow = np.zeros((h, w, 3), np.float32)
-            glow.reshape(-1, 3)[li] = img.reshape(-1, 3)[li]
-            sw, sh = max(w // 4, 1), max(h // 4, 1)
-            small = cv2.GaussianBlur(
-                cv2.resize(glow, (sw, sh), interpolation=cv2.INTER_AREA), (0, 0), 2.5
-            )
-            up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-            cv2.scaleAdd(up, 1.5, img, dst=img)  # img += 1.5 * up (fused: float rounding only)
-    if style.glare > 0:
-        cv2.add(img, k["glare"], dst=img)
+            _bloom(img, li, h, w)
+            if style.glare > 0:
+                cv2.add(img, k["glare"], dst=img)
+            if style.rain > 0:
+                cv2.multiply(img, (0.92, 0.92, 0.92, 0.0), dst=img)
+    else:
+        img = _light_numpy(r, k, style, cone, tint, ambient, trans, li)
     if style.rain > 0:
         streaks = np.zeros((h, w), np.uint8)
         n = int(style.rain * w * h / 900)
@@ -119,7 +176,8 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
         ln = rng.integers(h // 30 + 2, h // 12 + 4, n)
         for a, b, c in zip(x0.tolist(), y0.tolist(), ln.tolist()):
             cv2.line(streaks, (a, b), (a + c // 5, b + c), 255, 1)
-        cv2.multiply(img, (0.92, 0.92, 0.92, 0.0), dst=img)
+        if not r.compiled:
+            cv2.multiply(img, (0.92, 0.92, 0.92, 0.0), dst=img)
         sy, sx = np.nonzero(streaks)  # img += (streaks == 255) * 255 * 0.18
         img[sy, sx] += np.float32(255.0) * np.float32(0.18)
     if style.blur:
