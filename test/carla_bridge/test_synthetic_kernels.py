@@ -50,18 +50,22 @@ def test_ztest_fill_matches_numpy(paint, label):
             assert a.tobytes() == b.tobytes()
 
 
-def _render(seed: int, tod: str, monkeypatch, compiled: bool):
+def _render(seed: int, tod: str, weather: str, monkeypatch, compiled: bool):
     monkeypatch.setattr(render, "HAVE_NUMBA", compiled)
-    cfg = ScenarioConfig(frames=3, seed=seed, time_of_day=tod, weather="clear")
+    cfg = ScenarioConfig(frames=3, seed=seed, time_of_day=tod, weather=weather)
     with SyntheticBackend().open(cfg.replace(camera={"width": 320, "height": 192})) as b:
         return list(b.frames())
 
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
-@pytest.mark.parametrize("tod", ["day", "night"])  # night: lit windows, headlights, bloom
+# night: lit windows, headlights, bloom; fog: haze; rain: streaks, darkening
+@pytest.mark.parametrize(
+    "tod,weather", [("day", "clear"), ("night", "clear"), ("day", "fog"), ("night", "rain")]
+)
 @pytest.mark.parametrize("seed", [3, 4, 7])  # urban, rural, suburban
-def test_frames_identical_with_and_without_kernels(seed, tod, monkeypatch):
-    fast, ref = _render(seed, tod, monkeypatch, True), _render(seed, tod, monkeypatch, False)
+def test_frames_identical_with_and_without_kernels(seed, tod, weather, monkeypatch):
+    fast = _render(seed, tod, weather, monkeypatch, True)
+    ref = _render(seed, tod, weather, monkeypatch, False)
     for a, b in zip(fast, ref):
         assert a.image.tobytes() == b.image.tobytes()
         assert a.lane_instance_mask.tobytes() == b.lane_instance_mask.tobytes()
