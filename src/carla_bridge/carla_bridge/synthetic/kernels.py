@@ -132,6 +132,7 @@ def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, i
     t0, t1, t2 = amb[0], amb[1], amb[2]
     a0, a1, a2 = amb[3], amb[4], amb[5]
     f0, f1, f2 = fog_col[0], fog_col[1], fog_col[2]
+    em, k255 = np.int32(em_bit), f32(255.0)
     for y in range(h):
         src = col2[y]
         dst = img2[y]
@@ -142,13 +143,18 @@ def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, i
                 lamp[3 * x] = c * t0 + a0
                 lamp[3 * x + 1] = c * t1 + a1
                 lamp[3 * x + 2] = c * t2 + a2
-        for i in range(w3):
-            dst[i] = src[i] * lamp[i]
         ids = ident[y]
-        for x in range(w):
-            if ids[x] & em_bit:
+        any_em = 0
+        for x in range(w):  # (a branch-free reduction; most rows have no emissive pixel)
+            any_em |= ids[x] & em
+        if any_em:
+            for x in range(w):
+                lit = (ids[x] & em) != 0
                 for k in range(3):
-                    dst[3 * x + k] = src[3 * x + k] * f32(255.0)
+                    dst[3 * x + k] = src[3 * x + k] * (k255 if lit else lamp[3 * x + k])
+        else:
+            for i in range(w3):
+                dst[i] = src[i] * lamp[i]
         if fog:
             tr = trans[y]
             for x in range(w):
