@@ -54,7 +54,7 @@ def _member(chunks: Sequence[memoryview], compress: bool) -> Tuple[int, int, int
     out: List = []
     comp = _deflate.compressobj(1, _deflate.DEFLATED, -15) if compress else None
     for c in chunks:
-        crc = zlib.crc32(c, crc)
+        crc = _deflate.crc32(c, crc)
         size += c.nbytes
         out.append(comp.compress(c) if comp is not None else c)
     if comp is not None:

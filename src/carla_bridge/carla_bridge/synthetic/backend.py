@@ -12,6 +12,7 @@ from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
+from carla_bridge.synthetic.kernels import flow_out, flow_pre
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     EM_BIT,
@@ -315,11 +316,9 @@ class SyntheticBackend(SceneBackend):
         # out analytically (see world.py): only moving objects need the road profile per pixel.
         # Per-row / per-column factors are folded first so that each full-image term costs one
         # pass; sums of two scaled images are one cv2 call.
-        z = r.depth()
-        xn = ((np.arange(wd, dtype=f32) - f32(cam.cx)) / f32(cam.fx))[None, :]
-        yn = ((np.arange(h, dtype=f32) - f32(cam.cy)) / f32(cam.fy))[:, None]
+        xn = (np.arange(wd, dtype=f32) - f32(cam.cx)) / f32(cam.fx)
+        yn = (np.arange(h, dtype=f32) - f32(cam.cy)) / f32(cam.fy)
         cp, sp = f32(np.cos(cs.pitch)), f32(np.sin(cs.pitch))
-        zp = z * (cp - yn * sp)  # pre-pitch forward distance
         obj = r.obj
         lut = np.zeros((int(obj.max()) + 1, 2))
         tids = np.array([a.track_id for a in w.agents], np.int64)
@@ -327,12 +326,23 @@ class SyntheticBackend(SceneBackend):
             keep = tids < len(lut)
             lut[tids[keep], 0] = (w.agent_s[t] - w.agent_s[t - 1])[keep]
             lut[tids[keep], 1] = (w.agent_d[t] - w.agent_d[t - 1])[keep]
-        zp2 = zp + f32(cs.s - pcs.s)
-        # x' + (d - d_prev + xc - xc_prev) + (theta + psi) z' with x' = xn z, z' = z (cp - yn sp)
-        x2 = z * (xn + f32(cs.theta + cs.psi) * (cp - yn * sp))
-        x2 += f32(cs.d - pcs.d + cs.xc - pcs.xc)
-        y2 = z * (yn * cp + sp)  # pre-pitch height below the camera
-        y2 += f32(pcs.elev - cs.elev)
+        # zp = z (cp - yn sp): pre-pitch forward distance, zp2 = zp + (s - s_prev);
+        # x2 = x' + (d - d_prev + xc - xc_prev) + (theta + psi) z' with x' = xn z, z' = zp;
+        # y2 = z (yn cp + sp) + elev_prev - elev: pre-pitch height below the camera
+        consts = (f32(cs.s - pcs.s), f32(cs.d - pcs.d + cs.xc - pcs.xc), f32(pcs.elev - cs.elev))
+        if r.compiled:
+            zp, zp2, x2, y2 = (np.empty((h, wd), f32) for _ in range(4))
+            trig = (cp, sp, f32(cs.theta + cs.psi))
+            flow_pre(r.invz, xn, yn, trig, consts, zp, zp2, x2, y2)
+        else:
+            z = r.depth()
+            xn, yn = xn[None, :], yn[:, None]
+            zp = z * (cp - yn * sp)
+            zp2 = zp + consts[0]
+            x2 = z * (xn + f32(cs.theta + cs.psi) * (cp - yn * sp))
+            x2 += consts[1]
+            y2 = z * (yn * cp + sp)
+            y2 += consts[2]
         # pixels of moving objects by flat index (one nonzero pass for all the updates below)
         mi = np.flatnonzero(np.take((lut != 0).any(1), obj))
         if len(mi):
@@ -363,6 +373,10 @@ class SyntheticBackend(SceneBackend):
         cv2.bitwise_and(ok, cv2.inRange(cv2.multiply(iz, zc2), 0.98, 1.02), dst=ok)
         pobj = cv2.remap(prev["objf"], u2, v2, cv2.INTER_NEAREST)
         cv2.bitwise_and(ok, cv2.compare(pobj, r.objf, cv2.CMP_EQ), dst=ok)
+        if r.compiled:
+            flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
+            flow_out(u2, v2, ok, flow, valid)
+            return flow, valid
         u2 -= np.arange(wd, dtype=f32)[None, :]
         v2 -= np.arange(h, dtype=f32)[:, None]
         flow = np.zeros((h, wd, 2), f32)

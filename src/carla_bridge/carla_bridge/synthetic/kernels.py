@@ -172,6 +172,47 @@ def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, i
                 dst[i] = dst[i] * rain
 
 
+def _flow_pre(invz, xn, yn, trig, consts, zp, zp2, x2, y2):
+    """The per-pixel start of ``SyntheticBackend._flow`` in one pass (float32, same order).
+
+    Depth ``z = 1 / max(invz, 1e-6)``; with ``r = cp - yn sp`` per row (``trig`` = (cp, sp,
+    theta + psi)) and ``consts`` = (s step, lateral step, elevation step) writes ``zp = z r``,
+    ``zp2 = zp + s step``, ``x2 = z (xn + (theta + psi) r) + lateral step`` and
+    ``y2 = z (yn cp + sp) + elevation step``.
+    """
+    f32 = np.float32
+    cp, sp, a = trig
+    c_s, c_x, c_y = consts
+    h, w = invz.shape
+    eps = f32(1e-6)
+    for i in range(h):
+        r = cp - yn[i] * sp
+        q = yn[i] * cp + sp
+        ar = a * r
+        for j in range(w):
+            z = f32(1.0) / max(invz[i, j], eps)
+            v = z * r
+            zp[i, j] = v
+            zp2[i, j] = v + c_s
+            x2[i, j] = z * (xn[j] + ar) + c_x
+            y2[i, j] = z * q + c_y
+
+
+def _flow_out(u2, v2, ok, flow, valid):
+    """The end of ``SyntheticBackend._flow``: ``flow = (u2 - column, v2 - row)`` where ``ok``
+    (0 / 255) is set, else 0; ``valid = ok != 0``."""
+    f32 = np.float32
+    h, w = ok.shape
+    zero = f32(0.0)
+    for i in range(h):
+        fi = f32(i)
+        for j in range(w):
+            good = ok[i, j] != 0
+            flow[i, j, 0] = u2[i, j] - f32(j) if good else zero
+            flow[i, j, 1] = v2[i, j] - fi if good else zero
+            valid[i, j] = good
+
+
 def _compile(fn):  # noqa: ANN001, ANN202
     """``fn`` compiled with an on-disk cache; without the cache where no cache directory is
     writable (compiled again by each process); ``fn`` itself without numba."""
@@ -186,6 +227,8 @@ def _compile(fn):  # noqa: ANN001, ANN202
 ztest_fill = _compile(_ztest_fill)
 ground = _compile(_ground)
 light = _compile(_light)
+flow_pre = _compile(_flow_pre)
+flow_out = _compile(_flow_out)
 
 
 def warm_up() -> None:
@@ -206,3 +249,7 @@ def warm_up() -> None:
     img = np.zeros((4, 4, 3), f)
     e2, e3 = np.zeros((0, 0), f), np.zeros((0, 0, 3), f)
     light(color, ident, 1 << 23, e2, np.ones(6, f), False, e2, np.ones(3, f), e3, f(0), img)
+    z4 = [np.zeros((4, 4), f) for _ in range(4)]
+    trig = (f(0.9), f(0.1), f(0.01))
+    flow_pre(invz, np.ones(4, f), np.ones(4, f), trig, (f(1), f(0), f(0)), *z4)
+    flow_out(z4[0], z4[1], np.full((4, 4), 255, np.uint8), np.zeros((4, 4, 2), f), road)
