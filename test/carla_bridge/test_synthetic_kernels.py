@@ -74,3 +74,28 @@ def test_frames_identical_with_and_without_kernels(seed, tod, weather, monkeypat
         assert [(o.track_id, o.bbox, o.mask.tobytes()) for o in a.objects] == [
             (o.track_id, o.bbox, o.mask.tobytes()) for o in b.objects
         ]
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("night", [False, True])
+def test_facade_texture_kernel_matches_numpy(night, monkeypatch):
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        a0, length, h0, height = (
+            rng.uniform(-300, 300),
+            rng.uniform(1, 60),
+            0.0,
+            rng.uniform(2, 30),
+        )
+        tex = np.array(
+            [[a0, h0], [a0 + length, h0], [a0 + length, h0 + height], [a0, h0 + height]]
+        )
+        color = rng.random(3).astype(np.float32)
+        fast = render.facade_texture(tex, color, night)
+        monkeypatch.setattr(render, "HAVE_NUMBA", False)
+        ref = render.facade_texture(tex, color, night)
+        monkeypatch.setattr(render, "HAVE_NUMBA", True)
+        for a, b in zip(fast, ref):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        if night:
+            assert fast[1].dtype == np.uint8

@@ -213,6 +213,28 @@ def _flow_out(u2, v2, ok, flow, valid):
             valid[i, j] = good
 
 
+def _facade(row_in, col_in, lit, wall, glass, lamp, rgb):
+    """Window-grid texture colours (``render.facade_texture``): ``glass`` where both the row
+    and the column are inside a window, ``lamp`` where ``lit`` (when it has rows), else
+    ``wall`` (all float32 x 3); writes ``rgb`` (H x W x 3)."""
+    h, w = rgb.shape[0], rgb.shape[1]
+    night = lit.shape[0] > 0
+    w0, w1, w2 = wall[0], wall[1], wall[2]
+    g0, g1, g2 = glass[0], glass[1], glass[2]
+    l0, l1, l2 = lamp[0], lamp[1], lamp[2]
+    for i in range(h):
+        win_row = row_in[i]
+        for j in range(w):
+            a, b, c = w0, w1, w2
+            if win_row and col_in[j]:
+                a, b, c = g0, g1, g2
+                if night and lit[i, j]:
+                    a, b, c = l0, l1, l2
+            rgb[i, j, 0] = a
+            rgb[i, j, 1] = b
+            rgb[i, j, 2] = c
+
+
 def _compile(fn):  # noqa: ANN001, ANN202
     """``fn`` compiled with an on-disk cache; without the cache where no cache directory is
     writable (compiled again by each process); ``fn`` itself without numba."""
@@ -229,6 +251,7 @@ ground = _compile(_ground)
 light = _compile(_light)
 flow_pre = _compile(_flow_pre)
 flow_out = _compile(_flow_out)
+facade = _compile(_facade)
 
 
 def warm_up() -> None:
@@ -253,3 +276,5 @@ def warm_up() -> None:
     trig = (f(0.9), f(0.1), f(0.01))
     flow_pre(invz, np.ones(4, f), np.ones(4, f), trig, (f(1), f(0), f(0)), *z4)
     flow_out(z4[0], z4[1], np.full((4, 4), 255, np.uint8), np.zeros((4, 4, 2), f), road)
+    b2 = np.ones(2, bool)
+    facade(b2, b2, np.zeros((2, 2), bool), np.ones(3, f), np.ones(3, f), np.ones(3, f), img)

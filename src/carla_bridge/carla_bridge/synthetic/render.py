@@ -16,6 +16,7 @@ import numpy as np
 
 from carla_bridge.frame import CameraModel
 from carla_bridge.synthetic.kernels import HAVE_NUMBA, ztest_fill
+from carla_bridge.synthetic.kernels import facade as facade_kernel
 from carla_bridge.synthetic.world import World
 
 NEAR = 0.3  # near clipping plane (m)
@@ -343,16 +344,29 @@ def facade_texture(
     up = (top - (np.arange(nh, dtype=np.float32) + 0.5) / TEX_RES)[:, None] / np.float32(3.3)
     ca, cu = np.floor(along), np.floor(up)
     fa, fu = along - ca, up - cu
-    win = (fa > np.float32(1.0 / 3.2)) & (fu > np.float32(1.1 / 3.3))
-    win = win & (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
-    rgb = np.empty((nh, nw, 3), np.float32)
-    rgb[:] = color
-    rgb[win] = (0.14, 0.17, 0.23)
+    # window = column test & row test (separable: one small vector each, then one 2-D pass)
+    col_in = fa > np.float32(1.0 / 3.2)
+    row_in = (fu > np.float32(1.1 / 3.3)) & (fu < np.float32(2.6 / 3.3)) & (cu >= 0)
+    win = row_in & col_in
     lit = np.zeros((nh, nw), bool)
-    if night:
-        cell = np.sin(ca * np.float32(12.9898) + cu * np.float32(78.233)) * 43758.5453
-        lit = win & (cell - np.floor(cell) > 0.55)
-        rgb[lit] = (0.75, 0.62, 0.4)
+    if night and win.any():
+        # the lit pattern per window cell: evaluated on the rows / columns that hold windows
+        # (the same float32 sin as on the full grid, far fewer values)
+        rows, cols = np.flatnonzero(row_in), np.flatnonzero(col_in[0])
+        cell = np.sin(ca[:, cols] * np.float32(12.9898) + cu[rows] * np.float32(78.233))
+        cell *= 43758.5453
+        lit[np.ix_(rows, cols)] = cell - np.floor(cell) > 0.55
+    glass = np.array((0.14, 0.17, 0.23), np.float32)
+    lamp = np.array((0.75, 0.62, 0.4), np.float32)
+    wall = np.asarray(color, np.float32)
+    if HAVE_NUMBA:
+        rgb = np.empty((nh, nw, 3), np.float32)
+        facade_kernel(row_in[:, 0], col_in[0], lit if night else lit[:0], wall, glass, lamp, rgb)
+    else:
+        rgb = np.empty((nh, nw, 3), np.float32)
+        rgb[:] = wall
+        rgb[win] = glass
+        rgb[lit] = lamp
     src = np.stack([(tex[:, 0] - a0) * TEX_RES, (top - tex[:, 1]) * TEX_RES], 1)
     return rgb, lit.astype(np.uint8), src.astype(np.float32)
 
