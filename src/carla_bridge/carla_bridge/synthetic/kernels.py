@@ -34,27 +34,29 @@ def _ztest_fill(m, iz_rows, iz_cols, invz, color, ident, y0, x0, r, g, b, idv, p
     float32) when ``paint`` and the ident ``idv`` when ``label``.
     """
     hh, ww = m.shape
-    rgb = (np.float32(r), np.float32(g), np.float32(b))
+    c0, c1, c2 = np.float32(r), np.float32(g), np.float32(b)
+    color2 = color.reshape(color.shape[0], 3 * color.shape[1])
     n = 0
     for i in range(hh):
-        zr = invz[y0 + i]
+        zr, mr, cr, ir = invz[y0 + i], m[i], color2[y0 + i], ident[y0 + i]
         br = iz_rows[i, 0]
         for j in range(ww):
-            if m[i, j] == 0:
+            if mr[j] == 0:
                 continue
+            x = x0 + j
             iz = br + iz_cols[j]
-            if iz > zr[x0 + j]:
-                zr[x0 + j] = iz
-                m[i, j] = 255
+            if iz > zr[x]:
+                zr[x] = iz
+                mr[j] = 255
                 n += 1
                 if paint:
-                    color[y0 + i, x0 + j, 0] = rgb[0]
-                    color[y0 + i, x0 + j, 1] = rgb[1]
-                    color[y0 + i, x0 + j, 2] = rgb[2]
+                    cr[3 * x] = c0
+                    cr[3 * x + 1] = c1
+                    cr[3 * x + 2] = c2
                 if label:
-                    ident[y0 + i, x0 + j] = idv
+                    ir[x] = idv
             else:
-                m[i, j] = 0
+                mr[j] = 0
     return n
 
 
@@ -72,7 +74,9 @@ def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top
     f32 = np.float32
     sc_fine, sc_patch = f32(24.0), f32(0.7)
     nr, w = d_out.shape
-    for i in range(nr):
+    color2 = color.reshape(color.shape[0], 3 * w)
+    tint = tints.reshape(-1)
+    for i in range(nr):  # row views: simple 1-D loops
         y = top + i
         zr = zc[i]
         off = offset[i]
@@ -82,6 +86,8 @@ def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top
         fade = min(max(f32(1.5) - px[i] * f32(24.0), f32(0.0)), f32(1.0))
         tile = f32(np.int64(np.int32(srow * f32(2.0))) & 1) * f32(0.04)
         iz = f32(1.0 / zr)
+        d_row, g_row, c_row = d_out[i], grain_out[i], color2[y]
+        id_row, iz_row, rd_row, sh_row = ident[y], invz[y], road[y], shadow[y if use_shadow else 0]
         for j in range(w):
             dd = f32(xn[j] * zr + off)
             ad = abs(dd)
@@ -98,16 +104,16 @@ def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top
                 lum = f32(0.42) + f32(0.06) * g if rural else f32(0.5) + f32(0.15) * g + tile
             elif zone == 3:
                 lum = f32(0.7) + f32(0.6) * p
-            if use_shadow and shadow[y, j] > 0:
+            if use_shadow and sh_row[j] > 0:
                 lum = lum * shadow_f
-            d_out[i, j] = dd
-            grain_out[i, j] = g
-            color[y, j, 0] = lum * tints[zone, 0]
-            color[y, j, 1] = lum * tints[zone, 1]
-            color[y, j, 2] = lum * tints[zone, 2]
-            ident[y, j] = mats[zone]
-            invz[y, j] = iz
-            road[y, j] = ad < half
+            d_row[j] = dd
+            g_row[j] = g
+            c_row[3 * j] = lum * tint[3 * zone]
+            c_row[3 * j + 1] = lum * tint[3 * zone + 1]
+            c_row[3 * j + 2] = lum * tint[3 * zone + 2]
+            id_row[j] = mats[zone]
+            iz_row[j] = iz
+            rd_row[j] = ad < half
 
 
 def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, img):
@@ -204,13 +210,17 @@ def _flow_out(u2, v2, ok, flow, valid):
     f32 = np.float32
     h, w = ok.shape
     zero = f32(0.0)
-    for i in range(h):
+    flow2 = flow.reshape(h, 2 * w)
+    for i in range(h):  # row views: simple 1-D loops that LLVM vectorises
         fi = f32(i)
+        u, v, o, dst, val = u2[i], v2[i], ok[i], flow2[i], valid[i]
         for j in range(w):
-            good = ok[i, j] != 0
-            flow[i, j, 0] = u2[i, j] - f32(j) if good else zero
-            flow[i, j, 1] = v2[i, j] - fi if good else zero
-            valid[i, j] = good
+            good = o[j] != 0
+            a = u[j] - f32(j)
+            b = v[j] - fi
+            dst[2 * j] = a if good else zero
+            dst[2 * j + 1] = b if good else zero
+            val[j] = good
 
 
 def _facade(row_in, col_in, lit, wall, glass, lamp, rgb):
