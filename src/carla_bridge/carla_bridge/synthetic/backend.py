@@ -12,7 +12,7 @@ from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
-from carla_bridge.synthetic.kernels import flow_out, flow_pre
+from carla_bridge.synthetic.kernels import draw_quads, flow_out, flow_pre
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     EM_BIT,
@@ -174,9 +174,15 @@ class SyntheticBackend(SceneBackend):
         u = np.repeat(x0 - cols, ws) + np.arange(ws.sum())
         izv = v.astype(np.float32) * np.repeat(b, hs) + np.repeat(k, hs)
         izu = u.astype(np.float32) * np.repeat(a, ws)
+        textured = (~np.isnan(q.tex[:, 0, 0])) if n else np.zeros(0, bool)
+        if r.compiled:
+            kinds = np.where(draw, np.where((q.sid >= 0) & textured, 2, 1), 0)
+            kinds[~q.front] = 3
+            self._draw_compiled(r, q, full, kinds, (hs, ws, rows, cols, izv, izu))
+            return
         rows, cols, hs, ws = rows.tolist(), cols.tolist(), hs.tolist(), ws.tolist()
         colors = [tuple(c) + (0.0,) for c in q.color.tolist()]
-        textured = (~np.isnan(q.tex[:, 0, 0])).tolist() if n else []
+        textured = textured.tolist()
         for i in range(n):
             if not front[i]:
                 r.polygon(
@@ -207,6 +213,64 @@ class SyntheticBackend(SceneBackend):
                 texture,
                 q.corners[i],
             )
+
+    def _draw_compiled(
+        self,
+        r: Raster,
+        q: Quads,
+        full: Dict[int, List[np.ndarray]],
+        kinds: np.ndarray,
+        spans: tuple,
+    ) -> None:
+        """:meth:`_draw` with the kernel :func:`kernels.draw_quads`: the coverage masks of all
+        quads are drawn first (``cv2.fillPoly`` into one buffer), then one kernel call z-tests
+        and fills the quads in order, stopping only where Python is needed (a visible textured
+        quad: its warp; a clipped polygon). Same pixels and values as the per-quad path.
+
+        ``kinds`` as in ``draw_quads``; ``spans`` = (box heights, widths, row and column
+        offsets into ``izv`` / ``izu``, ``izv``, ``izu``) from :meth:`_draw`.
+        """
+        hs, ws, rows, cols, izv, izu = spans
+        n = len(kinds)
+        sizes = hs * ws
+        offs = np.cumsum(sizes) - sizes
+        x0, y0 = q.box[:, 0], q.box[:, 1]
+        geo = np.stack([y0, x0, hs, ws, offs, rows, cols], 1).astype(np.int64)
+        masks = np.zeros(int(sizes.sum()), np.uint8)
+        owners = q.owner.tolist()
+        front = q.front.tolist()
+        for i in np.flatnonzero(kinds != 0).tolist():
+            if front[i]:
+                o, hh, ww = int(offs[i]), int(hs[i]), int(ws[i])
+                m = masks[o : o + hh * ww].reshape(hh, ww)
+                cv2.fillPoly(m, [q.pts[i]], 255, cv2.LINE_8, SHIFT)
+        for i in range(n):  # silhouettes of objects (clipped polygons add theirs when drawn)
+            if owners[i] and front[i]:
+                full.setdefault(owners[i], []).append(q.uv[i])
+        idents = q.obj | q.emissive.astype(np.int64) * EM_BIT | q.mat << MAT_SHIFT
+        bufs = (r.invz, r.color, r.ident)
+        start = 0
+        while start < n:
+            i, _ = draw_quads(start, kinds, geo, masks, (izv, izu), q.color, idents, r.night, bufs)
+            if i >= n:
+                break
+            if kinds[i] == 3:
+                r.polygon(
+                    q.pc[i],
+                    q.color[i],
+                    int(q.mat[i]),
+                    int(q.obj[i]),
+                    bool(q.emissive[i]),
+                    full.setdefault(owners[i], []) if owners[i] else None,
+                    q.tex[i],
+                    texcoef=q.texcoef[i],
+                )
+            else:
+                o, hh, ww = int(offs[i]), int(hs[i]), int(ws[i])
+                texture = self.geometry.facade(int(q.sid[i]), r.night)
+                m = masks[o : o + hh * ww].reshape(hh, ww)
+                r.paint_texture(m, q.box[i].tolist(), texture, q.corners[i], int(idents[i]))
+            start = i + 1
 
     def _shadows(self, cs: CameraState, t: int) -> np.ndarray:
         """Mask of ground pixels shadowed by agents and by sun-side buildings."""

@@ -60,6 +60,39 @@ def _ztest_fill(m, iz_rows, iz_cols, invz, color, ident, y0, x0, r, g, b, idv, p
     return n
 
 
+def _draw_quads(start, kinds, geo, masks, iz, colors, idents, night, bufs):
+    """Z-test and draw quads ``start, start + 1, ...`` in order until one needs Python.
+
+    ``kinds``: 0 skip, 1 flat quad (drawn here), 2 textured quad (z-tested here, inverse depth
+    and, by day, ident written; its colour needs a warp), 3 clipped polygon (drawn by Python).
+    ``geo`` rows are (y0, x0, height, width, mask offset, iz row offset, iz column offset) of
+    each quad's pixel box; ``masks`` the concatenated box masks (0 / 255, from fillPoly: on
+    return a textured quad's mask holds the pixels that passed); ``iz`` = (inverse depth of the
+    box rows, of the box columns) as in :func:`_ztest_fill`; ``bufs`` = (inverse depth, colour,
+    ident) of the raster. Returns ``(i, n)``: the quad that needs Python (textured with ``n``
+    pixels drawn, or clipped) or ``(len(kinds), 0)`` when all are done.
+    """
+    izv, izu = iz
+    invz, color, ident = bufs
+    for i in range(start, len(kinds)):
+        kind = kinds[i]
+        if kind == 0:
+            continue
+        if kind == 3:
+            return i, 0
+        g = geo[i]
+        y0, x0, hh, ww, mo, ro, co = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+        m = masks[mo : mo + hh * ww].reshape(hh, ww)
+        rows = izv[ro : ro + hh].reshape(hh, 1)
+        flat = kind == 1
+        c = colors[i]
+        n = ztest_fill(m, rows, izu[co : co + ww], invz, color, ident, y0, x0, c[0], c[1], c[2],
+                       idents[i], flat, flat or not night)  # fmt: skip
+        if n and not flat:
+            return i, n
+    return len(kinds), 0
+
+
 def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top, out):
     """Per-pixel ground shading of ``shade.render_ground`` (rows ``top..``), one pass.
 
@@ -258,6 +291,7 @@ def _compile(fn):  # noqa: ANN001, ANN202
 
 ztest_fill = _compile(_ztest_fill)
 ground = _compile(_ground)
+draw_quads = _compile(_draw_quads)
 light = _compile(_light)
 flow_pre = _compile(_flow_pre)
 flow_out = _compile(_flow_out)
@@ -288,3 +322,9 @@ def warm_up() -> None:
     flow_out(z4[0], z4[1], np.full((4, 4), 255, np.uint8), np.zeros((4, 4, 2), f), road)
     b2 = np.ones(2, bool)
     facade(b2, b2, np.zeros((2, 2), bool), np.ones(3, f), np.ones(3, f), np.ones(3, f), img)
+    geo = np.array([[1, 1, 2, 2, 0, 0, 0], [0, 0, 1, 1, 4, 2, 2]], np.int64)
+    iz = (np.ones(3, f), np.ones(3, f))
+    kinds = np.array([1, 2], np.int64)
+    colors = np.ones((2, 3), f)
+    draw_quads(0, kinds, geo, np.full(5, 255, np.uint8), iz, colors, np.ones(2, np.int64), False,
+               (invz, color, ident))  # fmt: skip

@@ -191,20 +191,8 @@ class Raster:
             args = (y0, x0, color[0], color[1], color[2], ident, paint, label)
             if not ztest_fill(m, iz_rows, iz_cols, self.invz, self.color, self.ident, *args):
                 return
-            if paint:
-                return
-            col = self.color[y0:y1, x0:x1]
-            ids = self.ident[y0:y1, x0:x1]
-            rgb, lit, src = texture
-            hom = cv2.getPerspectiveTransform(src, corners)
-            flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-            cv2.copyTo(
-                cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col
-            )
-            if self.night:  # lit windows: the emissive bit per pixel
-                flags = cv2.INTER_NEAREST
-                on = cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border)
-                cv2.copyTo((on.astype(np.int32) << EM_SHIFT) | ident, m, ids)
+            if not paint:
+                self.paint_texture(m, box, texture, corners, ident)
             return
         iz = iz_rows + iz_cols
         zb = self.invz[y0:y1, x0:x1]
@@ -230,6 +218,29 @@ class Raster:
         else:
             cv2.add(np.zeros((hh, ww, 3), np.float32), color, dst=col, mask=m)
         cv2.add(np.zeros((hh, ww), np.int32), ident, dst=ids, mask=m)
+
+    def paint_texture(
+        self,
+        m: np.ndarray,
+        box: Sequence[int],
+        texture: Tuple[np.ndarray, np.ndarray, np.ndarray],
+        corners: np.ndarray,
+        ident: int,
+    ) -> None:
+        """Colour of the pixels of ``m`` (0 / 255 box mask: those that passed the z-test) from a
+        facade texture warped with the quad's homography (one C call); at night also the ident
+        with the emissive bit of lit windows (by day the caller wrote the ident)."""
+        x0, y0, x1, y1 = box
+        hh, ww = y1 - y0, x1 - x0
+        rgb, lit, src = texture
+        hom = cv2.getPerspectiveTransform(src, corners)
+        flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+        col = self.color[y0:y1, x0:x1]
+        cv2.copyTo(cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col)
+        if self.night:  # lit windows: the emissive bit per pixel
+            flags = cv2.INTER_NEAREST
+            on = cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border)
+            cv2.copyTo((on.astype(np.int32) << EM_SHIFT) | ident, m, self.ident[y0:y1, x0:x1])
 
     def polygon(
         self,
