@@ -99,3 +99,31 @@ def test_facade_texture_kernel_matches_numpy(night, monkeypatch):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
         if night:
             assert fast[1].dtype == np.uint8
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_flow_mid_matches_cv2_ops():
+    """scaleAdd / addWeighted (fused multiply-adds), scaled multiply, compare and inRange."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    h, w = 60, 80
+    f = np.float32
+    x2, y2 = (rng.normal(0, 20, (h, w)).astype(f) for _ in range(2))
+    zp2 = rng.uniform(-1, 80, (h, w)).astype(f)
+    invz = np.where(rng.random((h, w)) > 0.1, 1 / zp2, 0).astype(f)
+    a, cp, sp, near, fx, fy, cx, cy = -0.0123, 0.999, 0.0349, 0.3, 320.5, 321.0, 39.5, 29.5
+    coef = tuple(f(c) for c in (a, cp, sp, near, fx, fy, cx, cy, w - 1.0, h - 1.0))
+    u2, v2, zc2 = (np.empty((h, w), f) for _ in range(3))
+    ok = np.empty((h, w), np.uint8)
+    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok)
+    xr = cv2.scaleAdd(zp2, a, x2)
+    yc = cv2.addWeighted(y2, cp, zp2, -sp, 0.0)
+    zc = cv2.addWeighted(y2, sp, zp2, cp, 0.0)
+    inv = cv2.divide(1.0, cv2.max(zc, near))
+    u = cv2.multiply(xr, inv, scale=fx) + f(cx)
+    v = cv2.multiply(yc, inv, scale=fy) + f(cy)
+    ref = cv2.compare(invz, 0.0, cv2.CMP_GT) & cv2.compare(zc, near, cv2.CMP_GT)
+    ref &= cv2.inRange(u, 0.0, w - 1.0) & cv2.inRange(v, 0.0, h - 1.0)
+    for got, want in ((u2, u), (v2, v), (zc2, zc), (ok, ref)):
+        assert got.tobytes() == want.tobytes()

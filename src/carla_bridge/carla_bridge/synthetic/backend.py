@@ -12,7 +12,7 @@ from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
-from carla_bridge.synthetic.kernels import draw_quads, flow_out, flow_pre
+from carla_bridge.synthetic.kernels import draw_quads, flow_end, flow_mid, flow_pre
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     EM_BIT,
@@ -419,6 +419,18 @@ class SyntheticBackend(SceneBackend):
             zp2f[mi] -= ds.astype(f32)
             x2f[mi] -= (dd + xa - xb).astype(f32)
             y2f[mi] += (ea - eb).astype(f32)
+        if r.compiled:  # the cv2 chain below as two kernel passes around the remaps
+            u2, v2, zc2 = (np.empty((h, wd), f32) for _ in range(3))
+            ok = np.empty((h, wd), np.uint8)
+            coef = (-float(pcs.theta + pcs.psi), cp, sp, NEAR, cam.fx, cam.fy, cam.cx, cam.cy)
+            coef = tuple(f32(c) for c in coef + (wd - 1.0, h - 1.0))
+            flow_mid(x2, zp2, y2, r.invz, coef, u2, v2, zc2, ok)
+            inter, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+            iz = cv2.remap(prev["invz"], u2, v2, inter, borderMode=border)
+            pobj = cv2.remap(prev["objf"], u2, v2, cv2.INTER_NEAREST)
+            flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
+            flow_end(u2, v2, zc2, iz, pobj, r.objf, ok, flow, valid)
+            return flow, valid
         cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
         yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)
         zc2 = cv2.addWeighted(y2, float(sp), zp2, float(cp), 0.0)
@@ -437,10 +449,6 @@ class SyntheticBackend(SceneBackend):
         cv2.bitwise_and(ok, cv2.inRange(cv2.multiply(iz, zc2), 0.98, 1.02), dst=ok)
         pobj = cv2.remap(prev["objf"], u2, v2, cv2.INTER_NEAREST)
         cv2.bitwise_and(ok, cv2.compare(pobj, r.objf, cv2.CMP_EQ), dst=ok)
-        if r.compiled:
-            flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
-            flow_out(u2, v2, ok, flow, valid)
-            return flow, valid
         u2 -= np.arange(wd, dtype=f32)[None, :]
         v2 -= np.arange(h, dtype=f32)[:, None]
         flow = np.zeros((h, wd, 2), f32)

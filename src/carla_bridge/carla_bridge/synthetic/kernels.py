@@ -17,11 +17,35 @@ import numpy as np
 
 try:
     import numba
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - depends on the environment
     numba = None
     HAVE_NUMBA = False
+
+if HAVE_NUMBA:
+
+    @intrinsic
+    def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201, ARG001
+        """Fused multiply-add ``a * b + c`` of float32 values, rounded once (LLVM's fma, as the
+        SIMD code of cv2.scaleAdd / cv2.addWeighted computes it)."""
+        sig = types.float32(types.float32, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+            f = ir.FloatType()
+            fnty = ir.FunctionType(f, [f, f, f])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f32")
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+else:  # pragma: no cover
+
+    def fma32(a, b, c):  # noqa: ANN001, ANN201
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
 
 
 def _ztest_fill(m, iz_rows, iz_cols, invz, color, ident, y0, x0, r, g, b, idv, paint, label):
@@ -237,18 +261,56 @@ def _flow_pre(invz, xn, yn, trig, consts, zp, zp2, x2, y2):
             y2[i, j] = z * q + c_y
 
 
-def _flow_out(u2, v2, ok, flow, valid):
-    """The end of ``SyntheticBackend._flow``: ``flow = (u2 - column, v2 - row)`` where ``ok``
-    (0 / 255) is set, else 0; ``valid = ok != 0``."""
+def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
+    """The middle of ``SyntheticBackend._flow``: previous-camera coordinates, projection and
+    the validity tests before the occlusion test, in one pass.
+
+    The same float32 operations as the cv2 calls it replaces (``scaleAdd`` / ``addWeighted``
+    are fused multiply-adds there): ``coef`` = (-(theta + psi) of the previous frame, cos and
+    sin of the pitch, near plane, fx, fy, cx, cy, width - 1, height - 1). Writes the pixel maps
+    ``u2``, ``v2``, the previous camera depth ``zc2`` and ``ok`` (255: depth known, in front
+    of the previous camera and inside its image, else 0).
+    """
+    f32 = np.float32
+    a, cp, sp, near, fx, fy, cx, cy, wmax, hmax = coef
+    zero, one = f32(0.0), f32(1.0)
+    msp = -sp
+    h, w = x2.shape
+    for i in range(h):
+        xr, zr, yr, izr = x2[i], zp2[i], y2[i], invz[i]
+        ur, vr, zcr, okr = u2[i], v2[i], zc2[i], ok[i]
+        for j in range(w):
+            zp = zr[j]
+            y = yr[j]
+            x = fma32(zp, a, xr[j])  # scaleAdd(zp2, a, x2)
+            yc = fma32(y, cp, zp * msp)  # addWeighted(y2, cp, zp2, -sp, 0)
+            zc = fma32(y, sp, zp * cp)  # addWeighted(y2, sp, zp2, cp, 0)
+            inv = one / max(zc, near)
+            u = (fx * x) * inv + cx  # multiply(x2, inv2, scale=fx) + cx
+            v = (fy * yc) * inv + cy
+            good = (izr[j] > zero) and (zc > near)
+            good = good and (u >= zero) and (u <= wmax) and (v >= zero) and (v <= hmax)
+            ur[j] = u
+            vr[j] = v
+            zcr[j] = zc
+            okr[j] = 255 if good else 0
+
+
+def _flow_end(u2, v2, zc2, iz, pobj, objf, ok, flow, valid):
+    """The end of ``SyntheticBackend._flow``: the occlusion test (``iz * zc2`` in 0.98..1.02,
+    the same object id) on top of ``ok``, then ``flow = (u2 - column, v2 - row)`` where valid,
+    else 0, and ``valid``."""
     f32 = np.float32
     h, w = ok.shape
-    zero = f32(0.0)
+    zero, lo, hi = f32(0.0), f32(0.98), f32(1.02)
     flow2 = flow.reshape(h, 2 * w)
-    for i in range(h):  # row views: simple 1-D loops that LLVM vectorises
+    for i in range(h):
         fi = f32(i)
-        u, v, o, dst, val = u2[i], v2[i], ok[i], flow2[i], valid[i]
+        u, v, zc, izr, po, ob = u2[i], v2[i], zc2[i], iz[i], pobj[i], objf[i]
+        o, dst, val = ok[i], flow2[i], valid[i]
         for j in range(w):
-            good = o[j] != 0
+            r = izr[j] * zc[j]
+            good = o[j] != 0 and r >= lo and r <= hi and po[j] == ob[j]
             a = u[j] - f32(j)
             b = v[j] - fi
             dst[2 * j] = a if good else zero
@@ -294,7 +356,8 @@ ground = _compile(_ground)
 draw_quads = _compile(_draw_quads)
 light = _compile(_light)
 flow_pre = _compile(_flow_pre)
-flow_out = _compile(_flow_out)
+flow_mid = _compile(_flow_mid)
+flow_end = _compile(_flow_end)
 facade = _compile(_facade)
 
 
@@ -319,7 +382,6 @@ def warm_up() -> None:
     z4 = [np.zeros((4, 4), f) for _ in range(4)]
     trig = (f(0.9), f(0.1), f(0.01))
     flow_pre(invz, np.ones(4, f), np.ones(4, f), trig, (f(1), f(0), f(0)), *z4)
-    flow_out(z4[0], z4[1], np.full((4, 4), 255, np.uint8), np.zeros((4, 4, 2), f), road)
     b2 = np.ones(2, bool)
     facade(b2, b2, np.zeros((2, 2), bool), np.ones(3, f), np.ones(3, f), np.ones(3, f), img)
     geo = np.array([[1, 1, 2, 2, 0, 0, 0], [0, 0, 1, 1, 4, 2, 2]], np.int64)
@@ -328,3 +390,8 @@ def warm_up() -> None:
     colors = np.ones((2, 3), f)
     draw_quads(0, kinds, geo, np.full(5, 255, np.uint8), iz, colors, np.ones(2, np.int64), False,
                (invz, color, ident))  # fmt: skip
+    coef = tuple(f(v) for v in (-0.01, 0.99, 0.03, 0.3, 300.0, 300.0, 2.0, 2.0, 3.0, 3.0))
+    u8 = np.full((4, 4), 255, np.uint8)
+    flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8)
+    flow2 = np.zeros((4, 4, 2), f)
+    flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road)
