@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from carla_bridge.frame import CameraModel
+from carla_bridge.synthetic.kernels import exp_args
 from carla_bridge.synthetic.kernels import light as light_kernel
 from carla_bridge.synthetic.render import EM_BIT, CameraState, Raster
 from carla_bridge.synthetic.shade import Style
@@ -129,19 +130,30 @@ def compose(r: Raster, cs: CameraState, style: Style, rng: np.random.Generator) 
     ambient = (style.ambient * 255.0).astype(np.float32)
     night = style.time_of_day != "day"
     fog = np.isfinite(style.fog_vis)
-    if night or fog:
-        zc = r.depth()
     cone = trans = _EMPTY2
+    if r.compiled and (night or fog):  # the arguments in one pass, then numpy's exp in place
+        cone, clip, trans = (np.empty((h, w), np.float32) if on else _EMPTY2 for on in
+                             (night, night, fog))  # fmt: skip
+        fv = np.float32(style.fog_vis if fog else 1.0)
+        exp_args(r.invz, k["xn"][0], night, bool(fog), fv, cone, clip, trans)
+        if night:
+            np.multiply(np.exp(cone, out=cone), clip, out=cone)
+        if fog:
+            np.exp(trans, out=trans)
+    elif night or fog:
+        zc = r.depth()
+        if night:
+            # ego headlights: a cone of light ahead of the camera, added to the ambient light
+            lat = np.abs(k["xn"] * zc)
+            cone = np.exp(-((lat / (0.28 * zc + 0.9)) ** 2))
+            cone *= np.clip(1.0 - zc / 70.0, 0.0, 1.0)
+        if fog:
+            trans = np.exp(-zc / np.float32(style.fog_vis))
     if night:
-        # ego headlights: a cone of light ahead of the camera, added to the ambient light
-        lat = np.abs(k["xn"] * zc)
-        cone = np.exp(-((lat / (0.28 * zc + 0.9)) ** 2)) * np.clip(1.0 - zc / 70.0, 0.0, 1.0)
         strength = 1.1 if style.time_of_day == "night" else 0.5
         tint = np.array((1.0, 0.97, 0.88), np.float32) * np.float32(255.0 * strength)
     else:
         tint = np.zeros(3, np.float32)
-    if fog:
-        trans = np.exp(-zc / np.float32(style.fog_vis))
     # vehicle lights at night bloom (glare) before the sun glare and rain are applied
     li = _light_pixels(r) if night else _EMPTY1
     if r.compiled:

@@ -173,6 +173,27 @@ def _ground(xn, zc, offset, s_row, px, tex, lim, shade, tints, mats, shadow, top
             rd_row[j] = ad < half
 
 
+def _exp_args(invz, xn, night, fog, fog_vis, cone_arg, cone_clip, trans_arg):
+    """The float32 arguments of the two exponentials of ``effects.compose`` in one pass (the
+    exponentials themselves stay numpy's): with the depth ``z = 1 / max(invz, 1e-6)``, when
+    ``night`` the headlight cone's ``-(|xn z| / (0.28 z + 0.9))**2`` and ``clip(1 - z / 70, 0,
+    1)``, with ``fog`` the transmittance's ``-z / fog_vis``."""
+    f32 = np.float32
+    h, w = invz.shape
+    eps, zero, one = f32(1e-6), f32(0.0), f32(1.0)
+    for i in range(h):
+        izr = invz[i]
+        ca, cc, ta = cone_arg[i], cone_clip[i], trans_arg[i]
+        for j in range(w):
+            z = one / max(izr[j], eps)
+            if night:
+                q = abs(xn[j] * z) / (f32(0.28) * z + f32(0.9))
+                ca[j] = -(q * q)
+                cc[j] = min(max(one - z / f32(70.0), zero), one)
+            if fog:
+                ta[j] = -z / fog_vis
+
+
 def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, img):
     """Lighting of ``effects.compose`` up to the blur; writes ``img`` (H x W x 3).
 
@@ -355,6 +376,7 @@ ztest_fill = _compile(_ztest_fill)
 ground = _compile(_ground)
 draw_quads = _compile(_draw_quads)
 light = _compile(_light)
+exp_args = _compile(_exp_args)
 flow_pre = _compile(_flow_pre)
 flow_mid = _compile(_flow_mid)
 flow_end = _compile(_flow_end)
@@ -395,3 +417,5 @@ def warm_up() -> None:
     flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8)
     flow2 = np.zeros((4, 4, 2), f)
     flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road)
+    e4 = [np.zeros((4, 4), f) for _ in range(3)]
+    exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
