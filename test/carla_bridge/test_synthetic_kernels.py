@@ -69,6 +69,7 @@ def test_frames_identical_with_and_without_kernels(seed, tod, weather, monkeypat
     for a, b in zip(fast, ref):
         assert a.image.tobytes() == b.image.tobytes()
         assert a.lane_instance_mask.tobytes() == b.lane_instance_mask.tobytes()
+        assert a.drivable_mask.tobytes() == b.drivable_mask.tobytes()
         assert a.flow.tobytes() == b.flow.tobytes()
         assert a.flow_valid.tobytes() == b.flow_valid.tobytes()
         assert [(o.track_id, o.bbox, o.mask.tobytes()) for o in a.objects] == [

@@ -12,7 +12,13 @@ from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
-from carla_bridge.synthetic.kernels import draw_quads, flow_end, flow_mid, flow_pre
+from carla_bridge.synthetic.kernels import (
+    draw_quads,
+    flow_end,
+    flow_mid,
+    flow_pre,
+    ground_labels,
+)
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
     EM_BIT,
@@ -108,16 +114,25 @@ class SyntheticBackend(SceneBackend):
         self._draw(r, q, full)
         frame_rng = np.random.default_rng([config.seed, t, 0xF00D])
         image = compose(r, cs, style, frame_rng)
-        # ground materials are the codes M_ROAD..M_GRASS (uint8 wrap-around puts 0 above them)
-        visible_ground = (r.mat - np.uint8(M_ROAD)) <= M_GRASS - M_ROAD
-        visible_ground &= r.obj == 0
         lines = self._polylines(ground, cs)
-        lane_mask = np.multiply(ground.line_id, visible_ground, dtype=np.uint16)
         # pixels of a line whose centre never enters the image (no polyline) are not labelled
         labelled = {ln.line_id for ln in lines}
         dropped = [ln.line_id for ln in world.lines if ln.line_id not in labelled]
-        if dropped:
-            lane_mask[np.isin(lane_mask, dropped)] = 0
+        if r.compiled:
+            keep = np.ones(max([ln.line_id for ln in world.lines] + [0]) + 1, bool)
+            keep[dropped] = False
+            lane_mask = np.empty((cam.height, cam.width), np.uint16)
+            drivable = np.empty((cam.height, cam.width), bool)
+            args = (OBJ_MASK, MAT_SHIFT, M_ROAD, M_GRASS, lane_mask, drivable)
+            ground_labels(r.ident, ground.line_id, ground.road, keep, *args)
+        else:
+            # ground materials are the codes M_ROAD..M_GRASS (uint8 wrap-around: 0 above them)
+            visible_ground = (r.mat - np.uint8(M_ROAD)) <= M_GRASS - M_ROAD
+            visible_ground &= r.obj == 0
+            lane_mask = np.multiply(ground.line_id, visible_ground, dtype=np.uint16)
+            if dropped:
+                lane_mask[np.isin(lane_mask, dropped)] = 0
+            drivable = visible_ground & ground.road
         objects = self._objects(r, full)
         flow, valid = self._flow(r, cs, t, prev)
         frame = Frame(
@@ -129,7 +144,7 @@ class SyntheticBackend(SceneBackend):
             pose=cs.pose(world),
             lane_instance_mask=lane_mask,
             lane_lines=lines,
-            drivable_mask=visible_ground & ground.road,
+            drivable_mask=drivable,
             objects=objects,
             flow=flow,
             flow_valid=valid,

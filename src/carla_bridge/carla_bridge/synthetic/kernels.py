@@ -339,6 +339,25 @@ def _flow_end(u2, v2, zc2, iz, pobj, objf, ok, flow, valid):
             val[j] = good
 
 
+def _ground_labels(ident, line_id, road, keep, obj_mask, mat_shift, lo, hi, lane, drivable):
+    """Lane instance mask and drivable mask of the visible ground in one pass.
+
+    A pixel shows the ground when it holds no object (``ident & obj_mask == 0``) and its
+    material (``ident >> mat_shift``) is in ``lo..hi``; there ``lane`` gets ``line_id`` when
+    ``keep[line_id]`` (lines with a polyline), else 0, and ``drivable`` is ``road``.
+    """
+    h, w = ident.shape
+    for i in range(h):
+        idr, lr, rr, ln, dr = ident[i], line_id[i], road[i], lane[i], drivable[i]
+        for j in range(w):
+            v = idr[j]
+            mat = v >> mat_shift
+            vis = (v & obj_mask) == 0 and mat >= lo and mat <= hi
+            lid = lr[j] if vis else 0
+            ln[j] = lid if keep[lid] else 0
+            dr[j] = vis and rr[j]
+
+
 def _facade(row_in, col_in, lit, wall, glass, lamp, rgb):
     """Window-grid texture colours (``render.facade_texture``): ``glass`` where both the row
     and the column are inside a window, ``lamp`` where ``lit`` (when it has rows), else
@@ -379,6 +398,7 @@ light = _compile(_light)
 exp_args = _compile(_exp_args)
 flow_pre = _compile(_flow_pre)
 flow_mid = _compile(_flow_mid)
+ground_labels = _compile(_ground_labels)
 flow_end = _compile(_flow_end)
 facade = _compile(_facade)
 
@@ -419,3 +439,5 @@ def warm_up() -> None:
     flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road)
     e4 = [np.zeros((4, 4), f) for _ in range(3)]
     exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
+    u16 = np.zeros((4, 4), np.uint16)
+    ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
