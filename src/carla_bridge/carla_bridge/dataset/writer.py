@@ -95,17 +95,20 @@ def _rle_string(counts: List[int]) -> str:
     return "".join(out)
 
 
-def _rle(mask: np.ndarray, box: Tuple[float, ...]) -> Dict[str, Any]:
+def _rle(mask: np.ndarray, box: Tuple[float, ...], count: Optional[int] = None) -> Dict[str, Any]:
     """COCO RLE (column-major runs, compressed string) of a boolean mask, the same as
     ``pycocotools.mask.encode`` but reading only the ``(x, y, w, h)`` box when it holds every
     pixel of the mask (it does for the tight boxes of the labels), not all H x W pixels.
+    ``count``: the mask's number of set pixels when the caller has it.
     """
     h, w = mask.shape
     bx, by, bw, bh = box
     x0, y0 = max(int(np.floor(bx)), 0), max(int(np.floor(by)), 0)
     x1, y1 = min(int(np.ceil(bx + bw)), w), min(int(np.ceil(by + bh)), h)
     sub = mask[y0:y1, x0:x1]
-    if x1 <= x0 or y1 <= y0 or np.count_nonzero(sub) != np.count_nonzero(mask):
+    if count is None:
+        count = int(np.count_nonzero(mask))
+    if x1 <= x0 or y1 <= y0 or np.count_nonzero(sub) != count:
         x0, y0, x1, y1, sub = 0, 0, w, h, mask
     cols = np.zeros((x1 - x0, y1 - y0 + 2), np.int8)  # one box column per row, zero padded
     cols[:, 1:-1] = sub.T
@@ -147,7 +150,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
                 "category_id": category_id(o.category),
                 "bbox": [round(float(v), 2) for v in o.bbox],
                 "area": area,
-                "segmentation": _rle(o.mask, o.bbox),
+                "segmentation": _rle(o.mask, o.bbox, area),
                 "visible_fraction": float(o.visible_fraction),
                 "truncated": float(o.truncated),
                 "ignore": bool(area < ign["min_area"] or o.bbox[3] < ign["min_height"]),

@@ -356,7 +356,7 @@ class SyntheticBackend(SceneBackend):
                 continue
             tid = k + 1
             sub = r.obj[sl] == tid
-            n_vis = int(sub.sum())
+            n_vis = int(np.count_nonzero(sub))
             if n_vis < min_px:
                 continue
             n_full, n_inside = _full_area(full.get(tid, []), cam.width, cam.height)
@@ -507,9 +507,10 @@ def _full_area(polys: List[np.ndarray], width: int, height: int) -> Tuple[int, i
     pts = [fixed[a:b] for a, b in zip([0] + ends[:-1], ends)]
     for p in pts:  # one call per polygon: a multi-contour fillPoly would XOR overlaps
         cv2.fillPoly(canvas, [p], 1, 8, SHIFT)
-    n_full = canvas.sum() / (scale * scale)
+    n_full = cv2.countNonZero(canvas) / (scale * scale)  # (the canvas holds 0 / 1)
     ix0, iy0 = int(np.ceil((0 - x0) * scale)), int(np.ceil((0 - y0) * scale))
     ix1 = int(np.floor((width - 1 - x0) * scale)) + 1
     iy1 = int(np.floor((height - 1 - y0) * scale)) + 1
-    inside = canvas[max(iy0, 0) : max(iy1, 0), max(ix0, 0) : max(ix1, 0)].sum() / (scale * scale)
+    roi = canvas[max(iy0, 0) : max(iy1, 0), max(ix0, 0) : max(ix1, 0)]
+    inside = (cv2.countNonZero(roi) if roi.size else 0) / (scale * scale)
     return int(round(n_full)), int(round(inside))
