@@ -181,17 +181,19 @@ def _exp_args(invz, xn, night, fog, fog_vis, cone_arg, cone_clip, trans_arg):
     f32 = np.float32
     h, w = invz.shape
     eps, zero, one = f32(1e-6), f32(0.0), f32(1.0)
-    for i in range(h):
+    for i in range(h):  # (the flags are tested per row: branch-free inner loops)
         izr = invz[i]
-        ca, cc, ta = cone_arg[i], cone_clip[i], trans_arg[i]
-        for j in range(w):
-            z = one / max(izr[j], eps)
-            if night:
+        if night:
+            ca, cc = cone_arg[i], cone_clip[i]
+            for j in range(w):
+                z = one / max(izr[j], eps)
                 q = abs(xn[j] * z) / (f32(0.28) * z + f32(0.9))
                 ca[j] = -(q * q)
                 cc[j] = min(max(one - z / f32(70.0), zero), one)
-            if fog:
-                ta[j] = -z / fog_vis
+        if fog:
+            ta = trans_arg[i]
+            for j in range(w):
+                ta[j] = -(one / max(izr[j], eps)) / fog_vis
 
 
 def _light(color, ident, em_bit, light, amb, fog, trans, fog_col, glare, rain, img):
