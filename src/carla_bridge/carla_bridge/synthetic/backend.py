@@ -105,7 +105,7 @@ class SyntheticBackend(SceneBackend):
     def _render(self, config: ScenarioConfig, t: int, prev: Optional[dict]) -> Tuple[Frame, dict]:
         world, style, cam = self.world, self.style, self.camera
         cs = self.camera_state(t)
-        r = Raster(cam, sky_background(cam, cs, style))
+        r = Raster(cam, sky_background(cam, cs, style), deferred=True)
         shadow = self._shadows(cs, t)
         ground = render_ground(r, world, cs, style, shadow)
         r.night = style.time_of_day != "day"

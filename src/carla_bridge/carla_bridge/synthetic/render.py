@@ -104,19 +104,46 @@ class Raster:
     three); :attr:`obj`, :attr:`emissive` and :attr:`mat` unpack it once drawing is done.
     """
 
-    def __init__(self, cam: CameraModel, background: Optional[np.ndarray] = None) -> None:
-        """Empty buffers; ``background`` (H x W x 3) is the colour of pixels nothing covers."""
+    def __init__(
+        self, cam: CameraModel, background: Optional[np.ndarray] = None, deferred: bool = False
+    ) -> None:
+        """Empty buffers; ``background`` (H x W x 3) is the colour of pixels nothing covers.
+
+        ``deferred``: the buffers are left uninitialised until :meth:`init_rows` (the ground
+        pass writes every pixel of the rows it covers, so only the rows above it need the
+        background).
+        """
         h, w = cam.height, cam.width
         self.cam = cam
-        self.invz = np.zeros((h, w), np.float32)
-        if background is None:
-            self.color = np.zeros((h, w, 3), np.float32)
+        self._background = background
+        self._deferred = deferred
+        if deferred:
+            self.invz = np.empty((h, w), np.float32)
+            self.color = np.empty((h, w, 3), np.float32)
+            self.ident = np.empty((h, w), np.int32)
         else:
-            self.color = background.copy()
-        self.ident = np.zeros((h, w), np.int32)
+            self.invz = np.zeros((h, w), np.float32)
+            if background is None:
+                self.color = np.zeros((h, w, 3), np.float32)
+            else:
+                self.color = background.copy()
+            self.ident = np.zeros((h, w), np.int32)
         self.night = False  # lit windows on facades
         self.compiled = HAVE_NUMBA  # fill with the numba kernel (else the cv2 calls)
         self._cache: dict = {}  # images derived from the buffers, valid once drawing is done
+
+    def init_rows(self, rows: int) -> None:
+        """Initialise rows ``0..rows-1`` of deferred buffers (background, no depth, no id); the
+        caller writes every pixel of the rows below. Without ``deferred`` this does nothing."""
+        if not self._deferred:
+            return
+        self._deferred = False
+        self.invz[:rows] = 0
+        self.ident[:rows] = 0
+        if self._background is None:
+            self.color[:rows] = 0
+        else:
+            self.color[:rows] = self._background[:rows]
 
     def _derived(self, name: str) -> np.ndarray:
         got = self._cache.get(name)

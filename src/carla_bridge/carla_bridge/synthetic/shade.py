@@ -244,6 +244,7 @@ def render_ground(
     top = int(np.argmax(ok)) if ok.any() else h
     line_id = np.zeros((h, w), np.uint16)
     road_full = np.zeros((h, w), bool)
+    r.init_rows(top)  # the rows above the ground; every pixel below is written here
     if top >= h:
         e0 = np.zeros(0)
         return Ground(h, line_id, road_full, e0, e0, e0)
