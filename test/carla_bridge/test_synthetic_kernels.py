@@ -128,3 +128,19 @@ def test_flow_mid_matches_cv2_ops():
     ref &= cv2.inRange(u, 0.0, w - 1.0) & cv2.inRange(v, 0.0, h - 1.0)
     for got, want in ((u2, u), (v2, v), (zc2, zc), (ok, ref)):
         assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_f16_planes_rounds_like_numpy():
+    from carla_bridge.dataset.io import _float16_fortran
+
+    rng = np.random.default_rng(4)
+    bits = rng.integers(0, 2**32, (37, 53, 2), dtype=np.uint64).astype(np.uint32)
+    flow = bits.view(np.float32)
+    flow = np.where(np.isfinite(flow), flow, 0).astype(np.float32)
+    flow[0, :8, 0] = [65504, 65520, 65519.99, 1e9, 6e-8, 2.98e-8, -0.0, 1 + 2**-11]
+    with np.errstate(over="ignore"):
+        ref = flow.astype(np.float16, order="F")
+    got = _float16_fortran(flow)
+    assert got.dtype == np.float16 and got.flags.f_contiguous and got.shape == flow.shape
+    assert got.view(np.uint16).tobytes(order="A") == ref.view(np.uint16).tobytes(order="A")
