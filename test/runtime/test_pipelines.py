@@ -30,6 +30,20 @@ def test_preprocessor_reuses_buffer_and_scales():
         Preprocessor((32, 64), "crop")
 
 
+def test_preprocessor_interpolation_area_or_linear():
+    import cv2
+
+    frame = _frame(48, 80, seed=3)
+    area, _ = Preprocessor((30, 50), "stretch", interpolation="area")(frame)
+    linear, _ = Preprocessor((30, 50), "stretch", interpolation="linear")(frame)
+    for buf, flag in ((area, cv2.INTER_AREA), (linear, cv2.INTER_LINEAR)):
+        want = cv2.resize(frame, (50, 30), interpolation=flag).transpose(2, 0, 1) / 255.0
+        np.testing.assert_allclose(buf[0], want, atol=1e-6)
+    assert not np.allclose(area, linear)  # the two really differ on a noise frame
+    with pytest.raises(ValueError, match="interpolation 'cubic'"):
+        Preprocessor((30, 50), interpolation="cubic")
+
+
 def test_letterbox_pads_and_maps_back():
     pre = Preprocessor((64, 64), "letterbox")
     img = np.full((32, 64, 3), 200, np.uint8)

@@ -22,6 +22,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QOS_PROFILES = ("sensor_data", "reliable")
 RESIZE_MODES = ("stretch", "letterbox")
+INTERPOLATIONS = ("area", "linear")
 PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
 OVERLAY_ENCODINGS = ("bgr8", "rgb8")
 
@@ -122,6 +123,12 @@ class NodeConfig(RuntimeOptions):
         item=int,
     )
     resize: str = _f("stretch", "how camera frames are fitted to the input", choices=RESIZE_MODES)
+    interpolation: str = _f(
+        "linear",
+        "image resize: linear (fast) or area (as in training, ~1.2 ms slower at 640x480; "
+        "linear cost the bundled models 0.1 point)",
+        choices=INTERPOLATIONS,
+    )
     qos: str = _f(
         "sensor_data", "subscription QoS (best effort or reliable)", choices=QOS_PROFILES
     )

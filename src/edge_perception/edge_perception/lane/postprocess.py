@@ -45,83 +45,109 @@ class LaneLine:
     bottom_x: float  # x at the lowest row, used to order lines left to right
 
 
+FIT_WINDOW = 12  # points of a track's straight-line fit that predicts its next x
+
+
 @dataclass
 class _Track:
-    ys: List[int] = field(default_factory=list)
+    ys: List[int] = field(default_factory=list)  # decreasing: rows are scanned bottom-up
     xs: List[float] = field(default_factory=list)
     solid: int = 0
     dashed: int = 0
     conf: List[float] = field(default_factory=list)
     missed: int = 0
     gaps: int = 0  # interruptions of 2+ rows
-    fit: Optional[Tuple[float, float, float]] = None  # cached _line_fit of the last points
-    fit_len: int = -1  # len(ys) when ``fit`` was computed
+    # Sums over the last FIT_WINDOW points (y, x, y*y, x*y), kept up to date point by point.
+    sums: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
-    def predict(self, y: int, window: int = 12) -> float:
-        """x at row ``y`` from a least-squares line through the last ``window`` points.
+    def add(self, y: int, x: float) -> None:
+        """Append a point and slide the fit window's sums."""
+        self.ys.append(y)
+        self.xs.append(x)
+        s = self.sums
+        s[0] += y
+        s[1] += x
+        s[2] += y * y
+        s[3] += x * y
+        if len(self.ys) > FIT_WINDOW:
+            oy, ox = self.ys[-FIT_WINDOW - 1], self.xs[-FIT_WINDOW - 1]
+            s[0] -= oy
+            s[1] -= ox
+            s[2] -= oy * oy
+            s[3] -= ox * oy
 
-        Closed form in plain Python, refitted only when the track got a new point: this runs
-        once per track per row, where ``np.polyfit`` cost more than the rest of
-        :func:`extract_lines` together.
+    def extend(self, other: _Track) -> None:
+        """Append ``other``'s points (it lies above this track) and refit the window sums."""
+        self.ys += other.ys
+        self.xs += other.xs
+        ys, xs = self.ys[-FIT_WINDOW:], self.xs[-FIT_WINDOW:]
+        self.sums = [
+            float(sum(ys)),
+            float(sum(xs)),
+            float(sum(v * v for v in ys)),
+            float(sum(u * v for u, v in zip(xs, ys))),
+        ]
+
+    def predict(self, y: int) -> float:
+        """x at row ``y`` from the least-squares line through the last ``FIT_WINDOW`` points.
+
+        Closed form from running sums (rows are integers and centres half-integers, so the sums
+        are exact): this runs once per track per row, where ``np.polyfit`` cost more than the
+        rest of :func:`extract_lines` together. Fewer than 3 points, or points spanning fewer
+        than 2 rows: the last x.
         """
-        if len(self.ys) < 3:
+        ys = self.ys
+        n = min(len(ys), FIT_WINDOW)
+        if n < 3 or ys[-n] - ys[-1] < 2:
             return self.xs[-1]
-        if self.fit_len != len(self.ys):
-            self.fit_len = len(self.ys)
-            self.fit = _line_fit(self.ys[-window:], self.xs[-window:])
-        if self.fit is None:
+        sy, sx, syy, sxy = self.sums
+        var = n * syy - sy * sy
+        if var <= 0.0:
             return self.xs[-1]
-        my, mx, slope = self.fit
-        return mx + slope * (y - my)
+        slope = (n * sxy - sx * sy) / var
+        return (sx + slope * (n * y - sy)) / n
 
 
-def _line_fit(ys: List[int], xs: List[float]) -> Optional[Tuple[float, float, float]]:
-    """(mean y, mean x, slope dx/dy) of the least-squares line; None when the rows span < 2."""
-    if max(ys) - min(ys) < 2:
-        return None
-    n = len(ys)
-    my = sum(ys) / n
-    mx = sum(xs) / n
-    syy = sum((v - my) * (v - my) for v in ys)
-    sxy = sum((v - my) * (u - mx) for v, u in zip(ys, xs))
-    return (my, mx, sxy / syy) if syy > 0.0 else None
+Run = Tuple[int, int, int, int, Optional[float]]  # start, end, solid px, dashed px, mean p
 
 
-def _row_runs(line: np.ndarray) -> List[List[Tuple[int, int]]]:
-    """Per row, the [start, end) column pairs of the non-zero runs of a 2-D uint8 array."""
-    h, w = line.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = line != 0
+def _row_runs(
+    line: np.ndarray, mask: np.ndarray, line_p: Optional[np.ndarray], rows: np.ndarray
+) -> List[List[Run]]:
+    """For each row in ``rows``: its runs of non-zero ``line`` pixels as ``(start, end, solid,
+    dashed, mean_p)``, with ``[start, end)`` columns, the run's lane_solid / lane_dashed pixel
+    counts in ``mask`` and its mean line probability (``None`` without ``line_p``).
+
+    Only the rows the tracker visits are read, and the counts come from one flat prefix sum
+    each, looked up for every run at once (no per-run NumPy call).
+    """
+    n = len(rows)
+    w = line.shape[1]
+    padded = np.zeros((n, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = line[rows] != 0
     d = np.diff(padded, axis=1)
     sy, sx = np.nonzero(d == 1)  # row-major order: by row, then column
     _, ex = np.nonzero(d == -1)
-    out: List[List[Tuple[int, int]]] = [[] for _ in range(h)]
-    for y, a, b in zip(sy.tolist(), sx.tolist(), ex.tolist()):
-        out[y].append((a, b))
+    lo, hi = sy * w + sx, sy * w + ex  # flat [start, end) of each run in the visited rows
+    sub = mask[rows]
+
+    def run_sums(values: np.ndarray) -> np.ndarray:
+        prefix = np.zeros(values.size + 1, dtype=values.dtype)
+        np.cumsum(values.ravel(), out=prefix[1:])
+        return prefix[hi] - prefix[lo]
+
+    solid = run_sums((sub == SOLID).astype(np.int32)).tolist()
+    dashed = run_sums((sub == DASHED).astype(np.int32)).tolist()
+    if line_p is not None:
+        mean_p: List[Optional[float]] = (
+            run_sums(line_p[rows].astype(np.float64)) / np.maximum(1, ex - sx)
+        ).tolist()
+    else:
+        mean_p = [None] * len(sy)
+    out: List[List[Run]] = [[] for _ in range(n)]
+    for i, (k, a, b) in enumerate(zip(sy.tolist(), sx.tolist(), ex.tolist())):
+        out[k].append((a, b, solid[i], dashed[i], mean_p[i]))
     return out
-
-
-class _RowSums:
-    """Prefix sums along x, so a run's solid/dashed pixel counts and mean line probability cost
-    a few scalar look-ups instead of NumPy calls on slices."""
-
-    def __init__(self, mask: np.ndarray, line_p: Optional[np.ndarray]) -> None:
-        h, w = mask.shape
-        self.solid = np.zeros((h, w + 1), dtype=np.int32)
-        self.dashed = np.zeros((h, w + 1), dtype=np.int32)
-        np.cumsum(mask == SOLID, axis=1, out=self.solid[:, 1:])
-        np.cumsum(mask == DASHED, axis=1, out=self.dashed[:, 1:])
-        self.prob: Optional[np.ndarray] = None
-        if line_p is not None:
-            self.prob = np.zeros((h, w + 1), dtype=np.float64)
-            np.cumsum(line_p, axis=1, out=self.prob[:, 1:])
-
-    def counts(self, y: int, a: int, b: int) -> Tuple[int, int, Optional[float]]:
-        s, d = self.solid[y], self.dashed[y]
-        mean_p = None
-        if self.prob is not None:
-            mean_p = float(self.prob[y, b] - self.prob[y, a]) / max(1, b - a)
-        return int(s[b] - s[a]), int(d[b] - d[a]), mean_p
 
 
 def extract_lines(
@@ -159,16 +185,15 @@ def extract_lines(
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_kernel, close_kernel))
         line = cv2.morphologyEx(line, cv2.MORPH_CLOSE, k)
     line_p = None if probs is None else probs[SOLID] + probs[DASHED]
-    sums = _RowSums(mask, line_p)
-    row_runs = _row_runs(line)
+    rows = np.arange(h - 1, -1, -row_step)
+    row_runs = _row_runs(line, mask, line_p, rows)
     active: List[_Track] = []
     done: List[_Track] = []
-    for y in range(h - 1, -1, -row_step):
-        runs = row_runs[y]
+    for y, runs in zip(rows.tolist(), row_runs):
         preds = [t.predict(y) for t in active]
         pairs = []
         for ti, px in enumerate(preds):
-            for ri, (a, b) in enumerate(runs):
+            for ri, (a, b, *_) in enumerate(runs):
                 cx = 0.5 * (a + b - 1)
                 d = abs(cx - px)
                 if d <= max_dx + 0.5 * (b - a):
@@ -180,11 +205,11 @@ def extract_lines(
                 continue
             used_t.add(ti)
             used_r.add(ri)
-            _add_run(active[ti], y, runs[ri], sums)
+            _add_run(active[ti], y, runs[ri])
         for ri, r in enumerate(runs):
             if ri not in used_r:
                 t = _Track()
-                _add_run(t, y, r, sums)
+                _add_run(t, y, r)
                 active.append(t)
         still = []
         for ti, t in enumerate(active):
@@ -231,23 +256,19 @@ def _merge_tracks(tracks: List[_Track], max_dx: float, merge_gap: int) -> List[_
         if best is not None:
             _, i, j = best
             lo, hi = pieces[i], pieces[j]
-            lo.ys += hi.ys
-            lo.xs += hi.xs
+            lo.extend(hi)
             lo.solid += hi.solid
             lo.dashed += hi.dashed
             lo.conf += hi.conf
             lo.gaps += 1 + hi.gaps
-            lo.fit_len = -1
             del pieces[j]
             merged = True
     return pieces
 
 
-def _add_run(t: _Track, y: int, run: Tuple[int, int], sums: _RowSums) -> None:
-    a, b = run
-    t.ys.append(y)
-    t.xs.append(0.5 * (a + b - 1))
-    solid, dashed, mean_p = sums.counts(y, a, b)
+def _add_run(t: _Track, y: int, run: Run) -> None:
+    a, b, solid, dashed, mean_p = run
+    t.add(y, 0.5 * (a + b - 1))
     t.solid += solid
     t.dashed += dashed
     if mean_p is not None:

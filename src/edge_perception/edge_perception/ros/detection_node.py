@@ -220,6 +220,7 @@ class DetectionNode(PerceptionNodeBase):
             backend,
             input_size=size,  # type: ignore[arg-type]
             resize=config.resize,
+            interpolation=config.interpolation,
             class_names=names,
             score_threshold=config.score_threshold,
             max_detections=config.max_detections,

@@ -90,6 +90,7 @@ class LaneSegmentationNode(PerceptionNodeBase):
             backend,
             input_size=size,  # type: ignore[arg-type]
             resize=config.resize,
+            interpolation=config.interpolation,
             class_names=config.class_names,
             extract_lines=config.lines,
             line_row_step=config.line_row_step,

@@ -32,8 +32,9 @@ class DetectionPipeline(Pipeline):
         score_threshold: float = 0.5,
         max_detections: int = 100,
         classes: Optional[Sequence[str]] = None,
+        interpolation: str = "area",
     ) -> None:
-        super().__init__(backend, input_size, resize)
+        super().__init__(backend, input_size, resize, interpolation)
         missing = [n for n in ("boxes", "scores", "labels") if n not in backend.output_names]
         if missing:
             raise BackendError(

@@ -60,8 +60,9 @@ class LanePipeline(Pipeline):
         class_names: Sequence[str] = LANE_CLASS_NAMES,
         extract_lines: bool = True,
         line_row_step: int = 1,
+        interpolation: str = "area",
     ) -> None:
-        super().__init__(backend, input_size, resize)
+        super().__init__(backend, input_size, resize, interpolation)
         names = backend.output_names
         if "mask" not in names and "logits" not in names:
             raise BackendError(

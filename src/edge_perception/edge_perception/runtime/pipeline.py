@@ -83,13 +83,14 @@ class Pipeline:
         backend: InferenceBackend,
         input_size: Optional[Tuple[int, int]] = None,
         resize: str = "stretch",
+        interpolation: str = "area",
     ) -> None:
         self.backend = backend
         name, shape, dtype = _image_input(backend)
         self.input_name = name
         self.input_hw = resolve_input_size(shape, input_size)
         dt = np.float16 if dtype == "float16" else np.float32
-        self.preprocessor = Preprocessor(self.input_hw, resize, dt)
+        self.preprocessor = Preprocessor(self.input_hw, resize, dt, interpolation)
         self.frames = 0
 
     # -- stages ------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class Pipeline:
             "device": info.device,
             "input_size": f"{self.input_hw[0]}x{self.input_hw[1]}",
             "resize": self.preprocessor.mode,
+            "interpolation": self.preprocessor.interpolation,
         }
         d.update(info.extra)
         return d
