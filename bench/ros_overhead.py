@@ -11,7 +11,9 @@
    QoS, overlay on or off); this process publishes a 640x480 rgb8 image, waits for the node's
    ``~/timing`` of that stamp (closed loop: one frame in flight, so no frame is dropped and the
    latency is not queueing) and records publish -> receive time, plus the node's own stage times.
-3. Overhead = per frame, node end-to-end minus the node's own inference time for that frame
+3. Transport floor: the same frames sent to a minimal rclpy node (``--echo-server``, same
+   executor) that answers from its subscription callback; what any Python node pays.
+4. Overhead = per frame, node end-to-end minus the node's own inference time for that frame
    (decode, resize, line extraction, transport both ways, mask/overlay encoding, executor and
    thread hand-off), so load drift on a shared machine cancels; the unpaired figure (node p50 -
    bare inference p50) is reported too. RSS of the node process at the end.
@@ -87,12 +89,21 @@ def make_pipeline(kind: str, backend: Any, lines: bool) -> Any:
 
         cfg = DetectionNodeConfig()
         return DetectionPipeline(
-            backend, score_threshold=cfg.score_threshold, max_detections=cfg.max_detections
+            backend,
+            score_threshold=cfg.score_threshold,
+            max_detections=cfg.max_detections,
+            interpolation=cfg.interpolation,
         )
     from edge_perception.config import LaneNodeConfig
     from edge_perception.runtime.lane import LanePipeline
 
-    return LanePipeline(backend, extract_lines=lines, line_row_step=LaneNodeConfig().line_row_step)
+    cfg = LaneNodeConfig()
+    return LanePipeline(
+        backend,
+        extract_lines=lines,
+        line_row_step=cfg.line_row_step,
+        interpolation=cfg.interpolation,
+    )
 
 
 def bare_inference(
@@ -125,7 +136,43 @@ def serialize_cost(frame: np.ndarray, runs: int) -> Dict[str, float]:
     return summarize(time_calls(lambda: serialize_message(msg), runs))
 
 
-def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[str, Any]:
+ECHO_NAME = "ros_overhead_echo"
+
+
+def echo_server() -> int:
+    """The transport floor: a minimal rclpy node (same executor as the perception nodes) that
+    answers each image on ``/bench/image`` with a ``FrameTiming`` of the same stamp, straight
+    from the subscription callback (no decode, no hand-off, no work)."""
+    import rclpy
+    from edge_perception.ros.spin import spin_until_shutdown
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from edge_perception_msgs.msg import FrameTiming
+
+    rclpy.init()
+    node = Node(ECHO_NAME)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(FrameTiming, f"/{ECHO_NAME}/timing", qos)
+
+    def on_image(msg: Image) -> None:
+        out = FrameTiming()
+        out.header = msg.header
+        pub.publish(out)
+
+    node.create_subscription(Image, "/bench/image", on_image, qos)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin_until_shutdown(executor)
+    return 0
+
+
+def run_node(
+    model: str, args: argparse.Namespace, frame: np.ndarray, node_kind: str = "perception"
+) -> Dict[str, Any]:
+    """Closed-loop run against the perception node, or (``node_kind="echo"``) the echo floor."""
     import psutil
     import rclpy
     from edge_perception.ros.convert import array_to_image, make_header, stamp_to_ns
@@ -139,25 +186,23 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
-    cmd = [
-        sys.executable,
-        "-m",
-        NODES[args.node]["module"],
-        "--autostart",
-        "--ros-args",
-        "-p",
-        f"model:={model}",
-        "-p",
-        "input_topic:=/bench/image",
-        "-p",
-        "qos:=reliable",
-        "-p",
-        f"threads:={args.threads}",
-        "-p",
-        f"overlay:={'true' if args.overlay else 'false'}",
-    ]
-    if args.node == "lane":
-        cmd += ["-p", f"lines:={'true' if args.lines else 'false'}"]
+    if node_kind == "echo":
+        cmd = [sys.executable, os.path.abspath(__file__), "--echo-server"]
+        timing_topic = f"/{ECHO_NAME}/timing"
+    else:
+        cmd = [sys.executable, "-m", NODES[args.node]["module"], "--autostart", "--ros-args"]
+        params = [
+            f"model:={model}",
+            "input_topic:=/bench/image",
+            "qos:=reliable",
+            f"threads:={args.threads}",
+            f"overlay:={'true' if args.overlay else 'false'}",
+        ]
+        if args.node == "lane":
+            params.append(f"lines:={'true' if args.lines else 'false'}")
+        for p in params:
+            cmd += ["-p", p]
+        timing_topic = "/%s/timing" % NODES[args.node]["name"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rclpy.init()
     node = Node("ros_overhead_bench")
@@ -168,10 +213,12 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
     def on_timing(msg: FrameTiming) -> None:
         got[stamp_to_ns(msg.header.stamp)] = (time.perf_counter(), msg)
 
-    timing_topic = "/%s/timing" % NODES[args.node]["name"]
     node.create_subscription(FrameTiming, timing_topic, on_timing, qos)
     e2e: List[float] = []
     paired: List[float] = []
+    node_e2e: List[float] = []
+    node_paired: List[float] = []
+    inbound: List[float] = []
     stages: Dict[str, List[float]] = {"preprocess": [], "inference": [], "postprocess": []}
     try:
         deadline = time.monotonic() + 120.0
@@ -195,6 +242,15 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
             if i >= args.warmup:
                 e2e.append((t1 - t0) * 1e3)
                 paired.append((t1 - t0) * 1e3 - timing.inference_ms)
+                # The node's own reading: image stamp -> its results published.
+                node_e2e.append(timing.end_to_end_ms)
+                node_paired.append(timing.end_to_end_ms - timing.inference_ms)
+                inbound.append(
+                    timing.end_to_end_ms
+                    - timing.preprocess_ms
+                    - timing.inference_ms
+                    - timing.postprocess_ms
+                )
                 stages["preprocess"].append(timing.preprocess_ms)
                 stages["inference"].append(timing.inference_ms)
                 stages["postprocess"].append(timing.postprocess_ms)
@@ -210,6 +266,9 @@ def run_node(model: str, args: argparse.Namespace, frame: np.ndarray) -> Dict[st
     return {
         "end_to_end_ms": summarize(e2e),
         "end_to_end_minus_inference_ms": summarize(paired),
+        "node_latency_ms": summarize(node_e2e),
+        "node_latency_minus_inference_ms": summarize(node_paired),
+        "inbound_ms": summarize(inbound),
         "node_stage_ms": {k: summarize(v) for k, v in stages.items()},
         "node_rss_mib": round(rss / 2**20, 1),
     }
@@ -235,9 +294,12 @@ def main(argv=None) -> int:
         metavar=("H", "W"),
         help="input size of the stand-in model (default: lane-train's default size)",
     )
+    ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     ap.add_argument("--name", default=None, help="result file name (default ros_overhead[_NODE])")
     args = ap.parse_args(argv)
+    if args.echo_server:
+        return echo_server()
     bundled = {"lane": "lane_small.onnx", "detection": "det_small.onnx"}[args.node]
     args.model = args.model or os.path.join(ROOT, "models", bundled)
     args.name = args.name or (
@@ -259,10 +321,13 @@ def main(argv=None) -> int:
         model, args.threads, frame, max(20, args.frames // 2), args.lines, args.node
     )
     serialize = serialize_cost(frame, max(20, args.frames // 2))
+    floor = run_node(model, args, frame, "echo")["end_to_end_ms"]
     node = run_node(model, args, frame)
     overhead = node["end_to_end_minus_inference_ms"]["p50"]
+    node_overhead = node["node_latency_minus_inference_ms"]["p50"]
     unpaired = node["end_to_end_ms"]["p50"] - bare["inference_ms"]["p50"]
     ros_only = node["end_to_end_ms"]["p50"] - bare["pipeline_ms"]["p50"]
+    beyond_floor = overhead - floor["p50"]
     data = {
         "benchmark": "ros_overhead",
         "model": model if model_note == "bundled" else os.path.basename(model),
@@ -277,6 +342,9 @@ def main(argv=None) -> int:
         "bare": bare,
         "node": node,
         "overhead_p50_ms": round(overhead, 2),
+        "node_overhead_p50_ms": round(node_overhead, 2),
+        "transport_floor_ms": floor,
+        "overhead_beyond_floor_p50_ms": round(beyond_floor, 2),
         "unpaired_overhead_p50_ms": round(unpaired, 2),
         "ros_only_unpaired_p50_ms": round(ros_only, 2),
         "camera_serialize_ms": serialize,
@@ -285,11 +353,18 @@ def main(argv=None) -> int:
     rows = [
         ["bare inference (backend call)", *_cols(bare["inference_ms"])],
         ["pipeline in-process (pre+infer+post)", *_cols(bare["pipeline_ms"])],
+        ["transport floor (same image -> echo node -> reply)", *_cols(floor)],
         ["node end-to-end (publish -> ~/timing)", *_cols(node["end_to_end_ms"])],
         [
             "node end-to-end - its inference (per frame)",
             *_cols(node["end_to_end_minus_inference_ms"]),
         ],
+        ["node latency (image stamp -> results published)", *_cols(node["node_latency_ms"])],
+        [
+            "node latency - its inference (per frame)",
+            *_cols(node["node_latency_minus_inference_ms"]),
+        ],
+        ["  inbound (stamp -> worker starts: DDS in, hand-off)", *_cols(node["inbound_ms"])],
         ["  node preprocess (decode+resize)", *_cols(node["node_stage_ms"]["preprocess"])],
         ["  node inference", *_cols(node["node_stage_ms"]["inference"])],
         ["  node postprocess (+publish)", *_cols(node["node_stage_ms"]["postprocess"])],
@@ -312,6 +387,16 @@ def main(argv=None) -> int:
             f"{overhead:.1f} ms** (decode, resize, mask/overlay, messages, DDS both ways, thread "
             f"hand-off; paired per frame, so CPU-load drift between runs cancels). Node RSS "
             f"{node['node_rss_mib']} MiB.",
+            f"**Node-side overhead = node latency (image stamp -> all results published, read "
+            f"by the node itself and sent in ~/timing) - its inference, per frame: p50 "
+            f"{node_overhead:.1f} ms**; the end-to-end figure above adds the return leg of the "
+            f"~/timing message to this benchmark's executor.",
+            f"**Transport floor**: the same image sent to a minimal rclpy node (same executor) "
+            f"that answers from its subscription callback, p50 {floor['p50']:.1f} ms publish -> "
+            f"reply: what any Python ROS 2 node pays to receive this frame and answer on this "
+            f"machine (rmw_fastrtps, shared memory). **Overhead beyond the floor (p50 overhead "
+            f"- p50 floor): {beyond_floor:.1f} ms** (decode, resize, postprocess, publishing, "
+            f"hand-off to the inference thread).",
             f"Unpaired (node end-to-end p50 - bare inference p50, measured at different times "
             f"on a shared machine): {unpaired:.1f} ms; of that, beyond the same work done "
             f"in-process (node end-to-end p50 - in-process pipeline p50, i.e. ROS transport, "
