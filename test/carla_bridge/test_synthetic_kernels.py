@@ -144,3 +144,32 @@ def test_f16_planes_rounds_like_numpy():
     got = _float16_fortran(flow)
     assert got.dtype == np.float16 and got.flags.f_contiguous and got.shape == flow.shape
     assert got.view(np.uint16).tobytes(order="A") == ref.view(np.uint16).tobytes(order="A")
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_flow_end_samples_like_cv2_remap():
+    """Bilinear (replicated edges) and nearest sampling inside the previous image."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    h, w = 48, 64
+    f = np.float32
+    prev_invz = rng.uniform(0.01, 0.5, (h, w)).astype(f)
+    prev_objf = rng.integers(0, 4, (h, w)).astype(f)
+    u2 = rng.uniform(0, w - 1, (h, w)).astype(f)
+    v2 = rng.uniform(0, h - 1, (h, w)).astype(f)
+    u2[:4], v2[:, :4] = w - 1, h - 1  # the last column / row
+    u2[4:8] = np.round(u2[4:8]) + f(0.5)  # ties of the nearest pixel
+    u2 = np.minimum(u2, f(w - 1))
+    iz = cv2.remap(prev_invz, u2, v2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    pobj = cv2.remap(prev_objf, u2, v2, cv2.INTER_NEAREST)
+    objf = np.where(rng.random((h, w)) > 0.2, pobj, -1).astype(f)
+    zc2 = (rng.uniform(0.97, 1.03, (h, w)) / iz).astype(f)
+    ok = np.where(rng.random((h, w)) > 0.1, 255, 0).astype(np.uint8)
+    flow, valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
+    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid)
+    r = iz * zc2
+    want = (ok > 0) & (r >= f(0.98)) & (r <= f(1.02)) & (pobj == objf)
+    assert np.array_equal(valid, want) and 0 < want.mean() < 1
+    grid = np.stack([u2 - np.arange(w, dtype=f), v2 - np.arange(h, dtype=f)[:, None]], 2)
+    assert flow.tobytes() == np.where(want[..., None], grid, f(0)).tobytes()

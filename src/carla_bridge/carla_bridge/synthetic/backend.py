@@ -434,17 +434,14 @@ class SyntheticBackend(SceneBackend):
             zp2f[mi] -= ds.astype(f32)
             x2f[mi] -= (dd + xa - xb).astype(f32)
             y2f[mi] += (ea - eb).astype(f32)
-        if r.compiled:  # the cv2 chain below as two kernel passes around the remaps
+        if r.compiled:  # the cv2 chain below (remaps included) as two kernel passes
             u2, v2, zc2 = (np.empty((h, wd), f32) for _ in range(3))
             ok = np.empty((h, wd), np.uint8)
             coef = (-float(pcs.theta + pcs.psi), cp, sp, NEAR, cam.fx, cam.fy, cam.cx, cam.cy)
             coef = tuple(f32(c) for c in coef + (wd - 1.0, h - 1.0))
             flow_mid(x2, zp2, y2, r.invz, coef, u2, v2, zc2, ok)
-            inter, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-            iz = cv2.remap(prev["invz"], u2, v2, inter, borderMode=border)
-            pobj = cv2.remap(prev["objf"], u2, v2, cv2.INTER_NEAREST)
             flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
-            flow_end(u2, v2, zc2, iz, pobj, r.objf, ok, flow, valid)
+            flow_end(u2, v2, zc2, prev["invz"], prev["objf"], r.objf, ok, flow, valid)
             return flow, valid
         cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
         yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)

@@ -333,25 +333,42 @@ def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
             okr[j] = 255 if good else 0
 
 
-def _flow_end(u2, v2, zc2, iz, pobj, objf, ok, flow, valid):
-    """The end of ``SyntheticBackend._flow``: the occlusion test (``iz * zc2`` in 0.98..1.02,
-    the same object id) on top of ``ok``, then ``flow = (u2 - column, v2 - row)`` where valid,
-    else 0, and ``valid``."""
+def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
+    """The end of ``SyntheticBackend._flow``: the occlusion test on top of ``ok`` and the flow.
+
+    Where ``ok`` is set (the maps lie inside the previous image) the previous inverse depth
+    is sampled bilinearly at ``(u2, v2)`` and the previous object id at the nearest pixel,
+    exactly as ``cv2.remap`` computes them (INTER_LINEAR: float weights ``a = x - floor(x)``
+    and fused lerps, x then y, edge pixels replicated; INTER_NEAREST: round half to even).
+    Valid pixels need ``iz * zc2`` in 0.98..1.02 and the same object id; they get ``flow =
+    (u2 - column, v2 - row)``, the others 0.
+    """
     f32 = np.float32
     h, w = ok.shape
+    ph, pw = prev_invz.shape
     zero, lo, hi = f32(0.0), f32(0.98), f32(1.02)
     flow2 = flow.reshape(h, 2 * w)
     for i in range(h):
         fi = f32(i)
-        u, v, zc, izr, po, ob = u2[i], v2[i], zc2[i], iz[i], pobj[i], objf[i]
+        u, v, zc, ob = u2[i], v2[i], zc2[i], objf[i]
         o, dst, val = ok[i], flow2[i], valid[i]
         for j in range(w):
-            r = izr[j] * zc[j]
-            good = o[j] != 0 and r >= lo and r <= hi and po[j] == ob[j]
-            a = u[j] - f32(j)
-            b = v[j] - fi
-            dst[2 * j] = a if good else zero
-            dst[2 * j + 1] = b if good else zero
+            good = False
+            if o[j] != 0:
+                x, y = u[j], v[j]
+                xf, yf = np.floor(x), np.floor(y)
+                ax, ay = x - xf, y - yf
+                x0, y0 = int(xf), int(yf)
+                x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
+                p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
+                p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
+                top = fma32(ax, p01 - p00, p00)
+                bottom = fma32(ax, p11 - p10, p10)
+                r = fma32(ay, bottom - top, top) * zc[j]
+                near = prev_objf[int(np.rint(y)), int(np.rint(x))]
+                good = r >= lo and r <= hi and near == ob[j]
+            dst[2 * j] = u[j] - f32(j) if good else zero
+            dst[2 * j + 1] = v[j] - fi if good else zero
             val[j] = good
 
 
