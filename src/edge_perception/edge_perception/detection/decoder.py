@@ -176,11 +176,16 @@ class RTDETRDecoder(nn.Module):
 
         enc_mem = self.enc_output(memory)
         enc_logits = self.enc_score_head(enc_mem)
-        enc_box_logits = self.enc_bbox_head(enc_mem) + anchors
         topk = torch.topk(enc_logits.max(-1).values, self.num_queries, dim=1).indices
         gather = topk[..., None]
-        target = torch.gather(enc_mem, 1, gather.expand(-1, -1, self.hidden_dim)).detach()
-        ref_logits = torch.gather(enc_box_logits, 1, gather.expand(-1, -1, 4))
+        selected = torch.gather(enc_mem, 1, gather.expand(-1, -1, self.hidden_dim))
+        target = selected.detach()
+        # The box head runs on the K selected tokens only (per-token MLP: the same values and
+        # gradients as running it on all S tokens and gathering, at K/S of the cost).
+        sel_anchors = torch.gather(
+            anchors.expand(topk.shape[0], -1, -1), 1, gather.expand(-1, -1, 4)
+        )
+        ref_logits = self.enc_bbox_head(selected) + sel_anchors
         sel_logits = torch.gather(enc_logits, 1, gather.expand(-1, -1, self.num_classes))
 
         dn: Optional[DenoisingBatch] = None
