@@ -173,3 +173,30 @@ def test_flow_end_samples_like_cv2_remap():
     assert np.array_equal(valid, want) and 0 < want.mean() < 1
     grid = np.stack([u2 - np.arange(w, dtype=f), v2 - np.arange(h, dtype=f)[:, None]], 2)
     assert flow.tobytes() == np.where(want[..., None], grid, f(0)).tobytes()
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_warp_fill_matches_cv2_warp_perspective():
+    import cv2
+    from carla_bridge.synthetic import warp
+
+    block = warp.block_size()
+    if not block:
+        pytest.skip("the kernel does not reproduce this cv2 build's warp (cv2 is used)")
+    rng = np.random.default_rng(6)
+    rgb = rng.random((40, 70, 3), dtype=np.float32)
+    src = np.float32([[0, 0], [69, 0], [69, 39], [0, 39]])
+    for _ in range(10):
+        dst = (src * rng.uniform(0.5, 2.5) + rng.normal(0, 10, (4, 2))).astype(np.float32)
+        dst -= dst.min(0)
+        ww, hh = int(dst[:, 0].max()) + 2, int(dst[:, 1].max()) + 2
+        hom = cv2.getPerspectiveTransform(src, dst)
+        ref = cv2.warpPerspective(
+            rgb, hom, (ww, hh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        mask = np.where(rng.random((hh, ww)) > 0.3, 255, 0).astype(np.uint8)
+        out = np.full((hh + 3, ww + 5, 3), -1, np.float32)
+        warp.warp_fill(mask, rgb, cv2.invert(hom)[1].reshape(-1), 3, 5, block, out)
+        drawn = mask > 0
+        assert out[3:, 5:][drawn].tobytes() == ref[drawn].tobytes()
+        assert (out[3:, 5:][~drawn] == -1).all()

@@ -490,3 +490,9 @@ def warm_up() -> None:
     u16 = np.zeros((4, 4), np.uint16)
     ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
     f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
+    from carla_bridge.synthetic.warp import warp_fill
+
+    # (no cv2 call here: cv2's thread pool must not exist when a parent forks its workers;
+    # warp.block_size() calibrates against cv2 lazily, in the worker)
+    minv = np.array([1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    warp_fill(np.full((2, 2), 255, np.uint8), np.ones((2, 2, 3), f), minv, 0, 0, 16, color)

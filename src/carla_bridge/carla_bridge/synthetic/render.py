@@ -17,6 +17,7 @@ import numpy as np
 from carla_bridge.frame import CameraModel
 from carla_bridge.synthetic.kernels import HAVE_NUMBA, ztest_fill
 from carla_bridge.synthetic.kernels import facade as facade_kernel
+from carla_bridge.synthetic.warp import block_size, warp_fill
 from carla_bridge.synthetic.world import World
 
 NEAR = 0.3  # near clipping plane (m)
@@ -255,15 +256,20 @@ class Raster:
         ident: int,
     ) -> None:
         """Colour of the pixels of ``m`` (0 / 255 box mask: those that passed the z-test) from a
-        facade texture warped with the quad's homography (one C call); at night also the ident
-        with the emissive bit of lit windows (by day the caller wrote the ident)."""
+        facade texture warped with the quad's homography (:func:`warp.warp_fill` at those
+        pixels, else one cv2 call on the box); at night also the ident with the emissive bit of
+        lit windows (by day the caller wrote the ident)."""
         x0, y0, x1, y1 = box
         hh, ww = y1 - y0, x1 - x0
         rgb, lit, src = texture
         hom = cv2.getPerspectiveTransform(src, corners)
         flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-        col = self.color[y0:y1, x0:x1]
-        cv2.copyTo(cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border), m, col)
+        block = block_size() if self.compiled else 0
+        if block:  # the same warp, evaluated only at the drawn pixels
+            warp_fill(m, rgb, cv2.invert(hom)[1].reshape(-1), y0, x0, block, self.color)
+        else:
+            warped = cv2.warpPerspective(rgb, hom, (ww, hh), flags=flags, borderMode=border)
+            cv2.copyTo(warped, m, self.color[y0:y1, x0:x1])
         if self.night:  # lit windows: the emissive bit per pixel
             flags = cv2.INTER_NEAREST
             on = cv2.warpPerspective(lit, hom, (ww, hh), flags=flags, borderMode=border)
