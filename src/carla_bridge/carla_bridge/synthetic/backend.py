@@ -254,11 +254,11 @@ class SyntheticBackend(SceneBackend):
         masks = np.zeros(int(sizes.sum()), np.uint8)
         owners = q.owner.tolist()
         front = q.front.tolist()
-        for i in np.flatnonzero(kinds != 0).tolist():
-            if front[i]:
-                o, hh, ww = int(offs[i]), int(hs[i]), int(ws[i])
-                m = masks[o : o + hh * ww].reshape(hh, ww)
-                cv2.fillPoly(m, [q.pts[i]], 255, cv2.LINE_8, SHIFT)
+        todo = np.flatnonzero((kinds == 1) | (kinds == 2))  # the front quads to draw
+        pts = list(q.pts[todo])
+        spans = zip(offs[todo].tolist(), hs[todo].tolist(), ws[todo].tolist(), pts)
+        for o, hh, ww, p in spans:
+            cv2.fillPoly(masks[o : o + hh * ww].reshape(hh, ww), [p], 255, cv2.LINE_8, SHIFT)
         for i in range(n):  # silhouettes of objects (clipped polygons add theirs when drawn)
             if owners[i] and front[i]:
                 full.setdefault(owners[i], []).append(q.uv[i])
