@@ -200,3 +200,44 @@ def test_warp_fill_matches_cv2_warp_perspective():
         drawn = mask > 0
         assert out[3:, 5:][drawn].tobytes() == ref[drawn].tobytes()
         assert (out[3:, 5:][~drawn] == -1).all()
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("seed", [3, 4])
+def test_lane_paint_kernel_every_line_kind(seed, monkeypatch):
+    """kernels.paint_lines paints solid, dashed and double lines of both colours like the numpy
+    loop of shade.render_ground (same colours and line ids)."""
+    import dataclasses
+
+    from carla_bridge.synthetic import layout
+
+    orig = layout._lines
+
+    def lines(*args, **kwargs):
+        kinds = ("double", "dashed", "solid")
+        return [
+            dataclasses.replace(ln, type=kinds[i % 3], color=("yellow", "white")[i % 2])
+            for i, ln in enumerate(orig(*args, **kwargs))
+        ]
+
+    monkeypatch.setattr(layout, "_lines", lines)
+    fast = _render(seed, "day", "clear", monkeypatch, True)
+    ref = _render(seed, "day", "clear", monkeypatch, False)
+    for a, b in zip(fast, ref):
+        assert a.image.tobytes() == b.image.tobytes()
+        assert a.lane_instance_mask.tobytes() == b.lane_instance_mask.tobytes()
+
+
+def test_lane_paint_kernel_refuses_other_scalar_types():
+    """A line whose values are numpy float64 scalars (promoting the numpy loop to float64) is
+    left to the numpy loop."""
+    from carla_bridge.synthetic.shade import _paint_lines_compiled
+    from carla_bridge.synthetic.world import LineSpec
+
+    ln = LineSpec(1, np.float64(1.5), "solid", "white", 0.12)
+    f32 = np.zeros((2, 4), np.float32)
+    rows = (np.ones(2), np.ones(2), np.ones(2, np.float32), np.ones(2, np.float32), f32, f32)
+    col, ids = np.zeros((2, 4, 3), np.float32), np.zeros((2, 4), np.uint16)
+    tex = np.zeros((512, 512), np.float32)
+    assert not _paint_lines_compiled([ln], (2.0, 3.0, 1.0), rows, tex, col, ids)
+    assert not col.any() and not ids.any()

@@ -10,6 +10,7 @@ import numpy as np
 
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.kernels import ground as ground_kernel
+from carla_bridge.synthetic.kernels import paint_lines as paint_lines_kernel
 from carla_bridge.synthetic.render import (
     M_GRASS,
     M_ROAD,
@@ -218,6 +219,55 @@ def _shade_numpy(
     return d, grain
 
 
+def _paint_lines_compiled(
+    lines: list, consts: tuple, rows: tuple, tex: np.ndarray, col: np.ndarray, line_id: np.ndarray
+) -> bool:
+    """Paint ``lines`` with :func:`kernels.paint_lines` (the numpy loop of
+    :func:`render_ground`, same values); False, nothing painted, where the inputs have other
+    types than those the kernel reproduces (then the numpy loop runs)."""
+    offset, zc, px, s_row, d, grain = rows
+    scalars = [v for ln in lines for v in (ln.d, ln.width, ln.wear, *ln.dash)] + list(consts)
+    f32, f64 = np.float32, np.float64
+    if (
+        any(type(v) not in (float, int) for v in scalars)
+        or any(a.dtype != f64 for a in (offset, zc))
+        or any(a.dtype != f32 for a in (px, s_row, d, grain, tex, col))
+        or not all(a.flags.c_contiguous for a in (d, grain, tex, col, line_id))
+        or line_id.dtype != np.uint16
+        or any(ln.type not in _LINE_KINDS or ln.color not in PAINT for ln in lines)
+    ):
+        return False
+    if not lines:
+        return True
+    gap = 0.12
+    table = np.array(
+        [
+            (
+                ln.d,
+                ln.width + gap / 2 if ln.type == "double" else ln.width / 2,
+                ln.width / 2,
+                (ln.width + gap) / 2,
+                ln.dash[0],
+                ln.dash[1],
+                ln.wear,
+                *PAINT[ln.color],
+            )
+            for ln in lines
+        ],  # fmt: skip
+        np.float64,
+    ).astype(f32)  # each value rounded once to float32, as numpy's weak Python scalars are
+    ints = np.array([(_LINE_KINDS[ln.type], ln.line_id) for ln in lines], np.int64)
+    d64 = np.array([ln.d for ln in lines], f64)
+    paint_lines_kernel(
+        table, ints, d64, np.array(consts, f64), offset, zc, px, s_row, d, grain, tex, col,
+        line_id,
+    )  # fmt: skip
+    return True
+
+
+_LINE_KINDS = {"solid": 0, "dashed": 1, "double": 2}
+
+
 def render_ground(
     r: Raster, world: World, cs: CameraState, style: Style, shadow: Optional[np.ndarray] = None
 ) -> Ground:
@@ -288,6 +338,11 @@ def render_ground(
     nr = d.shape[0]
     px_row = px[:, 0]
     zc_row = zcr[:, 0]
+    consts = (cam.cx, cam.fx, 0.5 * min_px)
+    rows = (offset, zc_row, px_row, s_row, d, grain)
+    if r.compiled and _paint_lines_compiled(world.lines, consts, rows, style.tex, col,
+                                            line_id[top:]):  # fmt: skip
+        return Ground(top, line_id, road_full, zcr[:, 0], offset, zr)
     d_flat, grain_flat = d.reshape(-1), grain.reshape(-1)
     col_flat, line_flat = col.reshape(-1, 3), line_id[top:].reshape(-1)
     for ln in world.lines:
