@@ -190,22 +190,26 @@ def extract_lines(
     active: List[_Track] = []
     done: List[_Track] = []
     for y, runs in zip(rows.tolist(), row_runs):
-        preds = [t.predict(y) for t in active]
-        pairs = []
-        for ti, px in enumerate(preds):
-            for ri, (a, b, *_) in enumerate(runs):
-                cx = 0.5 * (a + b - 1)
-                d = abs(cx - px)
-                if d <= max_dx + 0.5 * (b - a):
-                    pairs.append((d, ti, ri))
-        pairs.sort()
+        n_tracks = len(active)
         used_t, used_r = set(), set()
-        for _d, ti, ri in pairs:
-            if ti in used_t or ri in used_r:
-                continue
-            used_t.add(ti)
-            used_r.add(ri)
-            _add_run(active[ti], y, runs[ri])
+        if runs and active:
+            # (centre, reach) of each run, then every (track, run) pair within reach, closest
+            # first; greedy one-to-one assignment.
+            cands = [(0.5 * (r[0] + r[1] - 1), max_dx + 0.5 * (r[1] - r[0])) for r in runs]
+            pairs = []
+            for ti, t in enumerate(active):
+                px = t.predict(y)
+                for ri, (cx, reach) in enumerate(cands):
+                    d = abs(cx - px)
+                    if d <= reach:
+                        pairs.append((d, ti, ri))
+            pairs.sort()
+            for _d, ti, ri in pairs:
+                if ti in used_t or ri in used_r:
+                    continue
+                used_t.add(ti)
+                used_r.add(ri)
+                _add_run(active[ti], y, runs[ri])
         for ri, r in enumerate(runs):
             if ri not in used_r:
                 t = _Track()
@@ -213,7 +217,7 @@ def extract_lines(
                 active.append(t)
         still = []
         for ti, t in enumerate(active):
-            if ti < len(preds) and ti not in used_t:
+            if ti < n_tracks and ti not in used_t:
                 t.missed += row_step
             if t.missed > max_gap:
                 done.append(t)
