@@ -241,3 +241,28 @@ def test_lane_paint_kernel_refuses_other_scalar_types():
     tex = np.zeros((512, 512), np.float32)
     assert not _paint_lines_compiled([ln], (2.0, 3.0, 1.0), rows, tex, col, ids)
     assert not col.any() and not ids.any()
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_flow_mid_end_is_flow_mid_then_flow_end():
+    """The fused flow kernel writes the same flow and validity as the two passes."""
+    rng = np.random.default_rng(6)
+    h, w = 40, 56
+    f = np.float32
+    prev_invz = rng.uniform(0.02, 0.2, (h, w)).astype(f)
+    prev_objf = rng.integers(0, 3, (h, w)).astype(f)
+    objf = rng.integers(0, 3, (h, w)).astype(f)
+    invz = np.where(rng.random((h, w)) > 0.1, rng.uniform(0.02, 0.2, (h, w)), 0).astype(f)
+    zp2 = (1 / np.maximum(invz, f(1e-6)) + rng.uniform(-0.3, 0.3, (h, w))).astype(f)
+    x2 = (rng.uniform(-1, 1, (h, w)) * zp2).astype(f)
+    y2 = (rng.uniform(-0.2, 0.5, (h, w)) * zp2).astype(f)
+    coef = tuple(f(v) for v in (-0.01, 0.99, 0.03, 0.3, 40.0, 40.0, 28.0, 10.0, w - 1, h - 1))
+    u2, v2, zc2 = (np.empty((h, w), f) for _ in range(3))
+    ok = np.empty((h, w), np.uint8)
+    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok)
+    ref, ref_valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
+    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, ref, ref_valid)
+    flow, valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
+    kernels.flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid)
+    assert 0 < ref_valid.mean() < 1
+    assert flow.tobytes() == ref.tobytes() and np.array_equal(valid, ref_valid)

@@ -14,8 +14,7 @@ from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.effects import compose, sky_background
 from carla_bridge.synthetic.kernels import (
     draw_quads,
-    flow_end,
-    flow_mid,
+    flow_mid_end,
     flow_pre,
     ground_labels,
 )
@@ -435,13 +434,11 @@ class SyntheticBackend(SceneBackend):
             x2f[mi] -= (dd + xa - xb).astype(f32)
             y2f[mi] += (ea - eb).astype(f32)
         if r.compiled:  # the cv2 chain below (remaps included) as two kernel passes
-            u2, v2, zc2 = (np.empty((h, wd), f32) for _ in range(3))
-            ok = np.empty((h, wd), np.uint8)
             coef = (-float(pcs.theta + pcs.psi), cp, sp, NEAR, cam.fx, cam.fy, cam.cx, cam.cy)
             coef = tuple(f32(c) for c in coef + (wd - 1.0, h - 1.0))
-            flow_mid(x2, zp2, y2, r.invz, coef, u2, v2, zc2, ok)
             flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
-            flow_end(u2, v2, zc2, prev["invz"], prev["objf"], r.objf, ok, flow, valid)
+            flow_mid_end(x2, zp2, y2, r.invz, coef, prev["invz"], prev["objf"], r.objf, flow,
+                         valid)  # fmt: skip
             return flow, valid
         cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
         yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)

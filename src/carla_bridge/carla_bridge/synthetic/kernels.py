@@ -372,6 +372,48 @@ def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
             val[j] = good
 
 
+def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid):
+    """:func:`_flow_mid` then :func:`_flow_end` per pixel in one pass (the same float32
+    operations, without the intermediate maps): writes ``flow`` and ``valid``."""
+    f32 = np.float32
+    a, cp, sp, near, fx, fy, cx, cy, wmax, hmax = coef
+    zero, one, lo, hi = f32(0.0), f32(1.0), f32(0.98), f32(1.02)
+    msp = -sp
+    h, w = x2.shape
+    ph, pw = prev_invz.shape
+    flow2 = flow.reshape(h, 2 * w)
+    for i in range(h):
+        fi = f32(i)
+        xr, zr, yr, izr, ob = x2[i], zp2[i], y2[i], invz[i], objf[i]
+        dst, val = flow2[i], valid[i]
+        for j in range(w):
+            zp = zr[j]
+            y = yr[j]
+            x = fma32(zp, a, xr[j])
+            yc = fma32(y, cp, zp * msp)
+            zc = fma32(y, sp, zp * cp)
+            inv = one / max(zc, near)
+            u = (fx * x) * inv + cx
+            v = (fy * yc) * inv + cy
+            good = (izr[j] > zero) and (zc > near)
+            good = good and (u >= zero) and (u <= wmax) and (v >= zero) and (v <= hmax)
+            if good:
+                xf, yf = np.floor(u), np.floor(v)
+                ax, ay = u - xf, v - yf
+                x0, y0 = int(xf), int(yf)
+                x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
+                p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
+                p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
+                top = fma32(ax, p01 - p00, p00)
+                bottom = fma32(ax, p11 - p10, p10)
+                r = fma32(ay, bottom - top, top) * zc
+                nearest = prev_objf[int(np.rint(v)), int(np.rint(u))]
+                good = r >= lo and r <= hi and nearest == ob[j]
+            dst[2 * j] = u - f32(j) if good else zero
+            dst[2 * j + 1] = v - fi if good else zero
+            val[j] = good
+
+
 def _ground_labels(ident, line_id, road, keep, obj_mask, mat_shift, lo, hi, lane, drivable):
     """Lane instance mask and drivable mask of the visible ground in one pass.
 
@@ -389,62 +431,6 @@ def _ground_labels(ident, line_id, road, keep, obj_mask, mat_shift, lo, hi, lane
             lid = lr[j] if vis else 0
             ln[j] = lid if keep[lid] else 0
             dr[j] = vis and rr[j]
-
-
-def _paint_lines(lines, ints, d64, consts, offset, zc, px, s_row, d, grain, tex, col, line_id):
-    """Paint the lane lines onto the ground rows (``shade.render_ground``'s numpy loop, the
-    same float32 / float64 operations per pixel, line after line).
-
-    ``lines`` (float32, one row per line) = (d, extent, width / 2, (width + gap) / 2, dash
-    length, dash period, wear, paint r, g, b); ``ints`` (int64) = (kind: 0 solid, 1 dashed,
-    2 double; line id); ``d64``: the lines' d (float64); ``consts`` = (cx, fx, half the least
-    label width in px); ``offset``, ``zc``: float64 per ground row; ``px``, ``s_row``: float32
-    per row; ``d``, ``grain``: float32 rows x W. Writes ``col`` (float32 rows x W x 3) and
-    ``line_id`` (uint16 rows x W).
-    """
-    f32 = np.float32
-    nr, w = d.shape
-    cx, fx, mh = consts[0], consts[1], f32(consts[2])
-    for n in range(lines.shape[0]):
-        d32, ext, hw, dbl = lines[n, 0], lines[n, 1], lines[n, 2], lines[n, 3]
-        dash0, dash1, wear = lines[n, 4], lines[n, 5], lines[n, 6]
-        kind, lid = ints[n, 0], ints[n, 1]
-        dn64 = d64[n]
-        for i in range(nr):
-            pxn = px[i]
-            hp = np.float64(max(ext / pxn, mh) + f32(1.0))
-            uc = cx + fx * (dn64 - offset[i]) / zc[i]
-            lo = int(min(max(np.ceil(uc - hp), 0.0), np.float64(w)))
-            hi = int(min(max(np.floor(uc + hp) + 1.0, 0.0), np.float64(w)))
-            srow = s_row[i]
-            on = True
-            if kind == 1:
-                m = f32(np.fmod(srow, dash1))
-                if m != 0 and (dash1 < 0) != (m < 0):
-                    m = m + dash1
-                on = m < dash0
-            lab_lim = max(ext, mh * pxn)
-            trow = np.int64(np.int32((srow + f32(37.0)) * f32(3.0))) & 511
-            for c in range(lo, hi):
-                dn = d[i, c]
-                dd = abs(dn - d32)
-                if kind == 2:
-                    a = (hw - abs(dd - dbl)) / pxn + f32(0.5)
-                else:
-                    a = (hw - dd) / pxn + f32(0.5)
-                a = min(max(a, f32(0.0)), f32(1.0))
-                lab = dd < lab_lim
-                if kind == 1:
-                    lab = lab and on
-                    a = a * (f32(1.0) if on else f32(0.0))
-                t = tex[trow, np.int64(np.int32(dn * f32(3.0))) & 511] * f32(1.6) - f32(0.3)
-                a = a * (f32(1.0) - wear * min(max(t, f32(0.0)), f32(1.0)))
-                gm = f32(0.85) + f32(0.15) * grain[i, c]
-                for k in range(3):
-                    sub = col[i, c, k]
-                    col[i, c, k] = sub + (lines[n, 7 + k] * gm - sub) * a
-                if lab:
-                    line_id[i, c] = lid
 
 
 def _facade(row_in, col_in, lit, wall, glass, lamp, rgb):
@@ -504,8 +490,8 @@ flow_mid = _compile(_flow_mid)
 ground_labels = _compile(_ground_labels)
 f16_planes = _compile(_f16_planes)
 flow_end = _compile(_flow_end)
+flow_mid_end = _compile(_flow_mid_end)
 facade = _compile(_facade)
-paint_lines = _compile(_paint_lines)
 
 
 def warm_up() -> None:
@@ -542,16 +528,16 @@ def warm_up() -> None:
     flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8)
     flow2 = np.zeros((4, 4, 2), f)
     flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road)
+    flow_mid_end(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0], z4[1], flow2, road)
     e4 = [np.zeros((4, 4), f) for _ in range(3)]
     exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
     u16 = np.zeros((4, 4), np.uint16)
     ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
     f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
-    ones2 = np.ones(2)
-    paint_lines(np.ones((1, 10), f), np.ones((1, 2), np.int64), ones2, np.ones(3), ones2, ones2,
-                np.ones(2, f), np.ones(2, f), d, d.copy(), np.zeros((512, 512), f),
-                np.zeros((2, 4, 3), f), np.zeros((2, 4), np.uint16))  # fmt: skip
+    from carla_bridge.synthetic.paint import warm_up as warm_up_paint
     from carla_bridge.synthetic.warp import warp_fill
+
+    warm_up_paint()
 
     # (no cv2 call here: cv2's thread pool must not exist when a parent forks its workers;
     # warp.block_size() calibrates against cv2 lazily, in the worker)

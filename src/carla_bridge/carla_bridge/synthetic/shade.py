@@ -10,7 +10,7 @@ import numpy as np
 
 from carla_bridge.scenario import ScenarioConfig
 from carla_bridge.synthetic.kernels import ground as ground_kernel
-from carla_bridge.synthetic.kernels import paint_lines as paint_lines_kernel
+from carla_bridge.synthetic.paint import paint_lines as paint_lines_kernel
 from carla_bridge.synthetic.render import (
     M_GRASS,
     M_ROAD,
