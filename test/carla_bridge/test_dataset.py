@@ -278,15 +278,23 @@ def test_draw_frame_marks_lines_boxes_and_drivable(ref):
     assert (edge == col).all(axis=1).mean() > 0.5
 
 
-def test_box_rle_equals_pycocotools():
-    """The writer's RLE (read inside the label box) is pycocotools' RLE of the whole mask."""
-    from carla_bridge.dataset.writer import _rle
+@pytest.mark.parametrize("compiled", [True, False])
+def test_box_rle_equals_pycocotools(compiled):
+    """The writer's RLE (read inside the label box; numba kernel or numpy) is pycocotools' RLE
+    of the whole mask."""
+    from carla_bridge.dataset import rle
 
     rng = np.random.default_rng(0)
     masks = [rng.random((7, 5)) < p for p in (0.0, 0.2, 0.5, 0.8, 1.0) for _ in range(20)]
     edge = np.zeros((7, 5), bool)
     edge[-1, 0] = edge[0, 1] = edge[-1, -1] = True  # a run across a column boundary, last pixel
     masks.append(edge)
+    for _ in range(20):  # blobs inside larger images, touching the borders or not
+        m = np.zeros((int(rng.integers(5, 40)), int(rng.integers(5, 40))), bool)
+        for _ in range(3):
+            y, x = rng.integers(0, m.shape[0]), rng.integers(0, m.shape[1])
+            m[y : y + int(rng.integers(1, 30)), x : x + int(rng.integers(1, 30))] = True
+        masks.append(m)
     for m in masks:
         ys, xs = np.nonzero(m)
         tight = (
@@ -296,5 +304,8 @@ def test_box_rle_equals_pycocotools():
         )
         want = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
         for box in (tight, (1.0, 1.0, 2.0, 2.0)):  # a box missing pixels reads the whole mask
-            got = _rle(m, box)
-            assert got == {"size": [7, 5], "counts": want["counts"].decode()}
+            if compiled:
+                got = rle.rle(m, box)
+            else:
+                got = {"size": list(m.shape), "counts": rle.rle_numpy(m, box)}
+            assert got == {"size": list(m.shape), "counts": want["counts"].decode()}

@@ -140,9 +140,11 @@ def generate_dataset(
             tasks.append((out, sp.name, seq, cfg.to_dict(), opts, flow_compression == "deflate"))
     todo = [t for t in tasks if not os.path.exists(_part_path(out, t[1], t[2]))]
     if todo and scenario.backend == "synthetic":
+        from carla_bridge.dataset.rle import warm_up as warm_up_rle
         from carla_bridge.synthetic.kernels import warm_up
 
         warm_up()  # compile / load the kernels once, before the workers fork
+        warm_up_rle()
     bar = tqdm(
         total=len(tasks),
         initial=len(tasks) - len(todo),

@@ -27,6 +27,7 @@ from carla_bridge.dataset.io import (
     encode_palette_png,
     encode_png16,
 )
+from carla_bridge.dataset.rle import rle as _rle
 from carla_bridge.frame import Frame
 from carla_bridge.scenario import ScenarioConfig
 
@@ -79,56 +80,6 @@ def _frame_paths(root: str, split: str, seq: str, idx: int) -> Dict[str, str]:
 
 def _part_path(root: str, split: str, seq: str) -> str:
     return os.path.join(root, split, "annotations", "parts", seq + ".json")
-
-
-def _rle_string(counts: List[int]) -> str:
-    """COCO's compressed RLE string of run lengths (pycocotools ``rleToString``)."""
-    out = []
-    for i, c in enumerate(counts):
-        x = c - counts[i - 2] if i > 2 else c
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5
-            more = x != -1 if ch & 0x10 else x != 0
-            out.append(chr((ch | 0x20 if more else ch) + 48))
-    return "".join(out)
-
-
-def _rle(mask: np.ndarray, box: Tuple[float, ...], count: Optional[int] = None) -> Dict[str, Any]:
-    """COCO RLE (column-major runs, compressed string) of a boolean mask, the same as
-    ``pycocotools.mask.encode`` but reading only the ``(x, y, w, h)`` box when it holds every
-    pixel of the mask (it does for the tight boxes of the labels), not all H x W pixels.
-    ``count``: the mask's number of set pixels when the caller has it.
-    """
-    h, w = mask.shape
-    bx, by, bw, bh = box
-    x0, y0 = max(int(np.floor(bx)), 0), max(int(np.floor(by)), 0)
-    x1, y1 = min(int(np.ceil(bx + bw)), w), min(int(np.ceil(by + bh)), h)
-    sub = mask[y0:y1, x0:x1]
-    if count is None:
-        count = int(np.count_nonzero(mask))
-    if x1 <= x0 or y1 <= y0 or np.count_nonzero(sub) != count:
-        x0, y0, x1, y1, sub = 0, 0, w, h, mask
-    cols = np.zeros((x1 - x0, y1 - y0 + 2), np.int8)  # one box column per row, zero padded
-    cols[:, 1:-1] = sub.T
-    step = np.diff(cols, axis=1)
-    sc, sr = np.nonzero(step == 1)  # run starts, in column-major order
-    ec, er = np.nonzero(step == -1)  # run ends (exclusive)
-    starts = (sc + x0) * h + sr + y0
-    ends = (ec + x0) * h + er + y0
-    # a run reaching the bottom of a column goes on at the top of the next one
-    join = ends[:-1] == starts[1:]
-    if join.any():
-        starts = np.concatenate([starts[:1], starts[1:][~join]])
-        ends = np.concatenate([ends[:-1][~join], ends[-1:]])
-    edges = np.empty(2 * len(starts) + 2, np.int64)
-    edges[0], edges[-1] = 0, h * w
-    edges[1:-1:2], edges[2:-1:2] = starts, ends
-    counts = np.diff(edges).tolist()
-    if len(counts) > 1 and counts[-1] == 0:  # the mask ends with a run of ones
-        counts.pop()
-    return {"size": [h, w], "counts": _rle_string(counts)}
 
 
 def ignore_thresholds(width: int, height: int) -> Dict[str, int]:
