@@ -266,3 +266,25 @@ def test_flow_mid_end_is_flow_mid_then_flow_end():
     kernels.flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid)
     assert 0 < ref_valid.mean() < 1
     assert flow.tobytes() == ref.tobytes() and np.array_equal(valid, ref_valid)
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_object_boxes_match_find_objects():
+    """Tight boxes and pixel counts per id, as scipy.ndimage.find_objects and a count."""
+    from scipy.ndimage import find_objects
+
+    rng = np.random.default_rng(7)
+    obj = np.zeros((30, 41), np.int32)
+    for k in (1, 2, 3, 5, 9):  # ids 4, 6-8 absent
+        y, x = rng.integers(0, 30), rng.integers(0, 41)
+        obj[y : y + int(rng.integers(1, 12)), x : x + int(rng.integers(1, 15))] = k
+    obj[0, 0], obj[-1, -1] = 2, 9  # boxes reaching the borders
+    stats = np.empty((obj.max() + 1, 5), np.int64)
+    kernels.object_boxes(obj, stats)
+    got = {k: tuple(v) for k, v in enumerate(stats.tolist()) if k and v[4]}
+    want = {
+        k + 1: (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int((obj == k + 1).sum()))
+        for k, sl in enumerate(find_objects(obj))
+        if sl is not None
+    }
+    assert got == want and len(want) == 5

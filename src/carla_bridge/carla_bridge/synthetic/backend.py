@@ -17,6 +17,7 @@ from carla_bridge.synthetic.kernels import (
     flow_mid_end,
     flow_pre,
     ground_labels,
+    object_boxes,
 )
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
@@ -350,14 +351,10 @@ class SyntheticBackend(SceneBackend):
         min_px = self.min_visible_pixels
         if min_px is None:
             min_px = max(8, cam.width * cam.height // 10000)
-        for k, sl in enumerate(find_objects(r.obj)):
-            if sl is None:
-                continue
-            tid = k + 1
-            sub = r.obj[sl] == tid
-            n_vis = int(np.count_nonzero(sub))
+        for tid, sl, n_vis in _object_slices(r):
             if n_vis < min_px:
                 continue
+            sub = r.obj[sl] == tid
             n_full, n_inside = _full_area(full.get(tid, []), cam.width, cam.height)
             n_full = max(n_full, n_vis)
             n_inside = min(max(n_inside, n_vis), n_full)
@@ -481,6 +478,25 @@ class SyntheticBackend(SceneBackend):
             if len(pts) >= 2:
                 out.append(LaneLineLabel(ln.line_id, ln.type, ln.color, np.round(pts, 2)))
         return out
+
+
+def _object_slices(r: Raster) -> List[Tuple[int, Tuple[slice, slice], int]]:
+    """``(id, tight box slices, pixels)`` of the objects in ``r.obj``, by id: one kernel pass
+    (:func:`kernels.object_boxes`) or ``scipy.ndimage.find_objects`` and a count per object."""
+    obj = r.obj
+    if not r.compiled:
+        out = []
+        for k, sl in enumerate(find_objects(obj)):
+            if sl is not None:
+                out.append((k + 1, sl, int(np.count_nonzero(obj[sl] == k + 1))))
+        return out
+    stats = np.empty((int(obj.max(initial=0)) + 1, 5), np.int64)
+    object_boxes(obj, stats)
+    return [
+        (k, (slice(y0, y1), slice(x0, x1)), n)
+        for k, (y0, y1, x0, x1, n) in enumerate(stats.tolist())
+        if k and n
+    ]
 
 
 def _full_area(polys: List[np.ndarray], width: int, height: int) -> Tuple[int, int]:

@@ -414,6 +414,27 @@ def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, val
             val[j] = good
 
 
+def _object_boxes(obj, stats):
+    """Tight box and pixel count of every object id ``1..len(stats) - 1`` in ``obj`` (what
+    ``scipy.ndimage.find_objects`` and a count give): ``stats[k]`` = (row start, row stop,
+    column start, column stop, pixels); ids without pixels keep count 0."""
+    h, w = obj.shape
+    n = stats.shape[0]
+    for k in range(n):
+        stats[k, 0], stats[k, 1], stats[k, 2], stats[k, 3], stats[k, 4] = h, 0, w, 0, 0
+    for i in range(h):
+        row = obj[i]
+        for j in range(w):
+            k = row[j]
+            if k > 0 and k < n:
+                st = stats[k]
+                st[0] = min(st[0], i)
+                st[1] = max(st[1], i + 1)
+                st[2] = min(st[2], j)
+                st[3] = max(st[3], j + 1)
+                st[4] += 1
+
+
 def _ground_labels(ident, line_id, road, keep, obj_mask, mat_shift, lo, hi, lane, drivable):
     """Lane instance mask and drivable mask of the visible ground in one pass.
 
@@ -491,6 +512,7 @@ ground_labels = _compile(_ground_labels)
 f16_planes = _compile(_f16_planes)
 flow_end = _compile(_flow_end)
 flow_mid_end = _compile(_flow_mid_end)
+object_boxes = _compile(_object_boxes)
 facade = _compile(_facade)
 
 
@@ -532,6 +554,7 @@ def warm_up() -> None:
     e4 = [np.zeros((4, 4), f) for _ in range(3)]
     exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
     u16 = np.zeros((4, 4), np.uint16)
+    object_boxes(ident, np.zeros((3, 5), np.int64))
     ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
     f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
     from carla_bridge.synthetic.paint import warm_up as warm_up_paint
