@@ -288,3 +288,13 @@ def test_object_boxes_match_find_objects():
         if sl is not None
     }
     assert got == want and len(want) == 5
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_pixels_of_is_flatnonzero_of_take():
+    rng = np.random.default_rng(8)
+    obj = rng.integers(0, 7, (23, 31)).astype(np.int32)
+    wanted = rng.random(7) > 0.5
+    out = np.empty(obj.size, np.int64)
+    n = kernels.pixels_of(obj, wanted, out)
+    assert np.array_equal(out[:n], np.flatnonzero(np.take(wanted, obj)))

@@ -18,6 +18,7 @@ from carla_bridge.synthetic.kernels import (
     flow_pre,
     ground_labels,
     object_boxes,
+    pixels_of,
 )
 from carla_bridge.synthetic.layout import generate_world
 from carla_bridge.synthetic.render import (
@@ -419,7 +420,11 @@ class SyntheticBackend(SceneBackend):
             y2 = z * (yn * cp + sp)
             y2 += consts[2]
         # pixels of moving objects by flat index (one nonzero pass for all the updates below)
-        mi = np.flatnonzero(np.take((lut != 0).any(1), obj))
+        if r.compiled:
+            mi = np.empty(obj.size, np.int64)
+            mi = mi[: pixels_of(obj, (lut != 0).any(1), mi)]
+        else:
+            mi = np.flatnonzero(np.take((lut != 0).any(1), obj))
         if len(mi):
             zp2f, x2f, y2f = zp2.reshape(-1), x2.reshape(-1), y2.reshape(-1)
             m_s = (zp.reshape(-1)[mi] + cs.s).astype(np.float64)

@@ -435,6 +435,18 @@ def _object_boxes(obj, stats):
                 st[4] += 1
 
 
+def _pixels_of(obj, wanted, out):
+    """Flat indices of the pixels whose id ``k`` has ``wanted[k]`` (``np.flatnonzero(
+    np.take(wanted, obj))``) into ``out`` (H * W); returns their number."""
+    flat = obj.reshape(-1)
+    n = 0
+    for p in range(flat.shape[0]):
+        if wanted[flat[p]]:
+            out[n] = p
+            n += 1
+    return n
+
+
 def _ground_labels(ident, line_id, road, keep, obj_mask, mat_shift, lo, hi, lane, drivable):
     """Lane instance mask and drivable mask of the visible ground in one pass.
 
@@ -513,6 +525,7 @@ f16_planes = _compile(_f16_planes)
 flow_end = _compile(_flow_end)
 flow_mid_end = _compile(_flow_mid_end)
 object_boxes = _compile(_object_boxes)
+pixels_of = _compile(_pixels_of)
 facade = _compile(_facade)
 
 
@@ -555,6 +568,7 @@ def warm_up() -> None:
     exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
     u16 = np.zeros((4, 4), np.uint16)
     object_boxes(ident, np.zeros((3, 5), np.int64))
+    pixels_of(ident, np.zeros(1, bool), np.empty(16, np.int64))
     ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
     f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
     from carla_bridge.synthetic.paint import warm_up as warm_up_paint
