@@ -68,3 +68,30 @@ def test_export_option_bakes_fewer_layers(tmp_path):
     a = ort_session(full_path).run(["boxes"], {"images": x})[0]
     b = ort_session(short_path).run(["boxes"], {"images": x})[0]
     assert not np.allclose(a, b)
+
+
+def test_query_selection_box_head_on_selected_tokens_equals_all_tokens_then_gather():
+    """The encoder box head runs on the K selected tokens only; that must equal running it on
+    every token and gathering the top-K (the per-token MLP makes them the same)."""
+    from edge_perception.detection.decoder import make_anchors
+
+    m = _model()
+    with torch.no_grad():
+        m.decoder.enc_bbox_head.layers[-1].weight.normal_(0, 0.1)
+        m.decoder.enc_bbox_head.layers[-1].bias.normal_(0, 0.1)
+    m.train()
+    captured = {}
+    m.decoder.register_forward_pre_hook(lambda mod, args: captured.update(feats=args[0]))
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        out = m(x)
+    dec, feats = m.decoder, captured["feats"]
+    shapes = [(int(f.shape[2]), int(f.shape[3])) for f in feats]
+    memory = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], dim=1)
+    with torch.no_grad():
+        enc_mem = dec.enc_output(memory)
+        all_boxes = dec.enc_bbox_head(enc_mem) + make_anchors(shapes, memory.device)
+        topk = torch.topk(dec.enc_score_head(enc_mem).max(-1).values, dec.num_queries, 1).indices
+    want = torch.gather(all_boxes, 1, topk[..., None].expand(-1, -1, 4)).sigmoid()
+    assert memory.shape[1] > dec.num_queries  # the head really skipped tokens
+    torch.testing.assert_close(out["enc_outputs"]["pred_boxes"], want, rtol=1e-5, atol=1e-6)
