@@ -92,3 +92,27 @@ def test_a_line_interrupted_longer_than_max_gap_is_joined_again():
     true_x = 40 + (119 - left.points[:, 1]) * (21 / 39)
     assert np.max(np.abs(left.points[:, 0] - true_x)) < 3.0
     assert joined[1].points[-1, 1] > 55  # the right line was not extended by the left one
+
+
+def test_a_line_stopping_above_the_bottom_is_continued_down_to_it():
+    """A dashed line whose lowest dash ends 40 rows above the image bottom, and a steep line that
+    would leave the image sideways, are continued along their straight fit (bounded by
+    ``extend`` x the traced height); ``extend=0`` keeps the traced part only."""
+    m = np.zeros((H, W), np.uint8)
+    for y0 in range(79, 10, -20):  # dashes from row 79 up: nothing below row 79
+        cv2.line(m, (60 + (79 - y0) // 4, y0), (60 + (79 - y0 + 9) // 4, y0 - 9), 3, 3)
+    cv2.line(m, (190, 90), (160, 30), 2, 3)  # continued, it leaves the image at x = W - 1, y 108
+    kept = extract_lines(m, extend=0.0)
+    grown = extract_lines(m)  # default extend
+    assert len(kept) == len(grown) == 2
+    (d0, s0), (d1, s1) = kept, grown
+    assert d0.points[0, 1] < 82 and d1.points[0, 1] == pytest.approx(H - 1, abs=1.0)
+    # the continuation follows the line's slope (x = 60 + (79 - y) / 4 extended below row 79)
+    assert d1.points[0, 0] == pytest.approx(60 - (H - 1 - 79) / 4, abs=1.5)
+    np.testing.assert_allclose(d1.points[-len(d0.points) :], d0.points)  # traced part unchanged
+    assert s1.points[:, 0].max() <= W - 1 and s1.points[0, 1] > s0.points[0, 1]
+    assert s1.points[0, 1] < H - 1  # stopped at the image side, not the bottom
+    assert d1.bottom_x == pytest.approx(float(d1.points[0, 0]))
+    short = extract_lines(m, extend=0.25)[0]  # at most a quarter of the traced height
+    traced = d0.points[0, 1] - d0.points[-1, 1]
+    assert short.points[0, 1] - d0.points[0, 1] <= 0.25 * traced + 1.0

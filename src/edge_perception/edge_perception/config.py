@@ -163,6 +163,13 @@ class LaneNodeConfig(NodeConfig):
         min=1,
         max=8,
     )
+    line_extend: float = _f(
+        3.0,
+        "continue a lane line below its lowest traced row, up to this many times its traced "
+        "height (0 = off)",
+        min=0.0,
+        max=20.0,
+    )
     embed_mask: bool = _f(False, "also embed the class mask in the LaneSegmentation message")
 
 

@@ -110,7 +110,7 @@ def evaluate(
     ``line_options``: keyword arguments of ``extract_lines`` (``row_step``, ``merge_gap``, ...).
     ``lines_from_labels``: trace the lines on the ground-truth class masks instead of the
     predictions — the score the tracer reaches with a perfect network (its upper bound)."""
-    from edge_perception.lane.postprocess import extract_lines
+    from edge_perception.lane.postprocess import DEFAULT_EXTEND, extract_lines
 
     meter = SegmentationMeter(LANE_CLASSES, line_classes=LINE_CLASSES, tol=tol)
     gt_lines = ground_truth_lines(dataset) if polylines is not None else []
@@ -118,6 +118,7 @@ def evaluate(
     t0 = time.perf_counter()
     seen, line_s = 0, 0.0
     opts = dict(line_options or {})
+    opts.setdefault("extend", DEFAULT_EXTEND)
     for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
         masks = predict(x.numpy())
         meter.update(masks, y.numpy())
@@ -159,11 +160,11 @@ def markdown_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
 
 def polyline_table(rows: Sequence[Tuple[str, Dict[str, object]]]) -> str:
     """Markdown table of the polyline scores (rows evaluated with ``--polylines``)."""
-    head = ["model", "row step", "line P", "line R", "line F1", "type acc", "extract ms"]
+    head = ["model", "row step", "extend", "line P", "line R", "line F1", "type acc", "extract ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in rows:
         q = m["polylines"]  # type: ignore[index]
-        cells = [name, str(q.get("row_step", 1))] + [
+        cells = [name, str(q.get("row_step", 1)), str(q.get("extend", 0.0))] + [
             "n/a" if q[k] is None else "%.4f" % q[k]
             for k in ("precision", "recall", "f1", "type_accuracy")
         ]
@@ -222,6 +223,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--merge-gap", type=int, default=None, help="line joining gap in rows (0 = off)"
     )
     parser.add_argument(
+        "--line-extend",
+        type=float,
+        default=3.0,
+        help="continue lines below their lowest traced row, up to this many times their "
+        "traced height (0 = off; the lane node's line_extend)",
+    )
+    parser.add_argument(
         "--lines-from-labels",
         action="store_true",
         help="trace the lines on the ground-truth masks (the tracer's upper bound)",
@@ -243,7 +251,7 @@ def main(args: argparse.Namespace) -> int:
         if args.polylines
         else None
     )
-    line_options: Dict[str, Any] = {"row_step": args.row_step}
+    line_options: Dict[str, Any] = {"row_step": args.row_step, "extend": args.line_extend}
     if args.merge_gap is not None:
         line_options["merge_gap"] = args.merge_gap
     res = evaluate_path(

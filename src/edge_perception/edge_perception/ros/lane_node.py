@@ -94,6 +94,7 @@ class LaneSegmentationNode(PerceptionNodeBase):
             class_names=config.class_names,
             extract_lines=config.lines,
             line_row_step=config.line_row_step,
+            line_extend=config.line_extend,
         )
         if config.lines and not pipeline.lines_available:
             self.get_logger().warning(

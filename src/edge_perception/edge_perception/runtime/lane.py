@@ -60,6 +60,7 @@ class LanePipeline(Pipeline):
         class_names: Sequence[str] = LANE_CLASS_NAMES,
         extract_lines: bool = True,
         line_row_step: int = 1,
+        line_extend: float = 3.0,
         interpolation: str = "area",
     ) -> None:
         super().__init__(backend, input_size, resize, interpolation)
@@ -82,6 +83,9 @@ class LanePipeline(Pipeline):
         if int(line_row_step) < 1:
             raise ValueError(f"line_row_step must be >= 1, got {line_row_step}")
         self.line_row_step = int(line_row_step)
+        if not line_extend >= 0.0:
+            raise ValueError(f"line_extend must be >= 0, got {line_extend}")
+        self.line_extend = float(line_extend)
 
     def postprocess(self, outputs: Arrays, transform: Transform) -> LaneResult:
         if "mask" in outputs:
@@ -100,7 +104,10 @@ class LanePipeline(Pipeline):
             content = transform.content(mask)
             scale = (1.0 / transform.scale_x, 1.0 / transform.scale_y)
             found = self._extract(
-                np.ascontiguousarray(content), scale=scale, row_step=self.line_row_step
+                np.ascontiguousarray(content),
+                scale=scale,
+                row_step=self.line_row_step,
+                extend=self.line_extend,
             )
             lines = [_as_line(ln, i) for i, ln in enumerate(found)]
         return LaneResult(class_mask=class_mask, class_names=self.class_names, lines=lines)
