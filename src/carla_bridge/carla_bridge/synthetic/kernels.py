@@ -333,6 +333,24 @@ def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
             okr[j] = 255 if good else 0
 
 
+def _seen_before(prev_invz, prev_objf, x, y, zc, ob, lo, hi):
+    """Occlusion test of one pixel that projects to ``(x, y)`` in the previous frame (inside
+    it): the previous inverse depth sampled as ``cv2.remap`` INTER_LINEAR does (float weights,
+    fused lerps, x then y, edge pixels replicated) times ``zc`` within ``lo..hi``, and the same
+    object id at the nearest pixel (round half to even, as INTER_NEAREST)."""
+    ph, pw = prev_invz.shape
+    xf, yf = np.floor(x), np.floor(y)
+    ax, ay = x - xf, y - yf
+    x0, y0 = int(xf), int(yf)
+    x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
+    p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
+    p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
+    top = fma32(ax, p01 - p00, p00)
+    bottom = fma32(ax, p11 - p10, p10)
+    r = fma32(ay, bottom - top, top) * zc
+    return r >= lo and r <= hi and prev_objf[int(np.rint(y)), int(np.rint(x))] == ob
+
+
 def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
     """The end of ``SyntheticBackend._flow``: the occlusion test on top of ``ok`` and the flow.
 
@@ -345,7 +363,6 @@ def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
     """
     f32 = np.float32
     h, w = ok.shape
-    ph, pw = prev_invz.shape
     zero, lo, hi = f32(0.0), f32(0.98), f32(1.02)
     flow2 = flow.reshape(h, 2 * w)
     for i in range(h):
@@ -355,18 +372,7 @@ def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
         for j in range(w):
             good = False
             if o[j] != 0:
-                x, y = u[j], v[j]
-                xf, yf = np.floor(x), np.floor(y)
-                ax, ay = x - xf, y - yf
-                x0, y0 = int(xf), int(yf)
-                x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
-                p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
-                p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
-                top = fma32(ax, p01 - p00, p00)
-                bottom = fma32(ax, p11 - p10, p10)
-                r = fma32(ay, bottom - top, top) * zc[j]
-                near = prev_objf[int(np.rint(y)), int(np.rint(x))]
-                good = r >= lo and r <= hi and near == ob[j]
+                good = seen_before(prev_invz, prev_objf, u[j], v[j], zc[j], ob[j], lo, hi)
             dst[2 * j] = u[j] - f32(j) if good else zero
             dst[2 * j + 1] = v[j] - fi if good else zero
             val[j] = good
@@ -380,7 +386,6 @@ def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, val
     zero, one, lo, hi = f32(0.0), f32(1.0), f32(0.98), f32(1.02)
     msp = -sp
     h, w = x2.shape
-    ph, pw = prev_invz.shape
     flow2 = flow.reshape(h, 2 * w)
     for i in range(h):
         fi = f32(i)
@@ -398,17 +403,7 @@ def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, val
             good = (izr[j] > zero) and (zc > near)
             good = good and (u >= zero) and (u <= wmax) and (v >= zero) and (v <= hmax)
             if good:
-                xf, yf = np.floor(u), np.floor(v)
-                ax, ay = u - xf, v - yf
-                x0, y0 = int(xf), int(yf)
-                x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
-                p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
-                p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
-                top = fma32(ax, p01 - p00, p00)
-                bottom = fma32(ax, p11 - p10, p10)
-                r = fma32(ay, bottom - top, top) * zc
-                nearest = prev_objf[int(np.rint(v)), int(np.rint(u))]
-                good = r >= lo and r <= hi and nearest == ob[j]
+                good = seen_before(prev_invz, prev_objf, u, v, zc, ob[j], lo, hi)
             dst[2 * j] = u - f32(j) if good else zero
             dst[2 * j + 1] = v - fi if good else zero
             val[j] = good
@@ -513,6 +508,7 @@ def _compile(fn):  # noqa: ANN001, ANN202
         return numba.njit(nogil=True)(fn)
 
 
+seen_before = _compile(_seen_before)
 ztest_fill = _compile(_ztest_fill)
 ground = _compile(_ground)
 draw_quads = _compile(_draw_quads)
