@@ -102,3 +102,17 @@ def test_shrinking_keeps_thin_lines_continuous():
     assert (small[:, 45] == 3).all()
     assert set(np.unique(small)) == {1, 2, 3}
     assert (small == 2).sum() == 32 and (small == 3).sum() == 32  # not thickened
+
+
+def test_resize_pair_interpolation_changes_the_image_only():
+    import cv2
+    from edge_perception.lane.data import resize_pair
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (48, 80)).astype(np.uint8)
+    a_img, a_mask = resize_pair(img, mask, (30, 50))
+    l_img, l_mask = resize_pair(img, mask, (30, 50), "linear")
+    assert np.array_equal(a_img, cv2.resize(img, (50, 30), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(l_img, cv2.resize(img, (50, 30), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(a_img, l_img) and np.array_equal(a_mask, l_mask)

@@ -25,6 +25,7 @@ RESIZE_MODES = ("stretch", "letterbox")
 INTERPOLATIONS = ("area", "linear")
 PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
 OVERLAY_ENCODINGS = ("bgr8", "rgb8")
+LINE_EXTEND = 3.0  # lane lines: continuation below the lowest traced row, x traced height
 
 LANE_CLASS_NAMES = ["background", "drivable", "lane_solid", "lane_dashed"]
 OBJECT_CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
@@ -125,8 +126,8 @@ class NodeConfig(RuntimeOptions):
     resize: str = _f("stretch", "how camera frames are fitted to the input", choices=RESIZE_MODES)
     interpolation: str = _f(
         "linear",
-        "image resize: linear (fast) or area (as in training, ~1.2 ms slower at 640x480; "
-        "linear cost the bundled models 0.1 point)",
+        "image resize: linear (fast) or area (as in training, ~1.3 ms slower at 640x480; "
+        "linear costs the bundled models 0.1 point)",
         choices=INTERPOLATIONS,
     )
     qos: str = _f(
@@ -164,7 +165,7 @@ class LaneNodeConfig(NodeConfig):
         max=8,
     )
     line_extend: float = _f(
-        3.0,
+        LINE_EXTEND,
         "continue a lane line below its lowest traced row, up to this many times its traced "
         "height (0 = off)",
         min=0.0,

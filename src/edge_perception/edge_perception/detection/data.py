@@ -111,7 +111,11 @@ class CocoDetection(Dataset):
         cache: bool = False,
         max_images: Optional[int] = None,
         seed: int = 0,
+        interpolation: str = "area",
     ) -> None:
+        if interpolation not in ("area", "linear"):
+            raise ValueError(f"interpolation must be area or linear, got {interpolation!r}")
+        self.shrink = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
         ann_path = os.path.join(root, split, "annotations", "coco.json")
         if not os.path.isfile(ann_path):
             raise FileNotFoundError(
@@ -157,7 +161,7 @@ class CocoDetection(Dataset):
         h, w = img.shape[:2]
         s = min(1.0, self.input_size[0] / h, self.input_size[1] / w)
         if s < 1.0:
-            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=self.shrink)
         if self.cache:
             self._cache[idx] = (img, s)
         return img, s

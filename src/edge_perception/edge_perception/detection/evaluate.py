@@ -110,6 +110,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="carla_bridge data set root")
     parser.add_argument("--split", default="val")
     parser.add_argument(
+        "--interpolation",
+        choices=("area", "linear"),
+        default="area",
+        help="image resize when shrinking: area (as in training) or linear (the nodes' "
+        "default, see edge_perception.runtime.preprocess)",
+    )
+    parser.add_argument(
         "--input-size",
         type=int,
         nargs=2,
@@ -159,7 +166,14 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit("--eval-layers applies to checkpoints; export with --eval-layers")
         size = size or _onnx_input_size(args.onnx)
         predictor = onnx_predictor(args.onnx, args.threads)
-    ds = CocoDetection(args.data, args.split, size, augment=False, max_images=args.max_images)
+    ds = CocoDetection(
+        args.data,
+        args.split,
+        size,
+        augment=False,
+        max_images=args.max_images,
+        interpolation=args.interpolation,
+    )
     metrics = evaluate(predictor, ds, args.batch_size)
     print(format_metrics(metrics))
     if args.json:

@@ -104,9 +104,12 @@ def list_samples(root: str, split: str) -> List[Tuple[str, str]]:
 
 
 def resize_pair(
-    image: np.ndarray, mask: np.ndarray, size: Tuple[int, int]
+    image: np.ndarray, mask: np.ndarray, size: Tuple[int, int], interpolation: str = "area"
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Resize an RGB image (area/linear) and its class mask to ``size = (H, W)``.
+    """Resize an RGB image and its class mask to ``size = (H, W)``.
+
+    The image: area averaging when shrinking (``interpolation="area"``, the training default) or
+    bilinear (``"linear"``, what the nodes use by default; ``lane-eval --interpolation``).
 
     The mask is resized nearest-neighbour, except that when shrinking, a target pixel becomes a
     lane-line pixel if lines cover at least ``LINE_COVER`` of its footprint: nearest sampling
@@ -114,7 +117,7 @@ def resize_pair(
     """
     h, w = size
     shrink = mask.shape[0] > h or mask.shape[1] > w
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if shrink and interpolation == "area" else cv2.INTER_LINEAR
     out = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     if shrink:
         covers = [
@@ -167,7 +170,11 @@ class LaneDataset(Dataset):
         limit: Optional[int] = None,
         seed: int = 0,
         cache: bool = True,
+        interpolation: str = "area",
     ) -> None:
+        if interpolation not in ("area", "linear"):
+            raise ValueError(f"interpolation must be area or linear, got {interpolation!r}")
+        self.interpolation = interpolation
         if size[0] % 32 or size[1] % 32:
             raise ValueError(f"size {size} must be multiples of 32 (U-Net down-samples 5 times)")
         self.root, self.split, self.size = root, split, tuple(size)
@@ -196,7 +203,7 @@ class LaneDataset(Dataset):
             raise ValueError(f"{jpg} is {image.shape[:2]} but its label {png} is {mask.shape}")
         if int(mask.max()) >= len(LANE_CLASSES):
             raise ValueError(f"{png} holds class {int(mask.max())} >= {len(LANE_CLASSES)}")
-        pair = resize_pair(image, mask, self.size)
+        pair = resize_pair(image, mask, self.size, self.interpolation)
         if self.cache:
             self._cache[i] = pair
         return pair

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edge_perception.config import LINE_EXTEND
 from edge_perception.export import ort_session, write_json
 from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
 from edge_perception.lane.data import LaneDataset
@@ -184,6 +185,7 @@ def evaluate_path(
     polylines: Optional[LaneLineMeter] = None,
     line_options: Optional[Dict[str, Any]] = None,
     lines_from_labels: bool = False,
+    interpolation: str = "area",
 ) -> Dict[str, object]:
     """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split (polyline options:
     see :func:`evaluate`)."""
@@ -198,10 +200,17 @@ def evaluate_path(
         model, ckpt = load_checkpoint(model_path)
         predict = torch_predictor(model)
         model_size = tuple(size or ckpt.get("input_size", (192, 320)))  # type: ignore[assignment]
-    ds = LaneDataset(data, split, size=model_size, limit=limit, cache=False)
+    ds = LaneDataset(
+        data, split, size=model_size, limit=limit, cache=False, interpolation=interpolation
+    )
     out = evaluate(predict, ds, tol=tol, progress=progress, polylines=polylines,
                    line_options=line_options, lines_from_labels=lines_from_labels)  # fmt: skip
-    out.update(model=os.path.abspath(model_path), split=split, input_size=list(model_size))
+    out.update(
+        model=os.path.abspath(model_path),
+        split=split,
+        input_size=list(model_size),
+        interpolation=interpolation,
+    )
     return out
 
 
@@ -220,12 +229,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--row-step", type=int, default=1, help="line extraction row step")
     parser.add_argument(
+        "--interpolation",
+        choices=("area", "linear"),
+        default="area",
+        help="image resize when shrinking: area (as in training) or linear (the nodes' "
+        "default, see edge_perception.runtime.preprocess)",
+    )
+    parser.add_argument(
         "--merge-gap", type=int, default=None, help="line joining gap in rows (0 = off)"
     )
     parser.add_argument(
         "--line-extend",
         type=float,
-        default=3.0,
+        default=LINE_EXTEND,
         help="continue lines below their lowest traced row, up to this many times their "
         "traced height (0 = off; the lane node's line_extend)",
     )
@@ -257,6 +273,7 @@ def main(args: argparse.Namespace) -> int:
     res = evaluate_path(
         args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads,
         polylines=meter, line_options=line_options, lines_from_labels=args.lines_from_labels,
+        interpolation=args.interpolation,
     )  # fmt: skip
     table = markdown_table([(os.path.basename(args.model), res)])
     if meter is not None:

@@ -34,6 +34,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge_perception.config import LINE_EXTEND as DEFAULT_EXTEND
+
 SOLID, DASHED = 2, 3
 
 
@@ -50,7 +52,6 @@ class LaneLine:
     bottom_x: float  # x at the lowest row, used to order lines left to right
 
 
-DEFAULT_EXTEND = 3.0  # see extract_lines
 FIT_WINDOW = 12  # points of a track's straight-line fit that predicts its next x
 
 

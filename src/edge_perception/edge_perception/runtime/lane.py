@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge_perception.backends.base import Arrays, BackendError, InferenceBackend
-from edge_perception.config import LANE_CLASS_NAMES
+from edge_perception.config import LANE_CLASS_NAMES, LINE_EXTEND
 from edge_perception.runtime.pipeline import Pipeline
 from edge_perception.runtime.preprocess import Transform
 from edge_perception.runtime.results import LaneLineResult, LaneResult
@@ -60,7 +60,7 @@ class LanePipeline(Pipeline):
         class_names: Sequence[str] = LANE_CLASS_NAMES,
         extract_lines: bool = True,
         line_row_step: int = 1,
-        line_extend: float = 3.0,
+        line_extend: float = LINE_EXTEND,
         interpolation: str = "area",
     ) -> None:
         super().__init__(backend, input_size, resize, interpolation)

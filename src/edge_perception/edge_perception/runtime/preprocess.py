@@ -8,10 +8,10 @@ pixels to camera pixels.
 
 Interpolation: ``area`` follows the training code (area averaging when shrinking, bilinear when
 enlarging); ``linear`` is bilinear always. Area averaging at a non-integer ratio is OpenCV's slow
-generic path (640x480 -> 512x288: 1.3-1.6 ms vs 0.25 ms bilinear on this project's 2-core
-machine) and bilinear cost the bundled models 0.1 point (lane mIoU 0.8367 -> 0.8358, detection
-mAP50:95 0.0907 -> 0.0897 for the session-2 detector, on the validation split), so the nodes
-default to ``linear``.
+generic path (the lane node's preprocess at 640x480: 1.9 ms with area, 0.55-0.6 ms bilinear,
+bench/ros_overhead.py) and bilinear costs the bundled models 0.1 point on the validation split
+(lane mIoU 0.8367 -> 0.8358, detection mAP50:95 0.1205 -> 0.1196: ``lane-eval`` / ``det-eval``
+with ``--interpolation area|linear``), so the nodes default to ``linear``.
 Python 3.8 + NumPy 1.x compatible; OpenCV is imported when a Preprocessor is created.
 """
 
