@@ -19,12 +19,14 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 try:  # optional: a faster deflate with the same output format
-    from isal import isal_zlib as _deflate
+    from isal import isal_zlib as DEFLATE
 
     COMPRESSOR = "isal"
 except ImportError:  # pragma: no cover - depends on the environment
-    _deflate = zlib  # type: ignore[assignment]
+    DEFLATE = zlib  # type: ignore[assignment]
     COMPRESSOR = "zlib"
+# DEFLATE: the module (``isal.isal_zlib`` or ``zlib``, the same API) every dataset writer
+# deflates with; the PNG label writer (:mod:`carla_bridge.dataset.png`) uses it too
 
 _DOS_DATE = (1980 - 1980) << 9 | 1 << 5 | 1  # 1980-01-01 (zip's epoch), time 00:00:00
 _VERSION = 20  # "version needed to extract" / "made by": deflate, no zip64
@@ -52,9 +54,9 @@ def _member(chunks: Sequence[memoryview], compress: bool) -> Tuple[int, int, int
     """(crc32, compressed size, size, data pieces) of one zip member made of ``chunks``."""
     crc = size = 0
     out: List = []
-    comp = _deflate.compressobj(1, _deflate.DEFLATED, -15) if compress else None
+    comp = DEFLATE.compressobj(1, DEFLATE.DEFLATED, -15) if compress else None
     for c in chunks:
-        crc = _deflate.crc32(c, crc)
+        crc = DEFLATE.crc32(c, crc)
         size += c.nbytes
         out.append(comp.compress(c) if comp is not None else c)
     if comp is not None:
