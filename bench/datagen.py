@@ -10,11 +10,14 @@ temporary directory and divides the number of frames by the wall time.
 ``--repeat N`` runs each configuration N times and keeps the run with the least CPU time per
 frame (on a shared machine the others' load inflates both wall and CPU time).
 
-Each run writes into a new directory under ``--out-dir`` (default ``data/``, where the README's
-``carla-bridge generate --out data/ds`` puts datasets) and deletes it afterwards. The file
-system is part of what is measured: on this project's VM, creating a file directly in a
-directory of ``/tmp`` cost 0.4-0.75 ms of CPU time against 0.02-0.09 ms elsewhere on the same
-ext4 disk (``--out-dir /tmp`` shows the difference: four files per frame).
+Each run writes a new directory under ``--out-dir`` (default ``data/``, where the README's
+``carla-bridge generate --out data/ds`` puts datasets); all of them are deleted only when the
+benchmark ends. The file system is part of what is measured, and deleting many files right
+before creating new ones makes creation dear on some: ext4 without a journal (this project's
+VM) skips inodes freed in the last 30 s when it allocates one, reading each of them first -- a
+file create measured 0.4-0.9 ms of CPU time within 30 s of deleting ~1000 files, 0.02 ms
+otherwise, and a frame creates four files. Start the benchmark at least 30 s after deleting a
+dataset.
 
 Writes ``bench/results/datagen.json`` and ``bench/results/datagen.md``.
 """
@@ -61,34 +64,29 @@ def measure(
     frames: int,
     width: int,
     height: int,
-    flow: str = "deflate",
-    out_dir: str = "data",
+    flow: str,
+    out: str,
 ) -> Dict[str, Any]:
-    """One timed generation of ``sequences`` x ``frames`` train frames with ``workers``, written
-    to a new directory under ``out_dir`` (removed afterwards)."""
+    """One timed generation of ``sequences`` x ``frames`` train frames with ``workers`` into the
+    new directory ``out`` (kept until the benchmark ends: see the module docstring)."""
     cfg = ScenarioConfig().replace(camera={"width": width, "height": height})
-    os.makedirs(out_dir, exist_ok=True)
-    out = tempfile.mkdtemp(prefix="datagen_bench_", dir=out_dir)
-    try:
-        load0 = os.getloadavg()[0]
-        cpu0 = _cpu_seconds()
-        t0 = time.perf_counter()
-        manifest = generate_dataset(
-            out,
-            cfg,
-            train_sequences=sequences,
-            val_sequences=0,
-            frames_per_sequence=frames,
-            workers=workers,
-            seed=0,
-            progress=False,
-            flow_compression=flow,
-        )
-        wall = time.perf_counter() - t0
-        cpu = _cpu_seconds() - cpu0
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    load0 = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    manifest = generate_dataset(
+        out,
+        cfg,
+        train_sequences=sequences,
+        val_sequences=0,
+        frames_per_sequence=frames,
+        workers=workers,
+        seed=0,
+        progress=False,
+        flow_compression=flow,
+    )
+    wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
     n = manifest["splits"]["train"]["frames"]
     return {
         "workers": workers,
@@ -126,21 +124,27 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         help="where each run writes its dataset (a new directory, deleted afterwards)",
     )
     args = ap.parse_args(argv)
-    # warm-up: imports, first-call costs (untimed)
-    measure(1, 1, 2, args.width, args.height, out_dir=args.out_dir)
+    os.makedirs(args.out_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="datagen_bench_", dir=args.out_dir)
+    runs: List[str] = []
+
+    def run(workers: int, sequences: int, frames: int, flow: str = "deflate") -> Dict[str, Any]:
+        runs.append(os.path.join(scratch, f"run{len(runs)}"))
+        return measure(workers, sequences, frames, args.width, args.height, flow, runs[-1])
 
     def best(workers: int, flow: str = "deflate") -> Dict[str, Any]:
-        runs = [
-            measure(
-                workers, args.sequences, args.frames, args.width, args.height, flow, args.out_dir
-            )
-            for _ in range(max(args.repeat, 1))
+        rows = [
+            run(workers, args.sequences, args.frames, flow) for _ in range(max(args.repeat, 1))
         ]
-        return min(runs, key=lambda r: r["cpu_ms_per_frame"])
+        return min(rows, key=lambda r: r["cpu_ms_per_frame"])
 
-    rows = [best(w) for w in args.workers]
-    if args.store_flow:
-        rows.append(best(max(args.workers), "store"))
+    try:
+        run(1, 1, 2)  # warm-up: imports, first-call costs (untimed)
+        rows = [best(w) for w in args.workers]
+        if args.store_flow:
+            rows.append(best(max(args.workers), "store"))
+    finally:  # every run's files stay until here (deleting them would slow the next runs)
+        shutil.rmtree(scratch, ignore_errors=True)
     env = environment()
     env.update(_accelerators())
     command = "python bench/datagen.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -188,8 +192,8 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         f"Machine: {env['cpu']}, {env['cpu_count']} CPUs, Python {env['python']}, "
         f"numpy {env['numpy']}, git {env['git']}, {env['time_utc']}  \n"
         f"Rasteriser kernels: {env['kernels']}; flow .npz deflate: {env['flow_deflate']}  \n"
-        f"Written to: a new directory under `{args.out_dir}` per run (file creation is part of "
-        "the cost; see the module docstring for /tmp on this VM)  \n"
+        f"Written to: a new directory under `{args.out_dir}` per run, all deleted at the end "
+        "(file creation is part of the cost; see the module docstring)  \n"
         "Frames/s include rendering, labels, flow and writing every file of the dataset layout. "
         "The machine is shared (see the load average before each run): wall-clock frames/s are "
         "then bounded by the CPU share this process got (the cores-used column: where the "
