@@ -298,3 +298,16 @@ def test_pixels_of_is_flatnonzero_of_take():
     out = np.empty(obj.size, np.int64)
     n = kernels.pixels_of(obj, wanted, out)
     assert np.array_equal(out[:n], np.flatnonzero(np.take(wanted, obj)))
+
+
+@pytest.mark.parametrize("shape", [(57, 4), (33, 4, 3), (20, 8, 3), (5, 1)])
+def test_row_reductions_are_numpys_bit_for_bit(shape):
+    rng = np.random.default_rng(7)
+    a = rng.normal(0, 1e3, shape) * 10.0 ** rng.integers(-6, 6, shape)
+    a.reshape(-1)[::13] = np.nan  # NaN propagates as in numpy's reductions
+    a.reshape(-1)[5::17] = np.inf
+    for fast, ref in ((render.row_min, a.min(1)), (render.row_max, a.max(1))):
+        np.testing.assert_array_equal(fast(a), ref)
+    with np.errstate(invalid="ignore"):
+        assert render.row_mean(a).tobytes() == a.mean(1).tobytes()
+    assert render.row_mean(a[:, :1]).tobytes() == a[:, :1].mean(1).tobytes()

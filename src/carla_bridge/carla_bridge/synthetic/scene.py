@@ -23,6 +23,9 @@ from carla_bridge.synthetic.render import (
     facade_texture,
     pixel_box,
     plane_coefficients,
+    row_max,
+    row_mean,
+    row_min,
 )
 from carla_bridge.synthetic.world import M_POLE, Box, World, rgb
 
@@ -225,7 +228,7 @@ class SceneGeometry:
         for j in range(3):
             lo_hi = box[:, 2 * j : 2 * j + 2]
             corners[:, :, j] = lo_hi[:, CORNER_BITS[:, j]]
-        centre = corners.mean(1)
+        centre = row_mean(corners)
         bq = corners[:, FACES]  # nb x 6 x 4 x 3
         near = self.sq_ref - cs.s < LOD_DIST
         sel = (self.sq_s > lo - 10) & (self.sq_s < hi)
@@ -244,20 +247,20 @@ class SceneGeometry:
         allq = np.concatenate([bpc.reshape(-1, 4, 3), spc], 0)
         ic = np.concatenate([np.repeat(bc, 6, 0), sic], 0)
         two_sided = np.concatenate([np.zeros(nq, bool), np.isnan(self.sq_ic[sel][:, 0])])
-        fc = allq.mean(1)
+        fc = row_mean(allq)
         facing = np.einsum("ij,ij->i", fc - ic, fc) < 0
         facing |= two_sided
         zs = allq[:, :, 2]
-        vis = facing & (zs.max(1) > NEAR)
+        vis = facing & (row_max(zs) > NEAR)
         cam = cs.cam
         with np.errstate(divide="ignore", invalid="ignore"):
             u = allq[:, :, 0] / zs * cam.fx + cam.cx
             v = allq[:, :, 1] / zs * cam.fy + cam.cy
-        front = zs.min(1) > NEAR
-        outside = (u.max(1) < 0) | (u.min(1) > cam.width - 1) | (v.max(1) < 0)
-        outside |= v.min(1) > cam.height - 1
+        front = row_min(zs) > NEAR
+        u_lo, u_hi, v_lo, v_hi = row_min(u), row_max(u), row_min(v), row_max(v)
+        outside = (u_hi < 0) | (u_lo > cam.width - 1) | (v_hi < 0) | (v_lo > cam.height - 1)
         # no pixel centre inside the bounding box: nothing to draw
-        empty = (np.ceil(u.min(1)) > np.floor(u.max(1))) | (np.ceil(v.min(1)) > np.floor(v.max(1)))
+        empty = (np.ceil(u_lo) > np.floor(u_hi)) | (np.ceil(v_lo) > np.floor(v_hi))
         vis &= ~(front & (outside | empty))
         bshade = np.tile(FACE_SHADE, nb)
         color = np.concatenate(
