@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+import cv2
 import numpy as np
 
 from carla_bridge.classes import LANE_CLASSES
@@ -92,13 +93,16 @@ class Frame:
         out *= np.uint8(LANE_CLASSES.index("drivable"))
         if not self.lane_lines:
             return out
-        lut = np.zeros(
-            max(int(self.lane_instance_mask.max()), max(ln.line_id for ln in self.lane_lines)) + 1,
-            np.uint8,
-        )
+        ids = self.lane_instance_mask
+        top = max(int(ids.max()), max(ln.line_id for ln in self.lane_lines))
+        lut = np.zeros(max(top + 1, 256), np.uint8)
         for line in self.lane_lines:
             name = "lane_dashed" if line.type == "dashed" else "lane_solid"
             lut[line.line_id] = LANE_CLASSES.index(name)
-        cls = np.take(lut, self.lane_instance_mask)
+        if top < 256:  # the usual case: one 8-bit table lookup (several times faster than take)
+            cls = cv2.LUT(ids.astype(np.uint8), lut)
+            cv2.copyTo(cls, cls, out)  # out = cls where cls > 0
+            return out
+        cls = np.take(lut, ids)
         np.copyto(out, cls, where=cls > 0)
         return out

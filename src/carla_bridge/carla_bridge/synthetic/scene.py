@@ -235,7 +235,8 @@ class SceneGeometry:
         sel &= (self.sq_lod == 0) | ((self.sq_lod == 1) & near) | ((self.sq_lod == 2) & ~near)
         sq = self.sq[sel]
         pts = np.concatenate([bq.reshape(-1, 3), centre, sq.reshape(-1, 3), self.sq_ic[sel]], 0)
-        pts = np.nan_to_num(pts, nan=0.0)  # two-sided quads have no interior point
+        if not np.isfinite(pts).all():  # two-sided quads have no interior point (NaN)
+            pts = np.nan_to_num(pts, nan=0.0)
         x, y, z = cs.to_camera(w, pts[:, 0], pts[:, 1], pts[:, 2])
         pc = np.stack([x, y, z], 1)
         nq = nb * 6
