@@ -152,22 +152,29 @@ def generate_dataset(
         unit="seq",
         disable=not progress,
     )
+    done: Dict[str, Dict[str, Any]] = {sp.name: {} for sp in splits}  # parts in memory
+
+    def finished(result: tuple) -> None:
+        split, seq, part = result
+        if part is not None:
+            done[split][seq] = part
+        bar.update(1)
+
     if workers <= 1 or len(todo) <= 1:
         for t in todo:
-            render_sequence(t)
-            bar.update(1)
+            finished(render_sequence(t))
     else:
         ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
-            for _ in pool.imap_unordered(render_sequence, todo):
-                bar.update(1)
+            for result in pool.imap_unordered(render_sequence, todo):
+                finished(result)
             pool.close()
             pool.join()
     bar.close()
     split_info = {}
     for sp in splits:
         split_info[sp.name] = _merge_split(
-            out, sp.name, [_seq_name(i) for i in range(sp.sequences)]
+            out, sp.name, [_seq_name(i) for i in range(sp.sequences)], done[sp.name]
         )
         split_info[sp.name]["seeds"] = (
             [sp.base_seed, sp.base_seed + sp.sequences - 1] if sp.sequences else []

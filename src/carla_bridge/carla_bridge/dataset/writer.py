@@ -152,10 +152,12 @@ def _write_and_record(root: str, split: str, frame: Frame, compress_flow: bool) 
 
 def render_sequence(
     task: Tuple[str, str, str, Dict[str, Any], Dict[str, Any], bool],
-) -> Tuple[str, str, int]:
+) -> Tuple[str, str, Optional[Dict[str, Any]]]:
     """Worker: render one sequence and write its frames and annotation part (skips if complete).
 
     ``task`` = (root, split, sequence name, scenario dict, backend options, compress flow).
+    Returns ``(split, sequence, part)``: the annotation part just written (what
+    :func:`_merge_split` would read back from it), or None when the sequence was complete.
     """
     import cv2
 
@@ -164,7 +166,7 @@ def render_sequence(
     part = _part_path(root, split, seq)
     config = ScenarioConfig.from_dict(cfg_dict)
     if os.path.exists(part):
-        return split, seq, 0
+        return split, seq, None
     from carla_bridge.backend import make_backend
 
     backend = make_backend(config, open_now=False, **backend_kwargs)
@@ -185,14 +187,19 @@ def render_sequence(
     camera = None
     if cam is not None:
         camera = {k: getattr(cam, k) for k in ("width", "height", "fx", "fy", "cx", "cy")}
-    atomic_write_json(
-        part, {"sequence": seq, "seed": config.seed, "camera": camera, "frames": records}
-    )
-    return split, seq, len(records)
+    content = {"sequence": seq, "seed": config.seed, "camera": camera, "frames": records}
+    atomic_write_json(part, content)
+    return split, seq, content
 
 
-def _merge_split(root: str, split: str, seqs: List[str]) -> Dict[str, Any]:
-    """Build coco.json / ytvis.json / lanes.json of a split from its parts (deterministic)."""
+def _merge_split(
+    root: str, split: str, seqs: List[str], parts: Optional[Dict[str, Dict[str, Any]]] = None
+) -> Dict[str, Any]:
+    """Build coco.json / ytvis.json / lanes.json of a split from its parts (deterministic).
+
+    ``parts`` (sequence name -> part) holds parts already in memory (those the workers of
+    this run returned); the others are read from their files. The output is the same.
+    """
     cats = [
         {"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(OBJECT_CLASSES)
     ]
@@ -211,8 +218,10 @@ def _merge_split(root: str, split: str, seqs: List[str]) -> Dict[str, Any]:
     lanes: Dict[str, Any] = {"images": []}
     img_id = ann_id = track_base = 0
     for vid, seq in enumerate(seqs, start=1):
-        with open(_part_path(root, split, seq), encoding="utf-8") as fh:
-            part = json.load(fh)
+        part = (parts or {}).get(seq)
+        if part is None:
+            with open(_part_path(root, split, seq), encoding="utf-8") as fh:
+                part = json.load(fh)
         cam = part["camera"] or {"width": 0, "height": 0}
         w, h = int(cam["width"]), int(cam["height"])
         n = len(part["frames"])
