@@ -2,7 +2,7 @@
 
 Runs ``carla_bridge.dataset.generate_dataset`` (procedural backend, every label and file of the
 dataset layout: JPEG, lane PNGs, flow .npz, COCO / YouTube-VIS / lanes JSON, manifest) into a
-temporary directory and divides the number of frames by the wall time.
+new directory and divides the number of frames by the wall time.
 
     python bench/datagen.py [--sequences 4] [--frames 15] [--width 640 --height 384] [--store-flow]
                             [--repeat 1] [--out-dir data]
@@ -14,10 +14,9 @@ Each run writes a new directory under ``--out-dir`` (default ``data/``, where th
 ``carla-bridge generate --out data/ds`` puts datasets); all of them are deleted only when the
 benchmark ends. The file system is part of what is measured, and deleting many files right
 before creating new ones makes creation dear on some: ext4 without a journal (this project's
-VM) skips inodes freed in the last 30 s when it allocates one, reading each of them first -- a
-file create measured 0.4-0.9 ms of CPU time within 30 s of deleting ~1000 files, 0.02 ms
-otherwise, and a frame creates four files. Start the benchmark at least 30 s after deleting a
-dataset.
+VM) skips inodes freed in the last 30 s when it allocates one, reading each of them first
+(``python bench/fs_create.py`` measures it: bench/results/fs_create.md), and a frame creates
+four files. Start the benchmark at least 30 s after deleting a dataset.
 
 Writes ``bench/results/datagen.json`` and ``bench/results/datagen.md``.
 """
