@@ -12,11 +12,10 @@ frame (on a shared machine the others' load inflates both wall and CPU time).
 
 Each run writes a new directory under ``--out-dir`` (default ``data/``, where the README's
 ``carla-bridge generate --out data/ds`` puts datasets); all of them are deleted only when the
-benchmark ends. The file system is part of what is measured, and deleting many files right
-before creating new ones makes creation dear on some: ext4 without a journal (this project's
-VM) skips inodes freed in the last 30 s when it allocates one, reading each of them first
-(``python bench/fs_create.py`` measures it: bench/results/fs_create.md), and a frame creates
-four files. Start the benchmark at least 30 s after deleting a dataset.
+benchmark ends. The file system is part of what is measured: on this project's VM (ext4 without
+a journal) creating a file cost many times more CPU time in directories where earlier runs had
+just created and deleted thousands of files (cause not pinned down), so the benchmark deletes
+nothing between runs and is best started on a file system that has been quiet for a while.
 
 Writes ``bench/results/datagen.json`` and ``bench/results/datagen.md``.
 """
