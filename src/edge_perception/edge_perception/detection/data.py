@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-PAD_VALUE = 114
+from edge_perception.runtime.preprocess import PAD_VALUE, shrink_flag
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -113,9 +113,7 @@ class CocoDetection(Dataset):
         seed: int = 0,
         interpolation: str = "area",
     ) -> None:
-        if interpolation not in ("area", "linear"):
-            raise ValueError(f"interpolation must be area or linear, got {interpolation!r}")
-        self.shrink = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
+        self.shrink = shrink_flag(interpolation)
         ann_path = os.path.join(root, split, "annotations", "coco.json")
         if not os.path.isfile(ann_path):
             raise FileNotFoundError(

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from edge_perception.detection.data import CocoDetection, collate
 from edge_perception.metrics.coco import CocoMetrics, boxes_to_results, coco_map
+from edge_perception.runtime.preprocess import add_interpolation_argument
 
 Predictor = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -109,13 +110,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--onnx", help="exported detector (.onnx)")
     parser.add_argument("--data", required=True, help="carla_bridge data set root")
     parser.add_argument("--split", default="val")
-    parser.add_argument(
-        "--interpolation",
-        choices=("area", "linear"),
-        default="area",
-        help="image resize when shrinking: area (as in training) or linear (the nodes' "
-        "default, see edge_perception.runtime.preprocess)",
-    )
+    add_interpolation_argument(parser)
     parser.add_argument(
         "--input-size",
         type=int,

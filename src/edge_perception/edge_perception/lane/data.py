@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
+from edge_perception.runtime.preprocess import shrink_flag
 
 LINE_COVER = 0.25  # fraction of a shrunk pixel's footprint that makes it a line pixel
 
@@ -117,7 +118,7 @@ def resize_pair(
     """
     h, w = size
     shrink = mask.shape[0] > h or mask.shape[1] > w
-    interp = cv2.INTER_AREA if shrink and interpolation == "area" else cv2.INTER_LINEAR
+    interp = shrink_flag(interpolation) if shrink else cv2.INTER_LINEAR
     out = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     if shrink:
         covers = [
@@ -172,8 +173,7 @@ class LaneDataset(Dataset):
         cache: bool = True,
         interpolation: str = "area",
     ) -> None:
-        if interpolation not in ("area", "linear"):
-            raise ValueError(f"interpolation must be area or linear, got {interpolation!r}")
+        shrink_flag(interpolation)  # raises on an unknown name
         self.interpolation = interpolation
         if size[0] % 32 or size[1] % 32:
             raise ValueError(f"size {size} must be multiples of 32 (U-Net down-samples 5 times)")

@@ -29,6 +29,7 @@ from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
 from edge_perception.lane.data import LaneDataset
 from edge_perception.metrics.lanes import LaneLineMeter, Line
 from edge_perception.metrics.segmentation import SegmentationMeter
+from edge_perception.runtime.preprocess import add_interpolation_argument
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # N x 3 x H x W float32 -> N x H x W class ids
 
@@ -228,13 +229,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--polylines", action="store_true", help="also score the extracted lane lines"
     )
     parser.add_argument("--row-step", type=int, default=1, help="line extraction row step")
-    parser.add_argument(
-        "--interpolation",
-        choices=("area", "linear"),
-        default="area",
-        help="image resize when shrinking: area (as in training) or linear (the nodes' "
-        "default, see edge_perception.runtime.preprocess)",
-    )
+    add_interpolation_argument(parser)
     parser.add_argument(
         "--merge-gap", type=int, default=None, help="line joining gap in rows (0 = off)"
     )

@@ -27,6 +27,28 @@ from edge_perception.config import INTERPOLATIONS, RESIZE_MODES
 PAD_VALUE = 114
 
 
+def shrink_flag(interpolation: str) -> int:
+    """The cv2 flag that shrinks images for ``interpolation`` (one of ``INTERPOLATIONS``):
+    ``INTER_AREA`` for ``"area"`` (as in training), ``INTER_LINEAR`` for ``"linear"``; raises
+    ``ValueError`` naming the choices otherwise. Enlarging is always bilinear."""
+    import cv2
+
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is not one of {list(INTERPOLATIONS)}")
+    return cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
+
+
+def add_interpolation_argument(parser: Any) -> None:
+    """``--interpolation area|linear`` (default ``area``) of the evaluation commands."""
+    parser.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="area",
+        help="image resize when shrinking: area (as in training) or linear (the nodes' "
+        "default, see edge_perception.runtime.preprocess)",
+    )
+
+
 @dataclass(frozen=True)
 class Transform:
     """Affine map camera pixel -> input pixel: ``x_in = x_cam * scale_x + pad_x`` (same for y)."""
@@ -110,12 +132,8 @@ class Preprocessor:
             raise ValueError(f"input size must be positive, got {input_hw}")
         if mode not in RESIZE_MODES:
             raise ValueError(f"resize mode {mode!r} is not one of {list(RESIZE_MODES)}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation {interpolation!r} is not one of {list(INTERPOLATIONS)}"
-            )
+        self._shrink = shrink_flag(interpolation)
         self.interpolation = interpolation
-        self._shrink = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
         self.input_hw = (th, tw)
         self.mode = mode
         self.buffer = np.zeros((1, 3, th, tw), dtype=dtype)
