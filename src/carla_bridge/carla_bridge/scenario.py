@@ -9,6 +9,7 @@ A scenario is a YAML file (see ``config/scenarios/*.yaml``)::
     num_vehicles: 8
     num_walkers: 6
     classes: [car, truck, bus, motorcycle, bicycle, pedestrian, traffic_sign]
+    vehicle_mix: {car: 0.45, truck: 0.2, bus: 0.17, motorcycle: 0.18}   # optional class balance
     seed: 0
     frames: 30                  # or duration_s: 3.0 (frames = round(duration_s * fps))
     fps: 10
@@ -66,6 +67,10 @@ class ScenarioConfig:
     num_vehicles: int = 8
     num_walkers: int = 6
     classes: List[str] = field(default_factory=lambda: list(OBJECT_CLASSES))
+    # relative frequency of each vehicle category (car, truck, bus, motorcycle); None = the
+    # generator's street mix (72 / 10 / 6 / 12 %). A training-data balance control: the
+    # validation split always uses the default.
+    vehicle_mix: Optional[Dict[str, float]] = None
     spawn_points: Optional[List[int]] = None  # CARLA spawn-point indices; None = random
     seed: int = 0
     frames: int = 30
@@ -171,6 +176,20 @@ class ScenarioConfig:
                     "unknown class name(s) {}; known classes: {}".format(
                         ", ".join(map(repr, unknown)), ", ".join(OBJECT_CLASSES)
                     )
+                )
+        if self.vehicle_mix is not None:
+            vehicles = ("car", "truck", "bus", "motorcycle")
+            vm = self.vehicle_mix
+            if (
+                not isinstance(vm, Mapping)
+                or not vm
+                or any(k not in vehicles for k in vm)
+                or not all(_is_num(v) and v >= 0 for v in vm.values())
+                or sum(float(v) for v in vm.values()) <= 0
+            ):
+                p.append(
+                    "vehicle_mix must map some of {} to non-negative weights with a positive "
+                    "sum (e.g. {{car: 0.5, bus: 0.2}}) or be omitted".format(", ".join(vehicles))
                 )
         if self.spawn_points is not None:
             if not isinstance(self.spawn_points, (list, tuple)) or not all(

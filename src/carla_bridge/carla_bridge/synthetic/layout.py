@@ -134,8 +134,9 @@ def generate_world(config: ScenarioConfig, rng: np.random.Generator) -> World:
     classes = set(config.classes)
     tid = 1
     # vehicles
-    cats = [c for c, _ in VEHICLE_MIX if c in classes]
-    probs = np.array([p for c, p in VEHICLE_MIX if c in classes])
+    mix = tuple(config.vehicle_mix.items()) if config.vehicle_mix else VEHICLE_MIX
+    cats = [c for c, p in mix if c in classes and p > 0]
+    probs = np.array([float(p) for c, p in mix if c in classes and p > 0])
     occupied: List[tuple] = [(ego_lane, 0.0)]
     for _ in range(config.num_vehicles if cats else 0):
         cat = cats[int(rng.choice(len(cats), p=probs / probs.sum()))]

@@ -1,4 +1,4 @@
-"""RT-DETR training loss: varifocal classification + L1 + GIoU boxes, deeply supervised.
+"""RT-DETR training loss: IoU-aware classification + L1 + GIoU boxes, deeply supervised.
 
 Terms (``num_boxes`` = objects in the batch, averaged over DDP processes):
 
@@ -12,6 +12,16 @@ They are applied to the last decoder layer, every earlier layer (``_aux{i}``), t
 proposals (``_enc``; trains the IoU-aware query selection) and, when denoising queries exist, to
 every layer's denoising outputs (``_dn{i}``) with the known one-to-one assignment of positive
 queries to their objects (negative and padding queries only see the "no object" target).
+
+Options (switches of ``det-train``):
+
+- ``cls_loss="mal"``: DEIM's Matchability-Aware Loss instead of VFL -- the positive's target is
+  ``IoU^gamma`` (gamma 1.5) with weight 1 (VFL weights a positive by its IoU, so a poorly
+  localised match, frequent early in training, gets almost no gradient); negatives as in VFL;
+- ignore regions (``target["ignore_boxes"]``): unmatched queries whose box centre lies in an
+  ignore region get no classification loss (neither positive nor negative);
+- ``dense_weight > 0``: the training-only dense one-to-many head (``dense_outputs``, see
+  :mod:`edge_perception.detection.dense_head`) with the same classification loss.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_perception.detection.box_ops import cxcywh_to_xyxy, generalized_box_iou, paired_iou
+from edge_perception.detection.dense_head import dense_loss
 from edge_perception.detection.matcher import HungarianMatcher
 
 Indices = List[Tuple[Tensor, Tensor]]
@@ -38,6 +49,35 @@ def varifocal_loss(
     return F.binary_cross_entropy_with_logits(
         logits, target_score, weight=weight, reduction="none"
     )
+
+
+def matchability_aware_loss(
+    logits: Tensor, target_score: Tensor, alpha: float = 0.75, gamma: float = 1.5
+) -> Tensor:
+    """Element-wise MAL [..., C]: BCE against ``IoU^gamma`` (weight 1) where the target is
+    positive, against 0 with weight ``alpha p^gamma`` elsewhere."""
+    p = logits.sigmoid().detach()
+    pos = target_score > 0
+    target = torch.where(pos, target_score.clamp(min=0).pow(gamma), target_score)
+    weight = torch.where(pos, torch.ones_like(p), alpha * p.pow(gamma))
+    return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+
+
+def ignored_queries(boxes: Tensor, targets: List[Dict[str, Tensor]]) -> Optional[Tensor]:
+    """[B, Q] bool: the query's box centre lies inside one of its image's ignore regions."""
+    if not any(t.get("ignore_boxes") is not None and t["ignore_boxes"].numel() for t in targets):
+        return None
+    out = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+    for i, t in enumerate(targets):
+        ign = t.get("ignore_boxes")
+        if ign is None or not ign.numel():
+            continue
+        r = cxcywh_to_xyxy(ign)
+        c = boxes[i, :, :2].detach()
+        inside = (c[:, None, 0] > r[None, :, 0]) & (c[:, None, 0] < r[None, :, 2])
+        inside &= (c[:, None, 1] > r[None, :, 1]) & (c[:, None, 1] < r[None, :, 3])
+        out[i] = inside.any(1)
+    return out
 
 
 class SetCriterion(nn.Module):
@@ -56,12 +96,24 @@ class SetCriterion(nn.Module):
         weight_giou: float = 2.0,
         alpha: float = 0.75,
         gamma: float = 2.0,
+        cls_loss: str = "vfl",
+        dense_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if cls_loss not in ("vfl", "mal"):
+            raise ValueError(f"cls_loss must be 'vfl' or 'mal', got {cls_loss!r}")
         self.num_classes = num_classes
         self.matcher = matcher or HungarianMatcher()
         self.weights = {"vfl": weight_vfl, "bbox": weight_bbox, "giou": weight_giou}
         self.alpha, self.gamma = alpha, gamma
+        self.cls_loss = cls_loss
+        self.dense_weight = dense_weight
+
+    def classification(self, logits: Tensor, target_score: Tensor) -> Tensor:
+        """Element-wise classification loss (VFL or MAL) against IoU-aware targets."""
+        if self.cls_loss == "mal":
+            return matchability_aware_loss(logits, target_score, self.alpha)
+        return varifocal_loss(logits, target_score, self.alpha, self.gamma)
 
     def loss_terms(
         self,
@@ -70,8 +122,11 @@ class SetCriterion(nn.Module):
         targets: List[Dict[str, Tensor]],
         indices: Indices,
         num_boxes: float,
+        ignore: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
-        """Unweighted ``vfl``, ``bbox`` (L1) and ``giou`` for one set of outputs and matches."""
+        """Unweighted ``vfl`` (the classification term, VFL or MAL), ``bbox`` (L1) and ``giou``
+        for one set of outputs and matches; ``ignore`` [B, Q] drops unmatched queries' class
+        loss."""
         b_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         q_idx = torch.cat([src for src, _ in indices])
         src_boxes = boxes[b_idx, q_idx]
@@ -82,7 +137,11 @@ class SetCriterion(nn.Module):
         if q_idx.numel():
             iou = paired_iou(cxcywh_to_xyxy(src_boxes.detach()), cxcywh_to_xyxy(tgt_boxes))
             target_score[b_idx, q_idx, tgt_labels] = iou.to(logits.dtype)
-        vfl = varifocal_loss(logits, target_score, self.alpha, self.gamma)
+        vfl = self.classification(logits, target_score)
+        if ignore is not None:
+            keep = ~ignore
+            keep[b_idx, q_idx] = True  # matched queries are always supervised
+            vfl = vfl * keep[..., None].to(vfl.dtype)
         vfl = vfl.mean(1).sum() * logits.shape[1] / num_boxes
         if q_idx.numel():
             l1 = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
@@ -109,7 +168,8 @@ class SetCriterion(nn.Module):
             lg, bx = out["pred_logits"], out["pred_boxes"]
             if indices is None:
                 indices = self.matcher(lg.detach(), bx.detach(), targets)
-            terms = self.loss_terms(lg, bx, targets, indices, num_boxes)
+            ign = ignored_queries(bx, targets)
+            terms = self.loss_terms(lg, bx, targets, indices, num_boxes, ign)
             losses.update(self._weighted(terms, suffix))
 
         supervise(outputs, "")
@@ -117,6 +177,9 @@ class SetCriterion(nn.Module):
             supervise(aux, f"_aux{i}")
         if "enc_outputs" in outputs:
             supervise(outputs["enc_outputs"], "_enc")
+        if "dense_outputs" in outputs and self.dense_weight > 0:
+            w = {k: v * self.dense_weight for k, v in (("cls", 1.0), ("bbox", 5.0), ("giou", 2.0))}
+            losses.update(dense_loss(outputs["dense_outputs"], targets, self.classification, w))
         if "dn_outputs" in outputs:
             dn = outputs["dn_meta"]
             dn_indices = list(zip(dn.positive_idx, dn.gt_idx))

@@ -12,7 +12,13 @@ the bottom/right with grey -- so a box in input pixels maps back to the original
 - random zoom-in crop (keep 60-100 % of each side; boxes clipped, objects with < 40 % of their area
   left or smaller than 2 px dropped) -- distance variation;
 - horizontal flip (p = 0.5; boxes mirrored) -- the classes have no left/right meaning;
-- photometric jitter: brightness, contrast, saturation (HSV), p = 0.8 -- light and weather.
+- photometric jitter: brightness, contrast, saturation (HSV), p = 0.8 -- light and weather;
+- mosaic (``mosaic_prob``, set by the trainer per phase; 0 by default): four images around a
+  random centre, each scaled 0.6-1 and cropped to its quadrant -- more objects and contexts per
+  sample (DEIM's "dense one-to-one" idea), without shrinking the small objects much.
+
+Ignore-flagged objects and crowd regions are returned apart, as ``target["ignore_boxes"]``
+(normalised cxcywh): the loss treats them as neither positive nor negative, like the evaluator.
 
 With ``cache=True`` the decoded images are kept in memory already scaled to fit the input size
 (a 384x640 frame is 0.7 MB), so epochs after the first skip JPEG decoding.
@@ -89,6 +95,7 @@ def random_crop(
         new_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
         keep = (new_area >= 0.4 * np.maximum(area, 1e-6)) & (b[:, 2] - b[:, 0] >= 2)
         keep &= b[:, 3] - b[:, 1] >= 2
+        keep |= (labels < 0) & (new_area > 0)  # ignore regions (label -1) stay while visible
         boxes, labels = b[keep], labels[keep]
     return image, boxes, labels
 
@@ -97,8 +104,10 @@ class CocoDetection(Dataset):
     """One split of a carla_bridge data set (or any COCO json + image folder).
 
     ``__getitem__`` returns ``(image [3, H, W] float32 in [0, 1], target)`` with ``target`` keys
-    ``labels`` [n] long, ``boxes`` [n, 4] normalised cxcywh, ``image_id`` int, ``scale`` float
-    (letterbox factor), ``orig_size`` (h, w).
+    ``labels`` [n] long, ``boxes`` [n, 4] normalised cxcywh, ``ignore_boxes`` [m, 4] (crowd and
+    ignore-flagged regions), ``image_id`` int, ``scale`` float (letterbox factor), ``orig_size``
+    (h, w). ``ignore_regions=False`` trains ignore-flagged objects as positives (the pre-issue-11
+    behaviour, kept for the A/B).
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class CocoDetection(Dataset):
         max_images: Optional[int] = None,
         seed: int = 0,
         interpolation: str = "area",
+        ignore_regions: bool = True,
     ) -> None:
         self.shrink = shrink_flag(interpolation)
         ann_path = os.path.join(root, split, "annotations", "coco.json")
@@ -136,9 +146,17 @@ class CocoDetection(Dataset):
         if bad:
             raise ValueError(f"{ann_path}: category ids outside 1..{num_classes}: {bad}")
         self.anns: Dict[int, List[Dict[str, Any]]] = {im["id"]: [] for im in self.images}
+        # ignore-flagged (tiny / mostly hidden) objects and crowd regions: neither positives nor
+        # negatives in training, exactly as the evaluator treats them (docs/CONTRACTS.md)
+        self.ignores: Dict[int, List[List[float]]] = {im["id"]: [] for im in self.images}
         for a in coco.get("annotations", []):
-            if a["image_id"] in self.anns and not a.get("iscrowd", 0):
+            if a["image_id"] not in self.anns:
+                continue
+            if a.get("iscrowd", 0) or (ignore_regions and a.get("ignore", 0)):
+                self.ignores[a["image_id"]].append(a["bbox"])
+            else:
                 self.anns[a["image_id"]].append(a)
+        self.mosaic_prob = 0.0
         self.cache = cache
         self._cache: Dict[int, Tuple[np.ndarray, float]] = {}
         self.seed = seed
@@ -164,29 +182,100 @@ class CocoDetection(Dataset):
             self._cache[idx] = (img, s)
         return img, s
 
-    def __getitem__(self, idx: int) -> Tuple[Tensor, Dict[str, Any]]:
+    def _raw(self, idx: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Pre-scaled image, xyxy pixel boxes and labels (ignore regions with label -1)."""
         info = self.images[idx]
         img, pre = self._load(idx)
         anns = self.anns[info["id"]]
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4) * pre
+        ign = self.ignores[info["id"]]
+        boxes = (
+            np.array([a["bbox"] for a in anns] + list(ign), dtype=np.float32).reshape(-1, 4) * pre
+        )
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-        labels = np.array([a["category_id"] - 1 for a in anns], dtype=np.int64)
-        if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, idx))
-            if rng.random() < 0.5:
-                img, boxes, labels = random_crop(img, boxes, labels, rng)
+        labels = np.array([a["category_id"] - 1 for a in anns] + [-1] * len(ign), dtype=np.int64)
+        return img, boxes, labels, pre
+
+    def _augment(
+        self, img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if rng.random() < 0.5:
+            img, boxes, labels = random_crop(img, boxes, labels, rng)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+            w = img.shape[1]
+            boxes = np.stack(
+                [w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1
+            ).reshape(-1, 4)
+        return img, boxes, labels
+
+    def _mosaic(
+        self, idx: int, rng: np.random.Generator
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Four images in a 2 x 2 layout around a random centre, each scaled by 0.6-1 and
+        cropped to its quadrant (objects keep most of their size: the small ones are what this
+        detector struggles with); boxes clipped and filtered as in :func:`random_crop`."""
+        hh, ww = self.input_size
+        cy = int(rng.uniform(0.3, 0.7) * hh)
+        cx = int(rng.uniform(0.3, 0.7) * ww)
+        canvas = np.full((hh, ww, 3), PAD_VALUE, dtype=np.uint8)
+        others = rng.integers(0, len(self.images), size=3)
+        all_boxes, all_labels = [], []
+        quads = [(0, 0, cx, cy), (cx, 0, ww, cy), (0, cy, cx, hh), (cx, cy, ww, hh)]
+        for k, (qx0, qy0, qx1, qy1) in enumerate(quads):
+            j = idx if k == 0 else int(others[k - 1])
+            img, boxes, labels, _ = self._raw(j)
             if rng.random() < 0.5:
                 img = img[:, ::-1]
                 w = img.shape[1]
                 boxes = np.stack(
                     [w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1
                 ).reshape(-1, 4)
-            if rng.random() < 0.8:
-                img = photometric(np.ascontiguousarray(img), rng)
+            f = rng.uniform(0.6, 1.0)
+            h, w = img.shape[:2]
+            nh, nw = max(8, round(h * f)), max(8, round(w * f))
+            img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=self.shrink)
+            boxes = boxes * np.float32(nw / w)
+            qh, qw = qy1 - qy0, qx1 - qx0
+            ch, cw = min(qh, nh), min(qw, nw)
+            y0 = int(rng.integers(0, nh - ch + 1))
+            x0 = int(rng.integers(0, nw - cw + 1))
+            # paste so the crop touches the mosaic centre
+            py = qy1 - ch if k < 2 else qy0
+            px = qx1 - cw if k % 2 == 0 else qx0
+            canvas[py : py + ch, px : px + cw] = img[y0 : y0 + ch, x0 : x0 + cw]
+            if len(boxes):
+                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                b = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+                b[:, [0, 2]] = b[:, [0, 2]].clip(0, cw)
+                b[:, [1, 3]] = b[:, [1, 3]].clip(0, ch)
+                new_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+                keep = (new_area >= 0.4 * np.maximum(area, 1e-6)) & (b[:, 2] - b[:, 0] >= 2)
+                keep &= b[:, 3] - b[:, 1] >= 2
+                keep |= (labels < 0) & (new_area > 0)  # any part of an ignore region stays
+                b = b[keep] + np.array([px, py, px, py], dtype=np.float32)
+                all_boxes.append(b)
+                all_labels.append(labels[keep])
+        boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
+        labels = np.concatenate(all_labels) if all_labels else np.zeros((0,), np.int64)
+        return canvas, boxes.astype(np.float32), labels
+
+    def __getitem__(self, idx: int) -> Tuple[Tensor, Dict[str, Any]]:
+        info = self.images[idx]
+        rng = np.random.default_rng((self.seed, self.epoch, idx)) if self.augment else None
+        if rng is not None and self.mosaic_prob > 0 and rng.random() < self.mosaic_prob:
+            img, boxes, labels = self._mosaic(idx, rng)
+        else:
+            img, boxes, labels, _pre = self._raw(idx)
+            if rng is not None:
+                img, boxes, labels = self._augment(img, boxes, labels, rng)
+        pre = self._load(idx)[1]
+        if rng is not None and rng.random() < 0.8:
+            img = photometric(np.ascontiguousarray(img), rng)
         crop_h, crop_w = img.shape[:2]
         img, s = letterbox(np.ascontiguousarray(img), self.input_size)
         boxes = boxes * s
         keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
+        keep |= labels < 0
         boxes, labels = boxes[keep], labels[keep]
         hh, ww = self.input_size
         cxcywh = np.stack(
@@ -198,9 +287,11 @@ class CocoDetection(Dataset):
             ],
             axis=1,
         ).reshape(-1, 4)
+        ign = labels < 0
         target = {
-            "labels": torch.from_numpy(labels),
-            "boxes": torch.from_numpy(cxcywh.astype(np.float32)),
+            "labels": torch.from_numpy(labels[~ign]),
+            "boxes": torch.from_numpy(cxcywh[~ign].astype(np.float32)),
+            "ignore_boxes": torch.from_numpy(cxcywh[ign].astype(np.float32)),
             "image_id": int(info["id"]),
             "scale": float(s * pre) if not self.augment else float("nan"),
             "orig_size": (int(info.get("height", crop_h)), int(info.get("width", crop_w))),

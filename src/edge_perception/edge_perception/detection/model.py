@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from edge_perception.detection.backbone import Backbone
 from edge_perception.detection.decoder import RTDETRDecoder
+from edge_perception.detection.dense_head import DenseHead
 from edge_perception.detection.encoder import HybridEncoder
 from edge_perception.detection.postprocess import DetectionPostprocessor
 
@@ -54,6 +55,7 @@ class RTDETRConfig:
     box_noise_scale: float = 1.0
     num_top: int = 100
     dropout: float = 0.0
+    dense_head: bool = False  # training-only dense one-to-many head (dense_head.py)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -145,6 +147,9 @@ class RTDETR(nn.Module):
             cfg.box_noise_scale,
             cfg.dropout,
         )
+        self.dense_head = (
+            DenseHead(cfg.hidden_dim, cfg.num_classes) if cfg.dense_head else None
+        )  # training only: never run in eval / deploy mode, not in the exported graph
         self.postprocessor = DetectionPostprocessor(cfg.num_classes, cfg.num_top)
         self.deploy_mode = False
 
@@ -165,6 +170,8 @@ class RTDETR(nn.Module):
         x = (images - self.mean) / self.std
         feats = self.encoder(self.backbone(x))
         out = self.decoder(feats, targets)
+        if self.training and self.dense_head is not None:
+            out["dense_outputs"] = self.dense_head(feats)
         if self.deploy_mode:
             h, w = int(images.shape[2]), int(images.shape[3])
             return self.postprocessor(out["pred_logits"], out["pred_boxes"], (h, w))
@@ -191,7 +198,13 @@ def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> RTDETR:
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters used at inference (a training-only dense head is not counted)."""
+    skip = (
+        {id(p) for p in model.dense_head.parameters()}
+        if getattr(model, "dense_head", None)
+        else set()
+    )
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def config_dict(model: RTDETR) -> Dict[str, Any]:
