@@ -207,3 +207,30 @@ def test_resume_is_exact(det_dataset, tmp_path):
         for name, va in ca[key].items():
             assert torch.equal(va, cb[key][name]), f"{key}.{name} differs after resuming"
     assert np.array_equal(ca["rng"].numpy(), cb["rng"].numpy())
+
+
+def test_compact_checkpoint_round_trip(det_dataset, tmp_path):
+    from edge_perception.detection.checkpoint import compact, expand
+
+    out = tmp_path / "run"
+    args = ["det-train", "--data", str(det_dataset), "--out", str(out), "--variant", "tiny"]
+    args += ["--input-size", "64", "96", "--batch-size", "2", "--iters", "3", "--no-progress"]
+    assert cli(args + ["--max-val-images", "0", "--threads", "1"]) == 0
+    size = compact(str(out / "last.pt"), str(tmp_path / "c.pt"))
+    assert size < (out / "last.pt").stat().st_size
+    expand(str(tmp_path / "c.pt"), str(tmp_path / "e.pt"))
+    a = torch.load(out / "last.pt", weights_only=False)
+    e = torch.load(tmp_path / "e.pt", weights_only=False)
+    for k, v in a["model"].items():
+        assert torch.equal(v, e["model"][k])  # weights and EMA exact
+    for k, v in a["ema"].items():
+        assert torch.equal(v, e["ema"][k])
+    for pid, st in a["optimizer"]["state"].items():
+        m, m2 = st["exp_avg"], e["optimizer"]["state"][pid]["exp_avg"]
+        assert m2.dtype == torch.float32
+        assert torch.allclose(m, m2, rtol=2**-7, atol=0)  # bfloat16: 8 significant bits
+    # a resume from the expanded checkpoint runs
+    (out / "last.pt").unlink()
+    (tmp_path / "e.pt").rename(out / "last.pt")
+    args[args.index("3")] = "4"
+    assert cli(args + ["--max-val-images", "0", "--threads", "1", "--resume"]) == 0
