@@ -16,6 +16,10 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+# ONNX Runtime's telemetry uploader is off only if this is set before onnxruntime is imported
+# (see edge_perception/__init__.py); benches may import onnxruntime before edge_perception.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

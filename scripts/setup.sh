@@ -180,6 +180,9 @@ export RMW_IMPLEMENTATION=\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 # Discovery never leaves this host unless you say so (export ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export ROS_LOCALHOST_ONLY=\${ROS_LOCALHOST_ONLY:-1}  # Humble's spelling of the same
+# ONNX Runtime's 1DS telemetry uploader (DNS + HTTPS to mobile.events.data.microsoft.com) stays
+# off; it reads this once, when onnxruntime is first imported (edge_perception sets it as well).
+export ORT_DISABLE_TELEMETRY=1
 if [ "\$ROS_AUTOMATIC_DISCOVERY_RANGE" = LOCALHOST ] && [ -z "\${FASTDDS_DEFAULT_PROFILES_FILE:-}" ]; then
   # Shared memory sized for camera frames, UDP on 127.0.0.1 only (see the file's comment).
   export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/src/edge_perception/edge_perception/ros/fastdds_localhost.xml"

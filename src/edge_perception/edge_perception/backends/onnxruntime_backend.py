@@ -19,11 +19,13 @@ Python 3.8 compatible; ``onnxruntime`` is imported when a backend is created.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+import edge_perception
 from edge_perception.backends import providers as providers_mod
 from edge_perception.backends.base import Arrays, BackendError, InferenceBackend, TensorSpec
 
@@ -41,6 +43,17 @@ _ORT_TYPES = {
     "tensor(uint16)": "uint16",
     "tensor(int16)": "int16",
 }
+
+
+_TELEMETRY_WARNED: list = []
+
+
+def _warn_telemetry_once() -> None:
+    """Log once when ORT's telemetry could not be switched off (see edge_perception.__init__)."""
+    problem = edge_perception.ort_telemetry_problem()
+    if problem and not _TELEMETRY_WARNED:
+        _TELEMETRY_WARNED.append(True)
+        logging.getLogger(__name__).warning(problem)
 
 
 def _dims(shape: Sequence[Any]) -> Tuple[object, ...]:
@@ -84,12 +97,15 @@ class OnnxRuntimeBackend(InferenceBackend):
         ):
             if int(val) < 0:
                 raise BackendError(f"onnxruntime backend: {name} must be >= 0, got {val}")
+        if os.path.isdir(path):
+            raise BackendError(f"ONNX model {path}: is a directory, not an .onnx file")
         if not os.path.isfile(path):
             raise BackendError(f"ONNX model {path}: file not found")
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - the runtime ships onnxruntime
             raise BackendError(f"ONNX model {path}: onnxruntime is not installed ({exc})") from exc
+        _warn_telemetry_once()
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(intra_op_threads)
