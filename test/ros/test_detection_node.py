@@ -131,6 +131,10 @@ class _Rig:
         found = [m for m in self.got["dets"] if m.header.stamp.sec == stamp_s]
         return found[0] if found else None
 
+    def dets_for_stamp(self, stamp):
+        found = [m for m in self.got["dets"] if m.header.stamp == stamp]
+        return found[0] if found else None
+
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
@@ -241,5 +245,81 @@ def test_missing_model_fails_configure_with_reason(rclpy_context, tmp_path):
     try:
         assert rig.node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert "nope.onnx" in rig.node._last_error
+    finally:
+        rig.close()
+
+
+def _export_blob_detector(path: Path) -> Path:
+    """Two outputs: a box around the red and one around the green light (intensity-weighted
+    centroid +- 6 px), scores 0.9 x light mass / a 12x12 square; labels car and pedestrian."""
+    import torch
+    from torch import nn
+
+    class BlobDetector(nn.Module):
+        def forward(self, images: torch.Tensor):
+            h, w = images.shape[2:]
+            ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+            xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+            light = images[:, :2]  # red, green
+            mass = light.sum(dim=(2, 3))
+            cx = (light * xs).sum(dim=(2, 3)) / (mass + 1e-6)
+            cy = (light * ys).sum(dim=(2, 3)) / (mass + 1e-6)
+            boxes = torch.stack([cx - 6, cy - 6, cx + 6, cy + 6], dim=-1)
+            scores = torch.clamp(0.9 * mass / 144.0, 0.0, 1.0)
+            labels = torch.tensor([[0, 5]], dtype=torch.int64).expand(images.shape[0], 2)
+            return boxes, scores, labels
+
+    torch.onnx.export(
+        BlobDetector().eval(),
+        (torch.zeros(1, 3, 48, 96),),
+        str(path),
+        input_names=["images"],
+        output_names=["boxes", "scores", "labels"],
+        opset_version=17,
+        dynamo=False,
+    )
+    path.with_suffix(".json").write_text(json.dumps({"task": "detection", "class_names": CLASSES}))
+    return path
+
+
+def test_track_ids_stable_across_a_replayed_sequence(rclpy_context, tmp_path):
+    """A red car moving right and a green pedestrian moving left: Detection2D.id keeps each
+    object's track id through frames, a dimmed (low-score) frame and a missed frame."""
+    from edge_perception.ros.convert import array_to_image, make_header
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    model = _export_blob_detector(tmp_path / "blob.onnx")
+    rig = _Rig(rclpy_context, model, score_threshold=0.5, input_size=[48, 96])
+    try:
+        assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert _wait(lambda: rig.image_pub.get_subscription_count() > 0)
+        assert _wait(lambda: rig.node._pubs["markers"].get_subscription_count() > 0)
+        seen = []
+        for t in range(8):
+            rgb = np.zeros((48, 96, 3), np.uint8)
+            rgb[10:22, 10 + 6 * t : 22 + 6 * t, 0] = 255
+            green = {4: 40, 5: 0}.get(t, 255)  # t=4: score ~0.14 (low), t=5: missed
+            rgb[26:38, 74 - 6 * t : 86 - 6 * t, 1] = green
+            header = make_header((t + 1) * 10**8, "cam")
+            rig.image_pub.publish(array_to_image(rgb, "rgb8", header))
+            assert _wait(lambda: rig.dets_for_stamp(header.stamp) is not None)  # noqa: B023
+            msg = rig.dets_for_stamp(header.stamp)
+            seen.append({d.results[0].hypothesis.class_id: d.id for d in msg.detections})
+        car, ped = seen[0]["0"], seen[0]["5"]
+        assert car and ped and car != ped
+        assert [s.get("0") for s in seen] == [car] * 8, seen
+        assert [s.get("5") for s in seen] == [ped] * 5 + [None] + [ped] * 2, seen
+        # Markers are coloured by track and labelled with the track id.
+        from edge_perception.runtime.tracking import track_colour
+
+        assert _wait(lambda: any(m.markers[0].header.stamp == header.stamp
+                                 for m in rig.got["markers"]))  # fmt: skip
+        last = [m for m in rig.got["markers"] if m.markers[0].header.stamp == header.stamp][0]
+        texts = {m.text.split()[1]: m for m in last.markers if m.ns == "labels"}
+        assert set(texts) == {"#" + car, "#" + ped}
+        r, g, b = track_colour(int(car))
+        c = texts["#" + car].color
+        assert (c.r, c.g, c.b) == pytest.approx((r / 255, g / 255, b / 255))
     finally:
         rig.close()

@@ -8,6 +8,7 @@ from edge_perception.backends import BackendError, create_backend
 from edge_perception.runtime.detection import DetectionPipeline
 from edge_perception.runtime.lane import LanePipeline
 from edge_perception.runtime.preprocess import Preprocessor, make_transform
+from edge_perception.runtime.tracking import TrackerConfig
 from tiny_models import TinyLaneUNet, detector_onnx, lane_onnx, pattern_lane_onnx
 
 
@@ -113,7 +114,9 @@ def test_detection_pipeline_threshold_filter_topk_rescale(tmp_path):
     pipe = DetectionPipeline(b, score_threshold=0.5)
     det = pipe.process(_frame(64, 128)).result  # camera is 2x the input
     np.testing.assert_allclose(det.scores, [0.9, 0.8, 0.7, 0.6], rtol=1e-6)
-    assert det.labels.tolist() == [0, 1, 5, 0] and det.ids == ["0", "1", "2", "3"]
+    # No tracker: Detection2D.id stays empty (a rank would read as an identity across frames).
+    assert det.labels.tolist() == [0, 1, 5, 0] and det.ids == ["", "", "", ""]
+    assert det.track_ids is None
     np.testing.assert_allclose(det.boxes_xyxy[0], [0, 0, 64, 32])
     np.testing.assert_allclose(det.boxes_xyxy[1], [32, 16, 128, 64])
     pipe = DetectionPipeline(b, score_threshold=0.1, max_detections=2, classes=["car"])
@@ -141,3 +144,22 @@ def test_lane_pipeline_extracts_lines_in_camera_pixels(tmp_path):
     assert left.points[:, 1].max() <= 128
     off = LanePipeline(b, extract_lines=False).process(_frame(128, 256)).result
     assert off.lines == []
+
+
+def test_detection_pipeline_tracking_gives_stable_ids_and_keeps_low_score_continuations(tmp_path):
+    b = create_backend("onnxruntime", detector_onnx(str(tmp_path / "det.onnx"), (32, 64)))
+    pipe = DetectionPipeline(b, score_threshold=0.5, tracker=TrackerConfig(low_threshold=0.1))
+    first = pipe.process(_frame(32, 64)).result
+    assert first.ids == ["1", "2", "3", "4"] and first.track_ids.tolist() == [1, 2, 3, 4]
+    for _ in range(3):
+        again = pipe.process(_frame(32, 64)).result
+        assert again.ids == first.ids
+        np.testing.assert_allclose(again.boxes_xyxy, first.boxes_xyxy)
+    # Raising the threshold turns the 0.6 / 0.7 boxes into low-score detections: they still
+    # continue their tracks; the 0.3 / 0.2 ones never started one.
+    pipe.score_threshold = 0.75
+    kept = pipe.process(_frame(32, 64)).result
+    assert kept.ids == ["1", "2", "3", "4"] and pipe.tracker.config.high_threshold == 0.75
+    pipe.reset()
+    pipe.score_threshold = 0.85
+    assert pipe.process(_frame(32, 64)).result.ids == ["1"]  # ids restart after reset

@@ -146,3 +146,11 @@ def test_config_validation():
         TrackerConfig(appearance_weight=0.7, custom_weight=0.5).validate()
     with pytest.raises(ValueError, match="min_hits"):
         MultiObjectTracker(TrackerConfig(min_hits=0))
+
+
+def test_track_colours_are_distinct_for_neighbouring_ids():
+    from edge_perception.runtime.tracking import track_colour
+
+    colours = [track_colour(i) for i in range(1, 13)]
+    assert len(set(colours)) == 12 and all(0 <= c <= 255 for rgb in colours for c in rgb)
+    assert track_colour(5) == track_colour(5)

@@ -183,6 +183,40 @@ class DetectionNodeConfig(NodeConfig):
     score_threshold: float = _f(0.5, "minimum detection score", min=0.0, max=1.0)
     max_detections: int = _f(100, "keep at most this many detections", min=1, max=10000)
     classes: List[str] = _f([], "class names to keep; [] keeps all")
+    tracking: bool = _f(
+        True,
+        "track objects across frames (ByteTrack-style): Detection2D.id = a persistent track id; "
+        "off: id empty",
+    )
+    track_low_threshold: float = _f(
+        0.1,
+        "tracking: detections from this score up may continue a track (only those at or above "
+        "score_threshold start one)",
+        min=0.0,
+        max=1.0,
+    )
+    track_buffer: int = _f(30, "tracking: frames a lost track is kept", min=0, max=100000)
+    track_min_hits: int = _f(
+        2,
+        "tracking: frames in a row before a new track is published (1 = at once; the first "
+        "frame of a stream always at once)",
+        min=1,
+        max=100,
+    )
+
+    def tracker_config(self) -> Any:
+        """The tracker settings (``runtime.tracking.TrackerConfig``); None without tracking."""
+        if not self.tracking:
+            return None
+        from edge_perception.runtime.tracking import TrackerConfig
+
+        return TrackerConfig(
+            high_threshold=self.score_threshold,
+            new_track_threshold=self.score_threshold,
+            low_threshold=min(self.track_low_threshold, self.score_threshold),
+            max_lost=self.track_buffer,
+            min_hits=self.track_min_hits,
+        ).validate()
 
     def validate(self) -> DetectionNodeConfig:
         super().validate()

@@ -279,8 +279,9 @@ def detections_to_msg(
     """Build a ``Detection2DArray``; every detection copies ``header``.
 
     ``boxes_xyxy`` is Nx4 image pixels; ``labels`` 0-based indices into ``class_names`` (written
-    as ``ObjectHypothesis.class_id = str(label)``, matching :func:`label_info_msg`). ``ids``
-    default to ``"0"``, ``"1"``, ... (the same default as :func:`instances_to_msg`).
+    as ``ObjectHypothesis.class_id = str(label)``, matching :func:`label_info_msg`). ``ids`` are
+    ``Detection2D.id``: per vision_msgs an identity that stays the same across frames (the
+    detection node's track ids), so they default to ``""`` (no identity), never to a rank.
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     n = boxes.shape[0]
@@ -296,7 +297,7 @@ def detections_to_msg(
         hyp.hypothesis.score = float(scores[i])
         det.results.append(hyp)
         det.bbox = _box_msg(*boxes[i])
-        det.id = str(ids[i]) if ids is not None else str(i)
+        det.id = str(ids[i]) if ids is not None else ""
         out.detections.append(det)
     return out
 

@@ -4,20 +4,26 @@ Publishes, with the source image's header (stamp + frame id):
 
 - ``~/detections`` (``vision_msgs/Detection2DArray``) for **every** processed frame, empty arrays
   included; ``ObjectHypothesis.class_id`` is the decimal class index (``"0"``, ``"1"``, ...),
-  i.e. ``VisionClass.class_id`` of the ``LabelInfo`` below, and ``Detection2D.id`` the rank;
+  i.e. ``VisionClass.class_id`` of the ``LabelInfo`` below, and ``Detection2D.id`` the track id
+  (``tracking`` on, the default: an integer string that stays with the object across frames;
+  only detections of confirmed tracks are published, low-score ones included where they
+  continue a track) or ``""`` (``tracking`` off);
 - ``~/label_info`` (``vision_msgs/LabelInfo``, transient-local, depth 1, sent on activate): the
   class map and the score threshold, so late subscribers get it too;
 - ``~/overlay`` (``sensor_msgs/Image``, when ``overlay`` is true and someone subscribes): the
-  camera image with boxes, class names and scores drawn;
+  camera image with boxes, class names, track ids and scores drawn, coloured by track (by class
+  without tracking);
 - ``~/markers`` (``visualization_msgs/MarkerArray``, when ``markers`` is true and someone
   subscribes): per detection a box outline and a label in the image plane of the camera frame,
   ``x = u * marker_scale``, ``y = -v * marker_scale`` metres (the picture reads upright in RViz's
-  top-down view of the camera frame); a DELETEALL marker starts every array;
+  top-down view of the camera frame), coloured like the overlay; a DELETEALL marker starts every
+  array;
 - ``~/timing`` (``FrameTiming``) and ``/diagnostics`` (from :class:`PerceptionNodeBase`).
 
 Parameters: :class:`DetectionParams` = :class:`edge_perception.config.DetectionNodeConfig`
 (``model``, ``backend``, ``precision``, ``score_threshold``, ``max_detections``, ``classes`` =
-class filter, ...) plus ``decoder_layers``, ``overlay``, ``overlay_encoding``, ``markers`` and
+class filter, ``tracking``, ``track_*``, ...) plus ``decoder_layers``, ``overlay``,
+``overlay_encoding``, ``markers`` and
 ``marker_scale``. A bad value is rejected with the reason (``SetParametersResult.reason``);
 ``score_threshold``, ``max_detections``, ``classes``, ``overlay*`` and ``marker*`` change live,
 the rest applies at the next configure.
@@ -41,7 +47,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -59,6 +65,7 @@ from edge_perception.ros.node_base import PerceptionNodeBase, spin_node
 from edge_perception.runtime.detection import DetectionPipeline
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Detections
+from edge_perception.runtime.tracking import track_colour
 
 LABEL_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -133,8 +140,26 @@ def decoder_variant(model_path: str, layers: int) -> str:
     )
 
 
+def detection_colour(dets: Detections, i: int) -> Tuple[int, int, int]:
+    """RGB colour of detection ``i``: by track id when it has one, else by class."""
+    tracks = dets.track_ids
+    if tracks is not None and i < len(tracks) and int(tracks[i]) >= 0:
+        return track_colour(int(tracks[i]))
+    return tuple(int(c) for c in PALETTE[int(dets.labels[i]) % len(PALETTE)])  # type: ignore
+
+
+def detection_label(dets: Detections, i: int, class_names: Sequence[str]) -> str:
+    """``"name score"``, or ``"name #track score"`` for a tracked detection."""
+    label = int(dets.labels[i])
+    name = class_names[label] if 0 <= label < len(class_names) else str(label)
+    track = dets.ids[i] if i < len(dets.ids) else ""
+    if track:
+        return "%s #%s %.2f" % (name, track, float(dets.scores[i]))
+    return "%s %.2f" % (name, float(dets.scores[i]))
+
+
 def render_detections(rgb: np.ndarray, dets: Detections, class_names: Sequence[str]) -> np.ndarray:
-    """RGB copy of ``rgb`` with one box + "name score" label per detection."""
+    """RGB copy of ``rgb`` with one box + label per detection, coloured by track (else class)."""
     import cv2
 
     out = np.ascontiguousarray(rgb.copy())
@@ -142,11 +167,9 @@ def render_detections(rgb: np.ndarray, dets: Detections, class_names: Sequence[s
     thick = max(1, int(round(min(h, w) / 240)))
     for i in range(len(dets)):
         x1, y1, x2, y2 = (int(round(float(v))) for v in dets.boxes_xyxy[i])
-        label = int(dets.labels[i])
-        colour = tuple(int(c) for c in PALETTE[label % len(PALETTE)])
+        colour = detection_colour(dets, i)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        text = "%s %.2f" % (name, float(dets.scores[i]))
+        text = detection_label(dets, i, class_names)
         scale = 0.35 * thick
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + 2)
@@ -165,8 +188,7 @@ def detection_markers(
     out = MarkerArray(markers=[clear])
     for i in range(len(dets)):
         x1, y1, x2, y2 = (float(v) * scale for v in dets.boxes_xyxy[i])
-        label = int(dets.labels[i])
-        r, g, b = (float(c) / 255.0 for c in PALETTE[label % len(PALETTE)])
+        r, g, b = (float(c) / 255.0 for c in detection_colour(dets, i))
         box = Marker(header=header, ns="boxes", id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
         box.pose.orientation.w = 1.0
         box.scale.x = max(2.0 * scale, 1e-4)
@@ -179,8 +201,7 @@ def detection_markers(
         text.pose.orientation.w = 1.0
         text.scale.z = 12.0 * scale
         text.color.r, text.color.g, text.color.b, text.color.a = r, g, b, 1.0
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        text.text = "%s %.2f" % (name, float(dets.scores[i]))
+        text.text = detection_label(dets, i, class_names)
         out.markers += [box, text]
     return out
 
@@ -225,6 +246,7 @@ class DetectionNode(PerceptionNodeBase):
             score_threshold=config.score_threshold,
             max_detections=config.max_detections,
             classes=list(config.classes) or None,
+            tracker=config.tracker_config(),
         )
         self.class_names = list(names)
         self.model_path = wanted
@@ -310,16 +332,32 @@ class DetectionNode(PerceptionNodeBase):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console script ``detection_node``; ``--autostart`` configures and activates at start-up."""
+    """Console script ``detection_node``; ``--autostart`` configures and activates at start-up,
+    ``--help`` prints the parameters (descriptions, defaults, allowed values) and exits."""
     import rclpy
     from rclpy.utilities import remove_ros_args
 
+    from edge_perception.ros.params import usage
+
     args: List[str] = list(sys.argv if argv is None else argv)
+    own = remove_ros_args(args)[1:]
+    prog = "python -m edge_perception.ros.detection_node"
+    options = {"--autostart": "configure and activate at start-up (else a lifecycle manager does)"}
+    if "-h" in own or "--help" in own:
+        sys.stdout.write(usage(DetectionParams, prog, (__doc__ or "").split("\n\n")[0], options))
+        return 0
+    unknown = [a for a in own if a != "--autostart"]
+    if unknown:
+        print(
+            "%s: unknown argument(s) %s; ROS arguments go after --ros-args (see --help)"
+            % (prog, " ".join(unknown)),
+            file=sys.stderr,
+        )
+        return 2
     rclpy.init(args=args)
     node = DetectionNode()
-    if "--autostart" in remove_ros_args(args):
-        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            node.trigger_activate()
+    if "--autostart" in own and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()
     spin_node(node)
     return 0
 

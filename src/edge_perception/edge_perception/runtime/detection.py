@@ -2,7 +2,14 @@
 input pixels, ``scores`` [N,K], ``labels`` [N,K] 0-based; no NMS).
 
 Post-processing: score threshold, optional class filter, top ``max_detections`` by score, boxes
-mapped back to camera pixels and clipped. Python 3.8 compatible.
+mapped back to camera pixels and clipped.
+
+Tracking (``tracker=TrackerConfig(...)``): the detections from the tracker's ``low_threshold`` up
+go to a :class:`~edge_perception.runtime.tracking.MultiObjectTracker` whose ``high_threshold`` is
+``score_threshold``; the result holds the detections matched to confirmed tracks (high-score ones,
+and low-score ones that continue a track), each with its track id in ``ids`` / ``track_ids``.
+Without a tracker ``ids`` are empty strings (``Detection2D.id``: no identity across frames).
+Python 3.8 compatible.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from edge_perception.config import OBJECT_CLASS_NAMES
 from edge_perception.runtime.pipeline import Pipeline
 from edge_perception.runtime.preprocess import Transform
 from edge_perception.runtime.results import Detections
+from edge_perception.runtime.tracking import MultiObjectTracker, TrackerConfig
 
 
 class DetectionPipeline(Pipeline):
@@ -33,6 +41,7 @@ class DetectionPipeline(Pipeline):
         max_detections: int = 100,
         classes: Optional[Sequence[str]] = None,
         interpolation: str = "area",
+        tracker: Optional[TrackerConfig] = None,
     ) -> None:
         super().__init__(backend, input_size, resize, interpolation)
         missing = [n for n in ("boxes", "scores", "labels") if n not in backend.output_names]
@@ -54,6 +63,8 @@ class DetectionPipeline(Pipeline):
         )
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
+        self.tracker = MultiObjectTracker(tracker) if tracker is not None else None
+        self._track_low = tracker.low_threshold if tracker is not None else 0.0
 
     def postprocess(self, outputs: Arrays, transform: Transform) -> Detections:
         boxes = np.asarray(outputs["boxes"], np.float32)
@@ -66,16 +77,39 @@ class DetectionPipeline(Pipeline):
                 f"detection outputs have shapes boxes {boxes.shape}, scores {scores.shape}, "
                 f"labels {labels.shape}; expected [N,K,4], [N,K], [N,K]"
             )
-        keep = scores >= self.score_threshold
+        tracker = self.tracker
+        threshold = self.score_threshold
+        if tracker is not None:
+            cfg = tracker.config
+            cfg.high_threshold = cfg.new_track_threshold = self.score_threshold
+            threshold = cfg.low_threshold = min(self._track_low, self.score_threshold)
+        keep = scores >= threshold
         keep &= (labels >= 0) & (labels < len(self.class_names))
         if self.keep_labels is not None:
             keep &= np.isin(labels, self.keep_labels)
         idx = np.flatnonzero(keep)
         idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_detections]
+        out_boxes = transform.boxes_to_source(boxes[idx])
+        if tracker is None:
+            return Detections(
+                boxes_xyxy=out_boxes,
+                scores=scores[idx],
+                labels=labels[idx],
+                ids=[""] * int(idx.size),
+                class_names=self.class_names,
+            )
+        track_ids = tracker.update(out_boxes, scores[idx], labels[idx])
+        kept = np.flatnonzero(track_ids >= 0)
         return Detections(
-            boxes_xyxy=transform.boxes_to_source(boxes[idx]),
-            scores=scores[idx],
-            labels=labels[idx],
-            ids=[str(i) for i in range(idx.size)],
+            boxes_xyxy=out_boxes[kept],
+            scores=scores[idx][kept],
+            labels=labels[idx][kept],
+            ids=[str(int(t)) for t in track_ids[kept]],
             class_names=self.class_names,
+            track_ids=track_ids[kept],
         )
+
+    def reset(self) -> None:
+        """Forget the tracks (new stream, time going back, new camera size)."""
+        if self.tracker is not None:
+            self.tracker.reset()

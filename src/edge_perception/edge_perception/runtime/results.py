@@ -14,13 +14,18 @@ import numpy as np
 
 @dataclass
 class Detections:
-    """Boxes in camera pixels (x1, y1, x2, y2), scores, 0-based labels, string ids."""
+    """Boxes in camera pixels (x1, y1, x2, y2), scores, 0-based labels, string ids.
+
+    ``ids`` are ``Detection2D.id``: the track id as a string, or ``""`` without tracking;
+    ``track_ids`` the same as integers (-1 = none), or None when the source has no tracker.
+    """
 
     boxes_xyxy: np.ndarray  # (N, 4) float32
     scores: np.ndarray  # (N,) float32
     labels: np.ndarray  # (N,) int64
     ids: List[str] = field(default_factory=list)
     class_names: List[str] = field(default_factory=list)
+    track_ids: Optional[np.ndarray] = None  # (N,) int64
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

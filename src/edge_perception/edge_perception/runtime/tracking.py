@@ -39,7 +39,7 @@ Python 3.8 + NumPy 1.x compatible (runs on the vehicle).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -132,6 +132,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def track_colour(track_id: int) -> Tuple[int, int, int]:
+    """A distinct RGB colour per track id (golden-ratio hue steps), for overlays and markers."""
+    import colorsys
+
+    hue = (int(track_id) * 0.6180339887) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 1.0)
+    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
 class Track:
