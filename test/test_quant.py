@@ -130,8 +130,19 @@ def test_qat_fake_quant_export_matches_torch(trained, tmp_path):
     x = torch.from_numpy(trained["calib"][:2])
     with torch.no_grad():
         ref, fq = model(x), qmodel(x)
-    rel = float((ref - fq).abs().max() / ref.abs().max())
-    assert 0 < rel < 0.1  # rounding visible but small
+    # Rounding visible but small, as a relative RMS error over the whole output (2 x 4 x 64 x 96
+    # = 49k logits), not max|diff| / max|ref|. The weights come out of a short training run whose
+    # float kernels differ per CPU (AVX2 / AVX-512 / AMX: other summation orders, FMA
+    # contraction), so on another CPU a few activations land on the other side of a rounding
+    # boundary; one of them moves the max by a whole quantisation step: the max ratio was 0.110
+    # with AVX-512 on a Xeon and 0.059 with ATEN_CPU_CAPABILITY=default on the same machine (the
+    # old bound 0.1 sat between them), while the RMS ratio was 0.019 and 0.011. 8-bit fake
+    # quantisation gives a few percent; a broken one (wrong scale or zero point, a tensor not
+    # dequantised, BN folded wrongly) gives errors of the order of the signal, so 0.25 (over 10x
+    # the measured values) separates the two with a margin no instruction set crosses.
+    err = (ref - fq).float()
+    rms_rel = float(err.pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt())
+    assert 0 < rms_rel < 0.25, rms_rel
     # straight-through estimator: gradients reach the float weights
     qmodel.train()
     qmodel(x).mean().backward()
