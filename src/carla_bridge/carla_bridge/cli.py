@@ -121,6 +121,12 @@ def run_strip(args: argparse.Namespace) -> int:
     return 0
 
 
+def oserror_line(exc: OSError) -> str:
+    from edge_perception.datafiles import oserror_line as line
+
+    return line(exc)
+
+
 def _load_register(spec: str):  # noqa: ANN202 - returns the register callable
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -144,8 +150,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as exc:  # incl. CARLA connection errors
-        print(f"carla-bridge {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as exc:  # incl. DataError, CARLA connection errors
+        msg = oserror_line(exc) if isinstance(exc, OSError) and exc.filename else str(exc)
+        print(
+            "carla-bridge %s: error: %s" % (args.command, " ".join(msg.split())), file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -20,6 +20,7 @@ SUBCOMMANDS: Dict[str, str] = {
     "det-eval": "edge_perception.detection.evaluate:register",
     "det-export": "edge_perception.detection.export:register",
     "det-quantize": "edge_perception.detection.compress:register",
+    "det-track-eval": "edge_perception.detection.track_eval:register",
     "trt-build": "edge_perception.tensorrt.cli:register",
     "run": "edge_perception.ros.runner:register",
     "demo": "edge_perception.demo:register",
@@ -43,7 +44,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    return int(args.run(args) or 0)
+    return run_guarded(f"edge-perception {args.command}", args.run, args)
+
+
+def run_guarded(prog: str, func: Callable[..., Optional[int]], *args: object) -> int:
+    """``func(*args)``; bad input (a missing, corrupt or wrong data / model file) ends in one line
+    ``<prog>: error: <file>: <what is wrong>`` and exit status 2, never a traceback."""
+    from edge_perception.backends.base import BackendError
+    from edge_perception.datafiles import DataError, cli_error, oserror_line
+
+    try:
+        return int(func(*args) or 0)
+    except (DataError, BackendError) as exc:
+        return cli_error(prog, exc)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if exc.filename is None:  # not about one of the user's files: a bug, show it all
+            raise
+        return cli_error(prog, oserror_line(exc))
 
 
 if __name__ == "__main__":

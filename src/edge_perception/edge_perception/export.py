@@ -132,13 +132,18 @@ def ort_session(path: str, threads: int = 1):  # -> onnxruntime.InferenceSession
     """CPU ONNX Runtime session with ``threads`` intra-op threads and full graph optimisation."""
     import onnxruntime as ort
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ONNX model {path} does not exist; export it first")
+    from edge_perception.datafiles import DataError, check_file
+
+    check_file(path, "ONNX model", hint="export it first")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...) types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(path, f"ONNX model cannot be loaded by ONNX Runtime: {first}") from exc
 
 
 def check_parity(

@@ -111,27 +111,23 @@ def encode_flow_npz(flow: np.ndarray, valid: np.ndarray, compress: bool = True) 
 
 
 def read_image(path: str) -> np.ndarray:
-    """RGB ``uint8`` image; raises ``FileNotFoundError`` naming the path."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """RGB ``uint8`` image; missing (a ``FileNotFoundError`` too), corrupt and truncated files are
+    :class:`edge_perception.datafiles.DataError` naming the path."""
+    from edge_perception.datafiles import read_rgb
+
+    return read_rgb(path)
 
 
 def read_mask(path: str) -> np.ndarray:
-    """Palette or 16-bit PNG as stored values (no palette expansion)."""
-    if path.endswith(".png"):
-        m = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if m is not None and m.dtype == np.uint16:
-            return m
-    from PIL import Image
+    """Palette or 16-bit PNG as stored values (no palette expansion); bad files: DataError."""
+    from edge_perception.datafiles import read_png
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"cannot read mask {path}")
-    return np.asarray(Image.open(path))
+    return read_png(path, "label mask")
 
 
 def read_flow(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(flow float32 H x W x 2, valid bool H x W)``, C-contiguous whatever the stored order."""
-    with np.load(path) as z:
-        return np.ascontiguousarray(z["flow"], np.float32), z["valid"]
+    from edge_perception.datafiles import read_npz
+
+    flow, valid = read_npz(path, ("flow", "valid"), "flow file")
+    return np.ascontiguousarray(flow, np.float32), valid

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -10,6 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from carla_bridge.dataset.io import read_flow, read_image, read_mask
+from edge_perception import datafiles
 
 SPLITS = ("train", "val")
 
@@ -28,29 +28,38 @@ def _check(root: str, split: Optional[str] = None) -> None:
 def load_manifest(root: str) -> Dict[str, Any]:
     """The dataset's ``manifest.json`` (config, versions, class tables, splits, data_version)."""
     _check(root)
-    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+    return datafiles.read_json(os.path.join(root, "manifest.json"), "data set manifest")
 
 
-def _load_json(root: str, split: str, name: str) -> Dict[str, Any]:
+_REGENERATE = "regenerate it with `carla-bridge generate`"
+
+
+def _load_json(root: str, split: str, name: str, required: tuple = ()) -> Dict[str, Any]:
     _check(root, split)
-    with open(os.path.join(root, split, "annotations", name), encoding="utf-8") as fh:
-        return json.load(fh)
+    path = os.path.join(root, split, "annotations", name)
+    return datafiles.read_json(path, name, required=required, hint=_REGENERATE)
 
 
 def load_coco(root: str, split: str) -> Dict[str, Any]:
     """The split's COCO dict (``pycocotools.coco.COCO`` accepts it via ``coco.dataset``)."""
-    return _load_json(root, split, "coco.json")
+    coco = _load_json(root, split, "coco.json", ("images", "annotations", "categories"))
+    path = os.path.join(root, split, "annotations", "coco.json")
+    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id",))):
+        if not isinstance(coco[key], list):
+            raise datafiles.DataError(path, f"coco.json {key!r} must be a list")
+        for k, entry in enumerate(coco[key]):
+            datafiles.require_keys(path, entry, fields, f"coco.json {key}[{k}]", _REGENERATE)
+    return coco
 
 
 def load_ytvis(root: str, split: str) -> Dict[str, Any]:
     """The split's YouTube-VIS dict (videos, per-track per-frame RLE masks and boxes)."""
-    return _load_json(root, split, "ytvis.json")
+    return _load_json(root, split, "ytvis.json", ("videos", "annotations"))
 
 
 def load_lanes(root: str, split: str) -> Dict[str, Any]:
     """The split's lane polylines ``{"images": [{"file_name", "lines": [...]}]}``."""
-    return _load_json(root, split, "lanes.json")
+    return _load_json(root, split, "lanes.json", ("images",))
 
 
 @dataclass

@@ -15,7 +15,6 @@ No vertical flips or large rotations: the horizon and road geometry stay plausib
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edge_perception import datafiles
 from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
 from edge_perception.runtime.preprocess import shrink_flag
 
@@ -32,44 +32,40 @@ LINE_COVER = 0.25  # fraction of a shrunk pixel's footprint that makes it a line
 
 
 def read_class_png(path: str) -> np.ndarray:
-    """uint8 H x W class indices of a palette PNG (OpenCV would expand the palette to colours)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(
-                f"{path}: lane class PNG must be 8-bit palette or grey (mode P/L), got {im.mode};"
-                " regenerate the data set with carla-bridge generate"
-            )
-        return np.array(im, dtype=np.uint8)
+    """uint8 H x W class indices of a palette PNG (OpenCV would expand the palette to colours);
+    a missing, corrupt or wrong-kind file is a :class:`~edge_perception.datafiles.DataError`."""
+    return datafiles.read_png(
+        path,
+        "lane class PNG",
+        modes=("P", "L"),
+        hint="8-bit palette or grey; regenerate the data set with carla-bridge generate",
+    ).astype(np.uint8, copy=False)
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """uint8 H x W x 3 RGB image; raises FileNotFoundError naming the file."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """uint8 H x W x 3 RGB image; missing / corrupt / truncated files are DataErrors naming it."""
+    return datafiles.read_rgb(path)
 
 
 def load_manifest(root: str) -> Dict[str, object]:
     """The data set's manifest.json, after checking its lane class table matches ours."""
     path = os.path.join(root, "manifest.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: {root} is not a carla_bridge data set (create one with"
-            " `carla-bridge generate`)"
-        )
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    if not os.path.isdir(root):
+        raise datafiles.MissingDataError(root, "data set directory not found")
+    manifest = datafiles.read_json(
+        path,
+        "data set manifest",
+        hint=f"{root} is not a carla_bridge data set (create one with `carla-bridge generate`)",
+    )
     classes = manifest.get("classes")
     table = classes.get("lane") if isinstance(classes, dict) else None
     if table is None:
         table = _find_key(manifest, "lane_classes")
     if table is not None and tuple(table) != LANE_CLASSES:
-        raise ValueError(
-            f"{path}: lane class table {table} differs from edge_perception's {LANE_CLASSES};"
-            " regenerate the data or update edge_perception.lane.LANE_CLASSES"
+        raise datafiles.DataError(
+            path,
+            f"lane class table {table} differs from edge_perception's {LANE_CLASSES};"
+            " regenerate the data or update edge_perception.lane.LANE_CLASSES",
         )
     return manifest
 
@@ -85,22 +81,38 @@ def _find_key(d: object, key: str) -> Optional[object]:
     return None
 
 
-def list_samples(root: str, split: str) -> List[Tuple[str, str]]:
-    """Sorted (image path, lane_class path) pairs of a split; errors name what is missing."""
+def list_samples(
+    root: str, split: str, skip: Optional[datafiles.SkipLog] = None
+) -> List[Tuple[str, str]]:
+    """Sorted (image path, lane_class path) pairs of a split.
+
+    An image without its label (or a label without its image) is a
+    :class:`~edge_perception.datafiles.MissingDataError` naming the missing file: never a sample
+    silently left out of training or scoring. With ``skip`` (``--skip-bad``) it is recorded there
+    and the pair dropped instead.
+    """
     label_dir = Path(root) / split / "lane_class"
     image_dir = Path(root) / split / "images"
     if not label_dir.is_dir():
-        raise FileNotFoundError(
-            f"{label_dir} not found; split {split!r} missing (splits are 'train' and 'val')"
+        raise datafiles.MissingDataError(
+            str(label_dir), f"not found; split {split!r} missing (splits are 'train' and 'val')"
         )
+    labels = {(p.parent.name, p.stem) for p in label_dir.glob("*/*.png")}
+    images = {(p.parent.name, p.stem) for p in image_dir.glob("*/*.jpg")}
     pairs = []
-    for png in sorted(label_dir.glob("*/*.png")):
-        jpg = image_dir / png.parent.name / (png.stem + ".jpg")
-        if not jpg.is_file():
-            raise FileNotFoundError(f"label {png} has no image {jpg}")
-        pairs.append((str(jpg), str(png)))
+    for seq, stem in sorted(labels | images):
+        jpg = image_dir / seq / (stem + ".jpg")
+        png = label_dir / seq / (stem + ".png")
+        if (seq, stem) not in images:
+            err = datafiles.MissingDataError(str(jpg), f"image not found (its label {png} is)")
+        elif (seq, stem) not in labels:
+            err = datafiles.MissingDataError(str(png), f"label PNG not found for image {jpg}")
+        else:
+            pairs.append((str(jpg), str(png)))
+            continue
+        (skip or datafiles.SkipLog(False)).add(err)
     if not pairs:
-        raise FileNotFoundError(f"no lane_class PNGs under {label_dir}")
+        raise datafiles.MissingDataError(str(label_dir), "holds no lane_class PNGs")
     return pairs
 
 
@@ -172,6 +184,7 @@ class LaneDataset(Dataset):
         seed: int = 0,
         cache: bool = True,
         interpolation: str = "area",
+        skip: Optional[datafiles.SkipLog] = None,
     ) -> None:
         shrink_flag(interpolation)  # raises on an unknown name
         self.interpolation = interpolation
@@ -179,9 +192,20 @@ class LaneDataset(Dataset):
             raise ValueError(f"size {size} must be multiples of 32 (U-Net down-samples 5 times)")
         self.root, self.split, self.size = root, split, tuple(size)
         self.manifest = load_manifest(root)
-        self.samples = list_samples(root, split)
+        self.samples = list_samples(root, split, skip)
         if limit is not None:
             self.samples = self.samples[: int(limit)]
+        if skip is not None and skip.allow:  # read every sample now; drop and record bad ones
+            good = []
+            for pair in self.samples:
+                try:
+                    self._read(*pair)
+                    good.append(pair)
+                except datafiles.DataError as exc:
+                    skip.add(exc)
+            self.samples = good
+            if not self.samples:
+                raise datafiles.DataError(str(Path(root) / split), "no readable sample left")
         self.augment, self.seed, self.epoch = augment, seed, 0
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
         self.cache = cache
@@ -197,16 +221,24 @@ class LaneDataset(Dataset):
         """Resized (RGB uint8, class uint8) of sample i, without augmentation."""
         if i in self._cache:
             return self._cache[i]
-        jpg, png = self.samples[i]
-        image, mask = read_rgb(jpg), read_class_png(png)
-        if image.shape[:2] != mask.shape:
-            raise ValueError(f"{jpg} is {image.shape[:2]} but its label {png} is {mask.shape}")
-        if int(mask.max()) >= len(LANE_CLASSES):
-            raise ValueError(f"{png} holds class {int(mask.max())} >= {len(LANE_CLASSES)}")
+        image, mask = self._read(*self.samples[i])
         pair = resize_pair(image, mask, self.size, self.interpolation)
         if self.cache:
             self._cache[i] = pair
         return pair
+
+    @staticmethod
+    def _read(jpg: str, png: str) -> Tuple[np.ndarray, np.ndarray]:
+        image, mask = read_rgb(jpg), read_class_png(png)
+        if image.shape[:2] != mask.shape:
+            raise datafiles.DataError(
+                png, f"label is {mask.shape} but its image {jpg} is {image.shape[:2]}"
+            )
+        if int(mask.max()) >= len(LANE_CLASSES):
+            raise datafiles.DataError(
+                png, f"holds class {int(mask.max())} >= {len(LANE_CLASSES)} classes"
+            )
+        return image, mask
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(i)

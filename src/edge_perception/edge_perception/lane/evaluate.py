@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edge_perception.config import LINE_EXTEND
+from edge_perception.datafiles import DataError, SkipLog
 from edge_perception.export import ort_session, write_json
 from edge_perception.lane import LANE_CLASSES, LINE_CLASSES
 from edge_perception.lane.data import LaneDataset
@@ -52,10 +53,12 @@ def onnx_predictor(path: str, threads: int = 1) -> Tuple[Predictor, Tuple[int, i
     sess = ort_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
     if "mask" not in names and "logits" not in names:
-        raise ValueError(f"{path}: outputs {names} lack 'mask'/'logits' (docs/CONTRACTS.md)")
+        raise DataError(
+            path, f"is not a lane model: outputs {names} lack 'mask'/'logits' (docs/CONTRACTS.md)"
+        )
     shape = sess.get_inputs()[0].shape
-    if not all(isinstance(d, int) for d in shape[2:]):
-        raise ValueError(f"{path}: input size {shape} is not static; pass --size")
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        raise DataError(path, f"input shape {shape} is not a static N x 3 x H x W")
     in_name = sess.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -187,13 +190,15 @@ def evaluate_path(
     line_options: Optional[Dict[str, Any]] = None,
     lines_from_labels: bool = False,
     interpolation: str = "area",
+    skip: Optional[SkipLog] = None,
 ) -> Dict[str, object]:
     """Evaluate a ``.pt`` checkpoint or ``.onnx`` model file on a data split (polyline options:
-    see :func:`evaluate`)."""
+    see :func:`evaluate`). A bad sample is a DataError unless ``skip`` allows skipping it; the
+    skipped files are then listed in the result (``skipped``)."""
     if model_path.endswith(".onnx"):
         predict, model_size = onnx_predictor(model_path, threads)
         if size is not None and tuple(size) != model_size:
-            raise ValueError(f"{model_path} takes {model_size}, not --size {size}")
+            raise DataError(model_path, f"takes input size {model_size}, not --size {size}")
     else:
         from edge_perception.lane.model import load_checkpoint
 
@@ -202,7 +207,13 @@ def evaluate_path(
         predict = torch_predictor(model)
         model_size = tuple(size or ckpt.get("input_size", (192, 320)))  # type: ignore[assignment]
     ds = LaneDataset(
-        data, split, size=model_size, limit=limit, cache=False, interpolation=interpolation
+        data,
+        split,
+        size=model_size,
+        limit=limit,
+        cache=False,
+        interpolation=interpolation,
+        skip=skip,
     )
     out = evaluate(predict, ds, tol=tol, progress=progress, polylines=polylines,
                    line_options=line_options, lines_from_labels=lines_from_labels)  # fmt: skip
@@ -211,6 +222,8 @@ def evaluate_path(
         split=split,
         input_size=list(model_size),
         interpolation=interpolation,
+        frames=len(ds),
+        skipped=list(skip.skipped) if skip is not None else [],
     )
     return out
 
@@ -253,6 +266,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default=None, help="JSON result path")
     parser.add_argument("--md", default=None, help="Markdown table path")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip missing / corrupt samples (counted and listed) instead of stopping",
+    )
     parser.set_defaults(run=main)
 
 
@@ -263,13 +281,18 @@ def main(args: argparse.Namespace) -> int:
         else None
     )
     line_options: Dict[str, Any] = {"row_step": args.row_step, "extend": args.line_extend}
+    skip = SkipLog(args.skip_bad)
     if args.merge_gap is not None:
         line_options["merge_gap"] = args.merge_gap
     res = evaluate_path(
         args.model, args.data, args.split, args.size, args.limit, args.tol, args.threads,
         polylines=meter, line_options=line_options, lines_from_labels=args.lines_from_labels,
-        interpolation=args.interpolation,
+        interpolation=args.interpolation, skip=skip,
     )  # fmt: skip
+    if skip.skipped:
+        import sys
+
+        print(skip.summary(), file=sys.stderr)
     table = markdown_table([(os.path.basename(args.model), res)])
     if meter is not None:
         table += "\n" + polyline_table([(os.path.basename(args.model), res)])

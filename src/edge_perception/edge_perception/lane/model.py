@@ -175,13 +175,15 @@ def config_from_dict(d: Dict[str, object]) -> UNetConfig:
 
 def load_checkpoint(path: str) -> Tuple[LaneUNet, Dict[str, object]]:
     """Model (eval mode, weights loaded) and the raw checkpoint dict of a ``lane-train`` file."""
-    import os
+    from edge_perception.datafiles import DataError, load_torch
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found; train one with lane-train")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path, "lane-train checkpoint", hint="train one with lane-train")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not a lane-train checkpoint (needs 'model' and 'config')")
-    model = LaneUNet(config_from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+        raise DataError(path, "is not a lane-train checkpoint (needs 'model' and 'config')")
+    try:
+        model = LaneUNet(config_from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(path, f"weights do not fit a lane model: {first}") from exc
     return model.eval(), ckpt
