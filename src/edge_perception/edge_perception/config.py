@@ -240,12 +240,58 @@ def _type_of(f: dataclasses.Field) -> type:
     return type(f.default_factory())  # type: ignore[operator]
 
 
+def allowed_text(cls: Any, name: str) -> str:
+    """What field ``name`` of config ``cls`` accepts, in words (``an integer in 0..256``)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    rules, kind = f.metadata, _type_of(f)
+    if kind is list:
+        item = rules.get("item", str)
+        what = "integers" if item is int else "strings"
+        if "item_choices" in rules:
+            what += " from {" + ", ".join(str(c) for c in rules["item_choices"]) + "}"
+        count = "%d " % rules["length"] if "length" in rules else ""
+        return "a list of %s%s%s" % (count, what, _range_text(rules))
+    if "choices" in rules:
+        return "one of: " + ", ".join(str(c) for c in rules["choices"])
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer" + _range_text(rules)
+    if kind is float:
+        return "a number" + _range_text(rules)
+    return "a string"
+
+
+def _range_text(rules: Mapping[str, Any]) -> str:
+    if "min" in rules and "max" in rules:
+        return " in %s..%s" % (rules["min"], rules["max"])
+    if "min" in rules:
+        return " >= %s" % rules["min"]
+    if "max" in rules:
+        return " <= %s" % rules["max"]
+    return ""
+
+
 def check_value(cls: Any, name: str, value: Any) -> Any:
-    """Validate (and normalise) one value for field ``name``; ValueError says what is allowed."""
+    """Validate (and normalise) one value for field ``name``; ValueError says what is allowed.
+
+    The message is one line: the parameter, the value and what is allowed (type and range).
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if name not in fields:
         raise ValueError(f"unknown key {name!r}; allowed keys: {sorted(fields)}")
-    f = fields[name]
+    try:
+        return _check_value(cls, fields[name], value)
+    except ValueError as exc:
+        rules = fields[name].metadata
+        if "choices" in rules or "item_choices" in rules:
+            choices = list(rules.get("choices", rules.get("item_choices", [])))
+            raise ValueError(f"{exc}; allowed values: {choices}") from None
+        raise ValueError(f"{exc}; allowed: {allowed_text(cls, name)}") from None
+
+
+def _check_value(cls: Any, f: dataclasses.Field, value: Any) -> Any:
+    name = f.name
     rules = f.metadata
     kind = _type_of(f)
     if kind is bool:
@@ -272,13 +318,9 @@ def check_value(cls: Any, name: str, value: Any) -> Any:
             raise ValueError(f"{name}: expected a list of {item.__name__}, got {value!r}")
         bad = [v for v in items if "item_choices" in rules and v not in rules["item_choices"]]
         if bad:
-            raise ValueError(
-                f"{name}: {bad} not allowed; allowed values: {list(rules['item_choices'])}"
-            )
+            raise ValueError(f"{name}: {bad} not allowed")
     if "choices" in rules and value not in rules["choices"]:
-        raise ValueError(
-            f"{name}: {value!r} is not allowed; allowed values: {list(rules['choices'])}"
-        )
+        raise ValueError(f"{name}: {value!r} is not allowed")
     if "length" in rules and len(items) != rules["length"]:
         raise ValueError(f"{name}: expected {rules['length']} values, got {len(items)}")
     for v in items:

@@ -134,15 +134,31 @@ class LaneSegmentationNode(PerceptionNodeBase):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console script ``lane_node``; ``--autostart`` configures and activates at start-up."""
+    """Console script ``lane_node``; ``--autostart`` configures and activates at start-up,
+    ``--help`` prints the parameters (descriptions, defaults, allowed values) and exits."""
     import rclpy
     from rclpy.utilities import remove_ros_args
 
+    from edge_perception.ros.params import usage
+
     args: List[str] = list(sys.argv if argv is None else argv)
+    own = remove_ros_args(args)[1:]
+    prog = "python -m edge_perception.ros.lane_node"
+    options = {"--autostart": "configure and activate at start-up (else a lifecycle manager does)"}
+    if "-h" in own or "--help" in own:
+        sys.stdout.write(usage(LaneNodeConfig, prog, (__doc__ or "").split("\n\n")[0], options))
+        return 0
+    unknown = [a for a in own if a != "--autostart"]
+    if unknown:
+        print(
+            "%s: unknown argument(s) %s; ROS arguments go after --ros-args (see --help)"
+            % (prog, " ".join(unknown)),
+            file=sys.stderr,
+        )
+        return 2
     rclpy.init(args=args)
-    autostart = "--autostart" in remove_ros_args(args)
     node = LaneSegmentationNode()
-    if autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+    if "--autostart" in own and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
         node.trigger_activate()
     spin_node(node)
     return 0
