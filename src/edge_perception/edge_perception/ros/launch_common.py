@@ -270,6 +270,10 @@ def generate_launch_description(config_name: str):
     Every node is a ``launch_ros.actions.LifecycleNode`` (or ``Node`` when ``lifecycle: false``)
     with ``condition=IfCondition(enable_<name>)``; the nodes' parameters and the manager's
     ``node_names`` are computed from the evaluated launch arguments by :func:`resolve`.
+
+    When the lifecycle manager exits (status 1: bring-up failed with ``stop_on_failure``), an
+    ``OnProcessExit`` handler shuts the whole launch down (:func:`manager_exit_handler`), so a
+    failed bring-up ends ``ros2 launch`` instead of leaving unconfigured nodes running.
     """
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.conditions import IfCondition
@@ -303,16 +307,15 @@ def generate_launch_description(config_name: str):
         if plan.managed_names:
             params = dict(plan.manager_parameters)
             params["node_names"] = plan.managed_names
-            actions.append(
-                Node(
-                    package=PACKAGE,
-                    executable="lifecycle_manager",
-                    name="lifecycle_manager",
-                    namespace=plan.namespace,
-                    parameters=[params],
-                    output="screen",
-                )
+            manager = Node(
+                package=PACKAGE,
+                executable="lifecycle_manager",
+                name="lifecycle_manager",
+                namespace=plan.namespace,
+                parameters=[params],
+                output="screen",
             )
+            actions += [manager, manager_exit_handler(manager)]
         return actions
 
     declared = [
@@ -320,3 +323,21 @@ def generate_launch_description(config_name: str):
         for name, (default, desc) in declared_arguments(config_path).items()
     ]
     return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])
+
+
+def manager_exit_handler(manager: Any) -> Any:
+    """``RegisterEventHandler(OnProcessExit(manager -> Shutdown))``: the launch ends with the
+    lifecycle manager, whose non-zero status (failed bring-up) is given as the reason."""
+    from launch.actions import RegisterEventHandler, Shutdown
+    from launch.event_handlers import OnProcessExit
+
+    def _on_exit(event: Any, _context: Any) -> List[Any]:
+        code = getattr(event, "returncode", None)
+        return [
+            Shutdown(
+                reason="lifecycle_manager exited with status %s%s"
+                % (code, " (bring-up failed)" if code else "")
+            )
+        ]
+
+    return RegisterEventHandler(OnProcessExit(target_action=manager, on_exit=_on_exit))

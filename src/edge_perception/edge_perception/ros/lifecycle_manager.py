@@ -11,7 +11,11 @@ Parameters (``ros__parameters`` of the ``lifecycle_manager`` node):
 ``autostart`` (bool, default true)
     Configure and activate every node as soon as the manager starts.
 ``stop_on_failure`` (bool, default true)
-    When a node fails to configure/activate, leave the later nodes alone (they stay unconfigured).
+    When a node fails to configure/activate, leave the later nodes alone (they stay unconfigured),
+    take down those already up (deactivate, clean up) and exit with status 1, so that ``ros2
+    launch`` (an ``OnProcessExit`` -> ``Shutdown`` handler on the manager, see
+    :mod:`edge_perception.ros.launch_common`) and ``edge-perception run`` stop the whole
+    deployment instead of idling with unconfigured nodes. False: report and keep running.
 ``service_timeout_s`` (float, default 20.0)
     How long to wait for a node's lifecycle services to appear (node start-up, model imports).
 ``transition_timeout_s`` (float, default 30.0)
@@ -32,6 +36,9 @@ array on ``/diagnostics`` periodically.
 
 Shutdown (SIGINT/SIGTERM or :meth:`LifecycleManager.shutdown`): active nodes are deactivated and
 then cleaned up, last node first, each call bounded by ``transition_timeout_s``.
+
+Exit status: 0 after a signal, 1 when bring-up failed with ``stop_on_failure``, 2 for a bad
+parameter of the manager (one line naming it, the value and what is allowed).
 
 Runs on Python 3.8 (Jetson): no ``X | Y`` annotations at run time.
 """
@@ -54,6 +61,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
+from edge_perception.ros.params import declare_manager_parameters
 from edge_perception.ros.spin import spin_until_shutdown
 
 STATE_LABELS: Dict[int, str] = {
@@ -133,14 +141,8 @@ class LifecycleManager(Node):
 
     def __init__(self, node_name: str = "lifecycle_manager", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.declare_parameter("node_names", [""])
-        self.declare_parameter("autostart", True)
-        self.declare_parameter("stop_on_failure", True)
-        self.declare_parameter("service_timeout_s", 20.0)
-        self.declare_parameter("transition_timeout_s", 30.0)
-        self.declare_parameter("diagnostics_period_s", 1.0)
-        self.declare_parameter("monitor_period_s", 2.0)
-        names = [n for n in self.get_parameter("node_names").value if n]
+        values = declare_manager_parameters(self)
+        names = [n for n in values["node_names"] if n]
         if not names:
             raise ValueError(
                 "lifecycle_manager: parameter 'node_names' is empty; list the lifecycle nodes to "
@@ -148,17 +150,12 @@ class LifecycleManager(Node):
             )
         if len(set(names)) != len(names):
             raise ValueError("lifecycle_manager: 'node_names' lists a node twice: %s" % names)
-        self.autostart = bool(self.get_parameter("autostart").value)
-        self.stop_on_failure = bool(self.get_parameter("stop_on_failure").value)
-        self.service_timeout_s = float(self.get_parameter("service_timeout_s").value)
-        self.transition_timeout_s = float(self.get_parameter("transition_timeout_s").value)
-        for pname, value in (
-            ("service_timeout_s", self.service_timeout_s),
-            ("transition_timeout_s", self.transition_timeout_s),
-        ):
-            if value <= 0:
-                raise ValueError("lifecycle_manager: %s must be > 0, got %s" % (pname, value))
+        self.autostart = bool(values["autostart"])
+        self.stop_on_failure = bool(values["stop_on_failure"])
+        self.service_timeout_s = float(values["service_timeout_s"])
+        self.transition_timeout_s = float(values["transition_timeout_s"])
         self.phase = "idle"
+        self.failure = ""  # the first bring-up error, for the exit message
         # Set (e.g. by a signal handler) to abandon a bring-up between two steps.
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -174,10 +171,10 @@ class LifecycleManager(Node):
             )
         self._status_pub = self.create_publisher(DiagnosticArray, "~/status", STATUS_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        period = float(self.get_parameter("diagnostics_period_s").value)
+        period = float(values["diagnostics_period_s"])
         if period > 0:
             self.create_timer(period, lambda: self._diag_pub.publish(self.status_array()))
-        self._monitor_period = float(self.get_parameter("monitor_period_s").value)
+        self._monitor_period = float(values["monitor_period_s"])
         if self._monitor_period > 0:
             self.create_timer(self._monitor_period, self._monitor)
         self._publish_status()
@@ -212,6 +209,7 @@ class LifecycleManager(Node):
                 self._bring_up(m)
             except TransitionError as exc:
                 ok = False
+                self.failure = self.failure or str(exc)
                 self._report(m, "failed", DiagnosticStatus.ERROR, str(exc))
                 self.get_logger().error(str(exc))
                 if self.stop_on_failure:
@@ -519,11 +517,20 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     executor.add_node(node)
     spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
     spinner.start()
+    status = 0
     try:
+        ok = True
         if node.autostart and not stop.is_set():
-            node.startup()
-        while not stop.wait(0.2):
-            pass
+            ok = node.startup()
+        if not ok and node.stop_on_failure and not stop.is_set():
+            node.get_logger().error(
+                "bring-up failed (%s); stop_on_failure is true: taking the nodes down and "
+                "exiting with status 1" % (node.failure or "cancelled")
+            )
+            status = 1
+        else:
+            while not stop.wait(0.2):
+                pass
         node.shutdown()
     except KeyboardInterrupt:
         pass
@@ -532,7 +539,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         spinner.join(timeout=2.0)  # a spinning thread left behind aborts the process at exit
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return status
 
 
 def _spin(executor: MultiThreadedExecutor) -> None:

@@ -14,7 +14,11 @@ the caller's ``ROS_DOMAIN_ID``, else a random one printed at start-up so other t
 Each child runs in its own session so a terminal's Ctrl-C reaches only the runner, which shuts
 down in order: SIGINT to the lifecycle manager (it deactivates and cleans up the nodes, last
 first), then SIGINT to the nodes in reverse order, escalating to SIGTERM/SIGKILL after
-``--grace`` seconds. If a child dies on its own the runner stops the rest and exits non-zero.
+``--grace`` seconds. If a child dies on its own the runner stops the rest and exits non-zero,
+printing the child's exit status and its last error line (an ``[ERROR]``/``[FATAL]`` log line or
+a Python exception), and the last error line of every other child that logged one: a node whose
+configure failed on a bad parameter, when the lifecycle manager then exits (``stop_on_failure``).
+The children's output is relayed line by line (to ``--log-dir`` files, else to stdout).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -155,7 +160,9 @@ class Runner:
         os.makedirs(self.work_dir, exist_ok=True)
         self.log_dir = log_dir
         self.procs: List[Tuple[str, subprocess.Popen]] = []
-        self._logs: List[TextIO] = []
+        self._logs: List[IO[bytes]] = []
+        self._relays: List[threading.Thread] = []
+        self.last_error: Dict[str, str] = {}  # child name -> its last error line
         self.stop_event = threading.Event()
         self.failed: List[str] = []
 
@@ -178,20 +185,38 @@ class Runner:
     def start(self) -> None:
         """Start every process (nodes first, the lifecycle manager last)."""
         for name, cmd in self.commands():
-            out = None
+            sink: IO[bytes] = sys.stdout.buffer
             if self.log_dir:
                 os.makedirs(self.log_dir, exist_ok=True)
-                out = open(os.path.join(self.log_dir, name + ".log"), "w", encoding="utf-8")
-                self._logs.append(out)
+                sink = open(os.path.join(self.log_dir, name + ".log"), "wb")
+                self._logs.append(sink)
             proc = subprocess.Popen(
                 cmd,
                 env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT if out else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
+            relay = threading.Thread(
+                target=self._relay, args=(name, proc.stdout, sink), daemon=True
+            )
+            relay.start()
+            self._relays.append(relay)
             self.procs.append((name, proc))
+
+    def _relay(self, name: str, pipe: IO[bytes], sink: IO[bytes]) -> None:
+        """Copy a child's output to ``sink`` line by line, remembering its last error line."""
+        for raw in iter(pipe.readline, b""):
+            try:
+                sink.write(raw)
+                sink.flush()
+            except (OSError, ValueError):  # closed sink (shutting down): keep draining
+                pass
+            line = error_line(raw.decode("utf-8", "replace"))
+            if line:
+                self.last_error[name] = line
+        pipe.close()
 
     def wait(self, duration_s: Optional[float] = None) -> None:
         """Block until ``stop_event`` is set, ``duration_s`` passes or a child exits."""
@@ -199,15 +224,31 @@ class Runner:
         while not self.stop_event.wait(0.2):
             dead = [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
             if dead:
+                self._drain(2.0)
                 for name, rc in dead:
                     self.failed.append(name)
+                    why = self.last_error.get(name)
                     print(
-                        "[run] %s exited with status %s; stopping the others" % (name, rc),
+                        "[run] %s exited with status %s%s; stopping the others"
+                        % (name, rc, ": " + why if why else ""),
                         file=sys.stderr,
                     )
+                for name, _proc in self.procs:
+                    if name not in self.failed and name in self.last_error:
+                        print(
+                            "[run]   %s's last error: %s" % (name, self.last_error[name]),
+                            file=sys.stderr,
+                        )
                 return
             if end is not None and time.monotonic() >= end:
                 return
+
+    def _drain(self, timeout_s: float) -> None:
+        """Let the relays of exited children reach the end of their output."""
+        end = time.monotonic() + timeout_s
+        for (_name, proc), relay in zip(self.procs, self._relays):
+            if proc.poll() is not None:
+                relay.join(max(0.0, end - time.monotonic()))
 
     def stop(self) -> int:
         """Stop the manager (it takes the nodes down), then the nodes last-first; exit status."""
@@ -219,11 +260,28 @@ class Runner:
                     proc.send_signal(signal.SIGINT)
             for name, proc in group:
                 _reap(proc, self.grace_s, name)
+        self._drain(3.0)
         for f in self._logs:
             f.close()
         if self._tmp is not None:
             self._tmp.cleanup()
         return 1 if self.failed else 0
+
+
+_LOG_LEVEL = re.compile(r"\[(ERROR|FATAL)\]")
+_ROS_STAMP = re.compile(r"^\[(ERROR|FATAL)\] \[[0-9.]+\] ")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b(:|$)")
+
+
+def error_line(line: str) -> str:
+    """``line`` without its time stamp when it reports an error (a ROS ``[ERROR]``/``[FATAL]``
+    log line, or the last line of a Python traceback), else ``""``."""
+    line = line.strip()
+    if _LOG_LEVEL.search(line):
+        return _ROS_STAMP.sub(r"[\1] ", line)
+    if _EXCEPTION.match(line) and not line.startswith("KeyboardInterrupt"):
+        return line
+    return ""
 
 
 def _die_with_parent() -> None:
