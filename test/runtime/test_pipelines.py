@@ -148,7 +148,8 @@ def test_lane_pipeline_extracts_lines_in_camera_pixels(tmp_path):
 
 def test_detection_pipeline_tracking_gives_stable_ids_and_keeps_low_score_continuations(tmp_path):
     b = create_backend("onnxruntime", detector_onnx(str(tmp_path / "det.onnx"), (32, 64)))
-    pipe = DetectionPipeline(b, score_threshold=0.5, tracker=TrackerConfig(low_threshold=0.1))
+    cfg = TrackerConfig(low_threshold=0.1, high_threshold=0.5, new_track_threshold=0.55)
+    pipe = DetectionPipeline(b, score_threshold=0.5, tracker=cfg)
     first = pipe.process(_frame(32, 64)).result
     assert first.ids == ["1", "2", "3", "4"] and first.track_ids.tolist() == [1, 2, 3, 4]
     for _ in range(3):
@@ -161,5 +162,5 @@ def test_detection_pipeline_tracking_gives_stable_ids_and_keeps_low_score_contin
     kept = pipe.process(_frame(32, 64)).result
     assert kept.ids == ["1", "2", "3", "4"] and pipe.tracker.config.high_threshold == 0.75
     pipe.reset()
-    pipe.score_threshold = 0.85
+    pipe.score_threshold = 0.8  # births now need 0.85
     assert pipe.process(_frame(32, 64)).result.ids == ["1"]  # ids restart after reset

@@ -154,3 +154,16 @@ def test_track_colours_are_distinct_for_neighbouring_ids():
     colours = [track_colour(i) for i in range(1, 13)]
     assert len(set(colours)) == 12 and all(0 <= c <= 255 for rgb in colours for c in rgb)
     assert track_colour(5) == track_colour(5)
+
+
+def test_buffered_iou_keeps_a_small_fast_mover():
+    # A 10x10 box moving 8 px/frame overlaps its last box by IoU 0.11 only: a new (tentative)
+    # track with no velocity yet fails the 0.3 match without the buffer, matches with it.
+    def run(buffer: float) -> List[List[int]]:
+        frames: List[List[Det]] = [[(_box(300, 300), 0.9, 0)]]  # frame 0: someone else
+        frames += [[(_box(300, 300), 0.9, 0), (_box(20 + 8 * t, 50, 10, 10), 0.9, 1)]
+                   for t in range(4)]  # fmt: skip
+        return _run(MultiObjectTracker(TrackerConfig(buffer=buffer)), frames)
+
+    assert [f[1] for f in run(0.0)[1:]] == [-1, -1, -1, -1]
+    assert [f[1] for f in run(0.3)[1:]] == [-1, 2, 2, 2]

@@ -195,6 +195,12 @@ class DetectionNodeConfig(NodeConfig):
         min=0.0,
         max=1.0,
     )
+    track_birth_margin: float = _f(
+        0.1,
+        "tracking: a new track needs a score of score_threshold + this (ByteTrack: 0.1)",
+        min=0.0,
+        max=1.0,
+    )
     track_buffer: int = _f(30, "tracking: frames a lost track is kept", min=0, max=100000)
     track_min_hits: int = _f(
         2,
@@ -212,7 +218,7 @@ class DetectionNodeConfig(NodeConfig):
 
         return TrackerConfig(
             high_threshold=self.score_threshold,
-            new_track_threshold=self.score_threshold,
+            new_track_threshold=min(1.0, self.score_threshold + self.track_birth_margin),
             low_threshold=min(self.track_low_threshold, self.score_threshold),
             max_lost=self.track_buffer,
             min_hits=self.track_min_hits,

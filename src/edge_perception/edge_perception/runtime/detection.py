@@ -6,7 +6,8 @@ mapped back to camera pixels and clipped.
 
 Tracking (``tracker=TrackerConfig(...)``): the detections from the tracker's ``low_threshold`` up
 go to a :class:`~edge_perception.runtime.tracking.MultiObjectTracker` whose ``high_threshold`` is
-``score_threshold``; the result holds the detections matched to confirmed tracks (high-score ones,
+``score_threshold`` (births: ``score_threshold`` + the tracker's margin, kept when the threshold
+changes live); the result holds the detections matched to confirmed tracks (high-score ones,
 and low-score ones that continue a track), each with its track id in ``ids`` / ``track_ids``.
 Without a tracker ``ids`` are empty strings (``Detection2D.id``: no identity across frames).
 Python 3.8 compatible.
@@ -65,6 +66,9 @@ class DetectionPipeline(Pipeline):
         self.max_detections = int(max_detections)
         self.tracker = MultiObjectTracker(tracker) if tracker is not None else None
         self._track_low = tracker.low_threshold if tracker is not None else 0.0
+        self._birth_margin = (
+            tracker.new_track_threshold - tracker.high_threshold if tracker is not None else 0.0
+        )
 
     def postprocess(self, outputs: Arrays, transform: Transform) -> Detections:
         boxes = np.asarray(outputs["boxes"], np.float32)
@@ -81,7 +85,8 @@ class DetectionPipeline(Pipeline):
         threshold = self.score_threshold
         if tracker is not None:
             cfg = tracker.config
-            cfg.high_threshold = cfg.new_track_threshold = self.score_threshold
+            cfg.high_threshold = self.score_threshold
+            cfg.new_track_threshold = min(1.0, self.score_threshold + self._birth_margin)
             threshold = cfg.low_threshold = min(self._track_low, self.score_threshold)
         keep = scores >= threshold
         keep &= (labels >= 0) & (labels < len(self.class_names))

@@ -60,8 +60,9 @@ class TrackerConfig:
     """Detections at or above this score take part in stage 1 and may start tracks."""
     low_threshold: float = 0.1
     """Detections in [low_threshold, high_threshold) only continue tracks (stage 2)."""
-    new_track_threshold: float = 0.5
-    """Minimum score of an unmatched high detection to start a (tentative) track."""
+    new_track_threshold: float = 0.6
+    """Minimum score of an unmatched high detection to start a (tentative) track (ByteTrack:
+    high_threshold + 0.1)."""
     match_threshold: float = 0.2
     """Stage 1: minimum similarity of a track / high-detection pair (ByteTrack: 1 - 0.8)."""
     low_match_threshold: float = 0.5
@@ -72,6 +73,9 @@ class TrackerConfig:
     """Consecutive matched frames before a track is confirmed and gets an id (1 = at once)."""
     max_lost: int = 30
     """Frames a confirmed track survives unmatched (ByteTrack's track buffer)."""
+    buffer: float = 0.3
+    """Buffered IoU (C-BIoU): both boxes grow by this fraction of their width / height on every
+    side before the IoU of a match is taken, so fast movers still overlap their prediction."""
     class_consistent: bool = True
     """Never match a track with a detection of another class."""
     velocity: bool = True
@@ -98,10 +102,15 @@ class TrackerConfig:
             v = float(getattr(self, name))
             if not 0.0 <= v <= 1.0:
                 raise ValueError("%s must be in [0, 1], got %r" % (name, v))
-        if self.low_threshold > self.high_threshold:
-            raise ValueError("low_threshold must not exceed high_threshold")
+        if not self.low_threshold <= self.high_threshold <= self.new_track_threshold:
+            raise ValueError(
+                "need low_threshold <= high_threshold <= new_track_threshold, got %r, %r, %r"
+                % (self.low_threshold, self.high_threshold, self.new_track_threshold)
+            )
         if self.appearance_weight + self.custom_weight > 1.0:
             raise ValueError("appearance_weight + custom_weight must not exceed 1")
+        if not 0.0 <= self.buffer <= 2.0:
+            raise ValueError("buffer must be in [0, 2], got %r" % self.buffer)
         if self.min_hits < 1 or self.max_lost < 0:
             raise ValueError("min_hits must be >= 1 and max_lost >= 0")
         return self
@@ -117,6 +126,14 @@ def _to_xyxy(c: np.ndarray) -> np.ndarray:
     c = np.asarray(c, np.float64).reshape(-1, 4)
     half = np.maximum(c[:, 2:], 0.0) / 2.0
     return np.concatenate([c[:, :2] - half, c[:, :2] + half], axis=1)
+
+
+def _grow(boxes: np.ndarray, fraction: float) -> np.ndarray:
+    if fraction <= 0:
+        return boxes
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    pad = np.repeat((b[:, 2:] - b[:, :2]) * fraction, 2, axis=0).reshape(-1, 4)
+    return b + pad * np.array([-1.0, -1.0, 1.0, 1.0])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -250,7 +267,7 @@ class MultiObjectTracker:
     ) -> np.ndarray:
         cfg = self.config
         pred = np.stack([t.predicted_xyxy for t in tracks]) if tracks else np.zeros((0, 4))
-        sim = box_iou(pred, boxes[det_idx])
+        sim = box_iou(_grow(pred, cfg.buffer), _grow(boxes[det_idx], cfg.buffer))
         if sim.size == 0:
             return sim
         w_iou, total = 1.0 - cfg.appearance_weight - cfg.custom_weight, sim * 0.0
