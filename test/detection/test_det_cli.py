@@ -86,18 +86,20 @@ def test_train_resume_export_eval(det_dataset, tmp_path):
     assert a["map"] == pytest.approx(b["map"], abs=0.01)  # ONNX and PyTorch agree
 
 
-def test_bad_data_root_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="carla_bridge data set"):
-        cli(
-            [
-                "det-train",
-                "--data",
-                str(tmp_path / "none"),
-                "--out",
-                str(tmp_path / "r"),
-                "--variant",
-                "tiny",
-                "--epochs",
-                "1",
-            ]
-        )
+def test_bad_data_root_is_a_clear_error(tmp_path, capsys):
+    code = cli(
+        [
+            "det-train",
+            "--data",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "r"),
+            "--variant",
+            "tiny",
+            "--epochs",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err  # one line, no traceback
+    assert "coco.json not found" in err[0] and "carla_bridge data set" in err[0]

@@ -26,7 +26,6 @@ With ``cache=True`` the decoded images are kept in memory already scaled to fit 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,15 +35,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from edge_perception import datafiles
 from edge_perception.runtime.preprocess import PAD_VALUE, shrink_flag
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """uint8 H x W x 3 RGB image; raises FileNotFoundError naming the file."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """uint8 H x W x 3 RGB image; a missing, truncated or undecodable file raises a
+    :class:`~edge_perception.datafiles.DataError` naming the file and the problem."""
+    return datafiles.read_rgb(path)
 
 
 def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
@@ -125,15 +123,14 @@ class CocoDetection(Dataset):
     ) -> None:
         self.shrink = shrink_flag(interpolation)
         ann_path = os.path.join(root, split, "annotations", "coco.json")
-        if not os.path.isfile(ann_path):
-            raise FileNotFoundError(
-                f"{ann_path} not found: {root!r} is not a carla_bridge data set with a "
-                f"{split!r} split (create one with `carla-bridge generate`)"
-            )
         if input_size[0] % 32 or input_size[1] % 32:
             raise ValueError(f"input size {input_size} must be multiples of 32 (H, W)")
-        with open(ann_path, encoding="utf-8") as f:
-            coco = json.load(f)
+        hint = (
+            f"{root!r} is not a carla_bridge data set with a {split!r} split "
+            "(create one with `carla-bridge generate`)"
+        )
+        datafiles.check_file(ann_path, "coco.json", hint)
+        coco = datafiles.read_json(ann_path, "coco.json", ("images", "annotations"), hint=hint)
         self.coco_path = ann_path
         self.image_dir = os.path.join(root, split, "images")
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -144,7 +141,7 @@ class CocoDetection(Dataset):
             self.images = self.images[:max_images]
         bad = [c for c in coco.get("categories", []) if not 1 <= c["id"] <= num_classes]
         if bad:
-            raise ValueError(f"{ann_path}: category ids outside 1..{num_classes}: {bad}")
+            raise datafiles.DataError(ann_path, f"category ids outside 1..{num_classes}: {bad}")
         self.anns: Dict[int, List[Dict[str, Any]]] = {im["id"]: [] for im in self.images}
         # ignore-flagged (tiny / mostly hidden) objects and crowd regions: neither positives nor
         # negatives in training, exactly as the evaluator treats them (docs/CONTRACTS.md)
