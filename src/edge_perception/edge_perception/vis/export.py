@@ -1,0 +1,195 @@
+"""Export split of the VIS model: keyframe, non-keyframe and head ONNX graphs (+ MACs per path).
+
+Three graphs, so TensorRT can build each component at its own precision (the ``yolact`` preset:
+backbone, protonet and flow net INT8; encoder / warping fuse, decoder and heads FP16) and the
+runtime can pick the path per frame (names in docs/CONTRACTS.md, "Video instance segmentation"):
+
+- ``<name>_key.onnx`` (:class:`KeyGraph`): ``images`` -> ``p3``, ``s2``, ``queries``,
+  ``query_boxes``, ``query_logits`` (the head's inputs) and ``key_p4``, ``key_p5``,
+  ``key_flow_feat`` (the keyframe state the runtime keeps for later frames);
+- ``<name>_nonkey.onnx`` (:class:`NonKeyGraph`): ``images``, ``key_p4``, ``key_p5``,
+  ``key_flow_feat`` -> ``p3``, ``s2``, ``queries``, ``query_boxes``, ``query_logits`` and
+  ``mean_flow`` [N] (mean flow magnitude in input pixels, for the keyframe policy);
+- ``<name>_head.onnx`` (:class:`HeadGraph`): ``p3``, ``s2``, ``queries``, ``query_boxes``,
+  ``query_logits`` -> ``boxes`` [N, K, 4] (x1, y1, x2, y2 input pixels), ``scores`` [N, K],
+  ``labels`` [N, K] int64, ``masks`` [N, K, H/4, W/4] float32 probabilities (zero outside the box;
+  threshold 0.5 after upsampling), ``embeddings`` [N, K, E] (L2-normalised). ``K`` queries with
+  the highest class score (one label per query), sorted, no NMS.
+
+:func:`path_costs` counts parameters and MACs (:mod:`edge_perception.flops` convention) of the
+key path (key + head) and the non-key path (non-key + head).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from edge_perception.detection.box_ops import cxcywh_to_xyxy
+from edge_perception.export import check_parity, export_onnx
+from edge_perception.flops import count_cost
+from edge_perception.vis.heads import assemble_masks
+from edge_perception.vis.model import VISModel
+
+HEAD_INPUTS = ["p3", "s2", "queries", "query_boxes", "query_logits"]
+KEY_INPUTS = ["images"]
+KEY_OUTPUTS = HEAD_INPUTS + ["key_p4", "key_p5", "key_flow_feat"]
+NONKEY_INPUTS = ["images", "key_p4", "key_p5", "key_flow_feat"]
+NONKEY_OUTPUTS = HEAD_INPUTS + ["mean_flow"]
+HEAD_OUTPUTS = ["boxes", "scores", "labels", "masks", "embeddings"]
+
+
+def _head_inputs(out: Dict[str, Any]) -> Tuple[Tensor, ...]:
+    f = out["features"]
+    return f["p3"], f["s2"], out["pred_queries"], out["pred_boxes"], out["pred_logits"]
+
+
+class KeyGraph(nn.Module):
+    """Keyframe path up to the head's inputs (module docstring)."""
+
+    def __init__(self, model: VISModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        m = self.model
+        feats = m.key_features(images)
+        out = m.decode(feats)
+        out["features"] = feats
+        return (*_head_inputs(out), feats["p4"], feats["p5"], feats["flow_feat"])
+
+
+class NonKeyGraph(nn.Module):
+    """Non-keyframe path up to the head's inputs, plus the mean flow (module docstring)."""
+
+    def __init__(self, model: VISModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: Tensor, key_p4: Tensor, key_p5: Tensor, key_flow_feat: Tensor
+    ) -> Tuple[Tensor, ...]:
+        m = self.model
+        key = {"p4": key_p4, "p5": key_p5, "flow_feat": key_flow_feat}
+        feats = m.nonkey_features(images, key)
+        out = m.decode(feats, layers=m.cfg.nonkey_layers)
+        out["features"] = feats
+        mean_flow = feats["flow16"].norm(dim=1).flatten(1).mean(1)
+        return (*_head_inputs(out), mean_flow)
+
+
+class HeadGraph(nn.Module):
+    """Protonet, query heads, top-K and mask assembly (module docstring)."""
+
+    def __init__(self, model: VISModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, p3: Tensor, s2: Tensor, queries: Tensor, query_boxes: Tensor, query_logits: Tensor
+    ) -> Tuple[Tensor, ...]:
+        m = self.model
+        protos = m.protonet(p3, s2)
+        k = min(m.cfg.num_top, int(queries.shape[1]))
+        best, labels = query_logits.sigmoid().max(-1)
+        scores, idx = torch.topk(best, k, dim=1)
+        labels = torch.gather(labels, 1, idx)
+        q = torch.gather(queries, 1, idx[..., None].expand(-1, -1, queries.shape[-1]))
+        boxes = torch.gather(query_boxes, 1, idx[..., None].expand(-1, -1, 4))
+        coeffs, emb = m.query_heads(q)
+        masks = assemble_masks(coeffs, protos, boxes)
+        h, w = int(protos.shape[2]) * 4, int(protos.shape[3]) * 4
+        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        return cxcywh_to_xyxy(boxes) * scale, scores, labels.to(torch.int64), masks, emb
+
+
+def example_inputs(
+    model: VISModel, input_size: Tuple[int, int], batch: int = 1, seed: int = 0
+) -> Dict[str, Dict[str, Tensor]]:
+    """Random images and the tensors the key graph makes of them, as inputs of all three graphs
+    (the non-key graph gets a second random frame against the first frame's state)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = input_size
+    img0 = torch.rand(batch, 3, h, w, generator=g)
+    img1 = (img0 + 0.05 * torch.rand(batch, 3, h, w, generator=g)).clamp(0, 1)
+    with torch.no_grad():
+        key_out = KeyGraph(model.eval())(img0)
+    head = dict(zip(HEAD_INPUTS, key_out[: len(HEAD_INPUTS)]))
+    state = dict(zip(KEY_OUTPUTS[len(HEAD_INPUTS) :], key_out[len(HEAD_INPUTS) :]))
+    return {
+        "key": {"images": img0},
+        "nonkey": {"images": img1, **state},
+        "head": head,
+    }
+
+
+def export_vis(
+    model: VISModel,
+    out_prefix: str,
+    input_size: Tuple[int, int],
+    opset: int = 17,
+    parity: bool = True,
+    atol: float = 1e-3,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Write ``<out_prefix>_{key,nonkey,head}.onnx``; check ONNX Runtime parity on each.
+
+    Returns ``{"paths": {...}, "parity": {...}}``; raises RuntimeError when a check fails.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    if h % 32 or w % 32:
+        raise ValueError(f"input size {input_size} must be multiples of 32")
+    if opset < 16:
+        raise ValueError(f"opset {opset} lacks GridSample; use >= 16")
+    model.eval()
+    ex = example_inputs(model, (h, w), seed=seed)
+    graphs = {
+        "key": (KeyGraph(model), KEY_INPUTS, KEY_OUTPUTS),
+        "nonkey": (NonKeyGraph(model), NONKEY_INPUTS, NONKEY_OUTPUTS),
+        "head": (HeadGraph(model), HEAD_INPUTS, HEAD_OUTPUTS),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    paths, reports = {}, {}
+    for name, (graph, ins, outs) in graphs.items():
+        path = f"{out_prefix}_{name}.onnx"
+        feeds = ex[name]
+        export_onnx(graph, tuple(feeds[k] for k in ins), path, ins, outs, opset=opset)
+        paths[name] = path
+        if parity:
+            rep = check_parity(graph, path, {k: feeds[k] for k in ins}, atol=atol)
+            reports[name] = rep.as_dict()
+            if not rep.ok:
+                raise RuntimeError(f"ONNX parity check failed for {path}: {rep.as_dict()}")
+    return {"paths": paths, "parity": reports}
+
+
+def path_costs(model: VISModel, input_size: Tuple[int, int]) -> Dict[str, Dict[str, float]]:
+    """MACs (and params) per graph and per path at ``input_size`` (batch 1).
+
+    ``{"key": {...}, "nonkey": {...}, "head": {...}, "key_path": {"macs"}, "nonkey_path":
+    {"macs"}, "ratio": nonkey_path / key_path}``; each graph entry also has ``by_module``
+    (MACs per top-level module of the VIS model: det.backbone, det.encoder, ...).
+    """
+    model.eval()
+    ex = example_inputs(model, input_size)
+    graphs = {
+        "key": (KeyGraph(model), KEY_INPUTS),
+        "nonkey": (NonKeyGraph(model), NONKEY_INPUTS),
+        "head": (HeadGraph(model), HEAD_INPUTS),
+    }
+    res: Dict[str, Any] = {}
+    for name, (graph, ins) in graphs.items():
+        cost = count_cost(graph, *[ex[name][k] for k in ins])
+        by: Dict[str, int] = {}
+        for layer, _, macs in cost.layers:
+            parts = layer.split(".")[1:]  # drop "model"
+            mod = ".".join(parts[:2]) if parts and parts[0] == "det" else parts[0]
+            by[mod] = by.get(mod, 0) + macs
+        res[name] = {"macs": cost.macs, "by_module": by}
+    res["key_path"] = {"macs": res["key"]["macs"] + res["head"]["macs"]}
+    res["nonkey_path"] = {"macs": res["nonkey"]["macs"] + res["head"]["macs"]}
+    res["ratio"] = res["nonkey_path"]["macs"] / max(1, res["key_path"]["macs"])
+    return res

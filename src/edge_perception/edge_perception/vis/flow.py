@@ -1,0 +1,115 @@
+"""Feature flow for non-keyframes (YolactEdge's FeatFlowNet idea, made small and stride-8 based).
+
+- :class:`FeatFlowNet`: both frames' stride-8 backbone maps (S3) are reduced by a shared 1x1 conv
+  to ``reduce`` channels (the keyframe's reduction is computed once, on the keyframe, and kept);
+  their concatenation and difference go through a stride-2 dense 3x3 conv (stride 16), one more
+  3x3 conv, and a stride-2 conv (stride 32). Each of the two levels predicts a backward flow
+  (current frame -> keyframe, in input-image pixels; the stride-32 flow, upsampled, is the base of
+  the stride-16 one) and a per-channel scale and bias of the warped features
+  (``warped * (1 + scale) + bias``, YolactEdge's feature "scale"). Flow and scale/bias heads start
+  at zero, so an untrained net copies the keyframe's features.
+- :func:`warp`: ``grid_sample`` (bilinear, border padding, ``align_corners=False``) of a
+  keyframe feature map at ``p + flow(p)``; only standard ONNX ops (GridSample, opset >= 16).
+- :class:`WarpFuse`: the light stride-8 fuse that rebuilds the stride-8 map of the current frame
+  from its own S3 (the encoder's S3 input projection, shared with the keyframe path) plus the
+  warped stride-16 map (1x1 lateral at stride 16, nearest 2x upsample), then one depthwise 3x3
+  conv (a pointwise conv there would cost ~35 MMAC at 288x480 for ``small``, 11 % of the non-key
+  path).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_perception.detection.backbone import ConvBNAct
+
+
+def warp(feat: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor:
+    """Sample ``feat`` [B, C, h, w] at ``p + flow(p)``; ``flow`` [B, 2, h, w] in image pixels
+    (x, y) of an ``image_hw`` input (one image pixel = ``2 / W`` in normalised grid units)."""
+    b, _, h, w = feat.shape
+    ys = (torch.arange(h, dtype=feat.dtype, device=feat.device) + 0.5) * (2.0 / h) - 1.0
+    xs = (torch.arange(w, dtype=feat.dtype, device=feat.device) + 0.5) * (2.0 / w) - 1.0
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    base = torch.stack([gx, gy], dim=-1)[None]  # [1, h, w, 2]
+    scale = torch.tensor(
+        [2.0 / image_hw[1], 2.0 / image_hw[0]], dtype=feat.dtype, device=feat.device
+    )
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(feat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _LevelHead(nn.Module):
+    """Flow (2 channels, image pixels) and per-channel scale / bias (2 x ``channels``)."""
+
+    def __init__(self, in_ch: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.flow = nn.Conv2d(in_ch, 2, 3, padding=1)
+        self.scale_bias = nn.Conv2d(in_ch, 2 * channels, 1)
+        self.stride = stride
+        for conv in (self.flow, self.scale_bias):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        scale, bias = self.scale_bias(x).chunk(2, dim=1)
+        return self.flow(x) * float(self.stride), scale, bias
+
+
+class FeatFlowNet(nn.Module):
+    """Flow between two frames' reduced S3 maps at strides 16 and 32; see the module docstring.
+
+    ``reduce(s3)`` gives the per-frame input [B, reduce, H/8, W/8]; ``forward(cur, key)`` returns
+    ``{"flow16", "flow32"}`` [B, 2, ...] (image pixels) and ``{"scale16", "bias16", "scale32",
+    "bias32"}`` [B, channels, ...].
+    """
+
+    def __init__(self, s3_ch: int, channels: int, reduce: int = 32, hidden: int = 32) -> None:
+        super().__init__()
+        self.reduce_conv = ConvBNAct(s3_ch, reduce, 1)
+        self.down16 = ConvBNAct(3 * reduce, hidden, 3, 2)
+        self.conv16 = ConvBNAct(hidden, hidden, 3)
+        self.down32 = ConvBNAct(hidden, 2 * hidden, 3, 2)
+        self.head32 = _LevelHead(2 * hidden, channels, 32)
+        self.lat32 = ConvBNAct(2 * hidden, hidden, 1)
+        self.head16 = _LevelHead(hidden, channels, 16)
+
+    def reduce(self, s3: Tensor) -> Tensor:
+        return self.reduce_conv(s3)
+
+    def forward(self, cur: Tensor, key: Tensor) -> Dict[str, Tensor]:
+        x16 = self.conv16(self.down16(torch.cat([cur, key, cur - key], dim=1)))
+        x32 = self.down32(x16)
+        flow32, scale32, bias32 = self.head32(x32)
+        up = F.interpolate(self.lat32(x32), size=x16.shape[-2:], mode="nearest")
+        delta16, scale16, bias16 = self.head16(x16 + up)
+        flow16 = F.interpolate(flow32, size=x16.shape[-2:], mode="bilinear") + delta16
+        return {
+            "flow16": flow16,
+            "flow32": flow32,
+            "scale16": scale16,
+            "bias16": bias16,
+            "scale32": scale32,
+            "bias32": bias32,
+        }
+
+
+class WarpFuse(nn.Module):
+    """``forward(s3, p4_warped) -> p3`` [B, C, H/8, W/8] (see the module docstring).
+
+    ``s3_proj`` is the encoder's own S3 input projection (shared module, shared weights).
+    """
+
+    def __init__(self, s3_proj: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.s3_proj = s3_proj
+        self.lateral = ConvBNAct(channels, channels, 1, act=False)
+        self.block = ConvBNAct(channels, channels, 3, groups=channels)
+
+    def forward(self, s3: Tensor, p4: Tensor) -> Tensor:
+        top = F.interpolate(self.lateral(p4), size=s3.shape[-2:], mode="nearest")
+        return self.block(torch.relu(self.s3_proj(s3) + top))

@@ -1,0 +1,240 @@
+"""Video instance segmentation model: the RT-DETR detector + YOLACT-style masks + feature warping.
+
+Built by composition on :class:`edge_perception.detection.model.RTDETR` (``self.det``; its
+weights keep their names under ``det.``, so a ``det-train`` checkpoint warm-starts it):
+
+- **keyframe path** (:meth:`VISModel.forward_key`): the full backbone (S2..S5) and hybrid encoder
+  (P3, P4, P5 at strides 8/16/32), the decoder with all its layers, then the heads: protonet on P3
+  + the stride-4 skip S2, per-query mask coefficients and embeddings. The keyframe state kept for
+  later frames is ``(P4, P5, reduced S3)``.
+- **non-keyframe path** (:meth:`VISModel.forward_nonkey`): the backbone only up to S3 (stride 8),
+  :class:`~edge_perception.vis.flow.FeatFlowNet` between the current and the keyframe's reduced
+  S3, the keyframe's *final* encoder maps P4 / P5 warped to the current frame (plus per-channel
+  scale / bias), a light stride-8 fuse rebuilding P3 from the current S3, then the decoder with
+  only ``nonkey_layers`` layers (at inference; training runs every layer, deeply supervised)
+  and the same heads.
+
+Each path's output dict is the decoder's (``pred_logits``, ``pred_boxes``, ``pred_queries``, aux /
+encoder / denoising outputs in training) plus ``pred_coeffs`` [B, Q, k], ``pred_embeds`` [B, Q, E]
+(also per aux output), ``protos`` [B, k, H/4, W/4], ``semantic`` (training only) and
+``features`` (``s2``, ``s3``, ``p3``, ``p4``, ``p5``, ``flow_feat``; non-key also the flows).
+Masks are :func:`~edge_perception.vis.heads.assemble_masks` of coefficients, prototypes and boxes.
+
+Variants: ``tiny`` (tests only; on the detector's ``tiny``) and ``small`` (on ``det_small``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from torch import Tensor, nn
+
+from edge_perception.detection.model import RTDETR, RTDETRConfig, build_rtdetr, config_dict
+from edge_perception.vis.flow import FeatFlowNet, WarpFuse, warp
+from edge_perception.vis.heads import ProtoNet, QueryHeads, SemanticHead
+
+KeyState = Dict[str, Tensor]
+
+
+@dataclass
+class VISConfig:
+    """Hyper-parameters of the VIS additions (the detector has its own :class:`RTDETRConfig`)."""
+
+    num_protos: int = 32
+    proto_dim: int = 32
+    embed_dim: int = 32
+    flow_reduce: int = 16
+    flow_hidden: int = 32
+    nonkey_layers: int = 1
+    num_top: int = 50
+    semantic_head: bool = True
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> VISConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown VIS config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "tiny": dict(
+        det="tiny",
+        vis=dict(
+            num_protos=8,
+            proto_dim=8,
+            embed_dim=8,
+            flow_reduce=8,
+            flow_hidden=8,
+            nonkey_layers=1,
+            num_top=10,
+        ),
+    ),
+    "small": dict(det="small", vis={}),
+}
+
+
+class VISModel(nn.Module):
+    """Detector + mask / embedding heads + flow-warped non-key path (module docstring)."""
+
+    def __init__(self, det: RTDETR, cfg: VISConfig) -> None:
+        super().__init__()
+        if det.cfg.use_s2:
+            raise ValueError("the VIS model needs a detector without the S2 encoder level")
+        if not 1 <= cfg.nonkey_layers <= det.cfg.decoder_layers:
+            raise ValueError(f"nonkey_layers must be in 1..{det.cfg.decoder_layers}")
+        self.det = det
+        self.cfg = cfg
+        hidden = det.cfg.hidden_dim
+        s2_ch, s3_ch = det.backbone.out_channels[0], det.backbone.out_channels[1]
+        self.protonet = ProtoNet(hidden, s2_ch, cfg.proto_dim, cfg.num_protos)
+        self.query_heads = QueryHeads(hidden, cfg.num_protos, cfg.embed_dim)
+        self.semantic_head = (
+            SemanticHead(hidden, det.cfg.num_classes) if cfg.semantic_head else None
+        )  # training only
+        self.flow_net = FeatFlowNet(s3_ch, hidden, cfg.flow_reduce, cfg.flow_hidden)
+        self.fuse = WarpFuse(det.encoder.input_proj[0], hidden)
+
+    @property
+    def num_classes(self) -> int:
+        return self.det.cfg.num_classes
+
+    def _normalise(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+        return (images - self.det.mean) / self.det.std
+
+    def backbone_to_s3(self, images: Tensor) -> List[Tensor]:
+        """The partial backbone: ``[S2, S3]`` (strides 4 and 8) of RGB ``images`` in [0, 1]."""
+        bb = self.det.backbone
+        s2 = bb.stages[0](bb.stem(self._normalise(images)))
+        return [s2, bb.stages[1](s2)]
+
+    def key_features(self, images: Tensor) -> Dict[str, Tensor]:
+        """Full backbone + encoder: ``s2``, ``s3``, ``p3``, ``p4``, ``p5``, ``flow_feat``."""
+        s2, s3 = self.backbone_to_s3(images)
+        s4 = self.det.backbone.stages[2](s3)
+        s5 = self.det.backbone.stages[3](s4)
+        p3, p4, p5 = self.det.encoder([s2, s3, s4, s5])
+        return {
+            "s2": s2,
+            "s3": s3,
+            "p3": p3,
+            "p4": p4,
+            "p5": p5,
+            "flow_feat": self.flow_net.reduce(s3),
+        }
+
+    def nonkey_features(self, images: Tensor, key: KeyState) -> Dict[str, Tensor]:
+        """Partial backbone + flow + warp + stride-8 fuse (``key``: ``p4``, ``p5``,
+        ``flow_feat`` of the keyframe)."""
+        s2, s3 = self.backbone_to_s3(images)
+        cur = self.flow_net.reduce(s3)
+        fl = self.flow_net(cur, key["flow_feat"])
+        hw = (int(images.shape[2]), int(images.shape[3]))
+        p4 = warp(key["p4"], fl["flow16"], hw) * (1 + fl["scale16"]) + fl["bias16"]
+        p5 = warp(key["p5"], fl["flow32"], hw) * (1 + fl["scale32"]) + fl["bias32"]
+        p3 = self.fuse(s3, p4)
+        feats = {"s2": s2, "s3": s3, "p3": p3, "p4": p4, "p5": p5, "flow_feat": cur}
+        feats.update(fl)
+        return feats
+
+    def decode(
+        self,
+        feats: Dict[str, Tensor],
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+        layers: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """Decoder on ``[p3, p4, p5]``; ``layers`` limits the layers at inference only."""
+        dec = self.det.decoder
+        saved = dec.eval_layers
+        if layers is not None:
+            dec.set_eval_layers(layers)
+        try:
+            return dec([feats["p3"], feats["p4"], feats["p5"]], targets)
+        finally:
+            dec.eval_layers = saved
+
+    def add_heads(self, out: Dict[str, Any], feats: Dict[str, Tensor]) -> Dict[str, Any]:
+        """Protonet, per-query coefficients / embeddings (also of aux outputs), semantic."""
+        out["protos"] = self.protonet(feats["p3"], feats["s2"])
+        for o in [out, *out.get("aux_outputs", [])]:
+            o["pred_coeffs"], o["pred_embeds"] = self.query_heads(o["pred_queries"])
+        if self.training and self.semantic_head is not None:
+            out["semantic"] = self.semantic_head(feats["p3"])
+        out["features"] = feats
+        return out
+
+    def forward_key(
+        self, images: Tensor, targets: Optional[List[Dict[str, Tensor]]] = None
+    ) -> Dict[str, Any]:
+        """Keyframe path (module docstring)."""
+        feats = self.key_features(images)
+        out = self.decode(feats, targets)
+        if self.training and self.det.dense_head is not None:
+            out["dense_outputs"] = self.det.dense_head([feats["p3"], feats["p4"], feats["p5"]])
+        return self.add_heads(out, feats)
+
+    def forward_nonkey(
+        self,
+        images: Tensor,
+        key: KeyState,
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+    ) -> Dict[str, Any]:
+        """Non-keyframe path against the keyframe state ``key`` (module docstring)."""
+        feats = self.nonkey_features(images, key)
+        out = self.decode(feats, targets, self.cfg.nonkey_layers)
+        return self.add_heads(out, feats)
+
+    @staticmethod
+    def key_state(out: Dict[str, Any]) -> KeyState:
+        """What a keyframe leaves for the following non-keyframes."""
+        f = out["features"]
+        return {"p4": f["p4"], "p5": f["p5"], "flow_feat": f["flow_feat"]}
+
+    def forward(
+        self,
+        images: Tensor,
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+        key: Optional[KeyState] = None,
+    ) -> Dict[str, Any]:
+        """``forward_key`` without ``key``, else ``forward_nonkey``."""
+        if key is None:
+            return self.forward_key(images, targets)
+        return self.forward_nonkey(images, key, targets)
+
+
+def build_vis(variant: str = "small", det: Optional[RTDETR] = None, **overrides: Any) -> VISModel:
+    """VIS model of a named variant; ``det`` (e.g. a warm-start detector) replaces the fresh one,
+    ``overrides`` replace :class:`VISConfig` fields."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown VIS variant {variant!r}; known: {', '.join(VARIANTS)}")
+    spec = VARIANTS[variant]
+    cfg = dict(spec["vis"])
+    cfg.update(overrides)
+    if det is None:
+        det = build_rtdetr(spec["det"])
+    return VISModel(det, VISConfig.from_dict(cfg))
+
+
+def vis_config_dict(model: VISModel) -> Dict[str, Any]:
+    """Both configs (``det`` and ``vis``), what checkpoints store to rebuild the model."""
+    return {"det": config_dict(model.det), "vis": asdict(model.cfg)}
+
+
+def vis_from_config(cfg: Dict[str, Any]) -> VISModel:
+    """A freshly initialised model of :func:`vis_config_dict`'s layout."""
+    return VISModel(RTDETR(RTDETRConfig.from_dict(cfg["det"])), VISConfig.from_dict(cfg["vis"]))
+
+
+def vis_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> VISModel:
+    """Rebuild a model from a ``vis-train`` checkpoint (configs + EMA or raw weights)."""
+    if "vis_config" not in ckpt:
+        raise ValueError("checkpoint lacks 'vis_config': not written by vis-train?")
+    model = vis_from_config(ckpt["vis_config"])
+    key = "ema" if use_ema and ckpt.get("ema") is not None else "model"
+    model.load_state_dict(ckpt[key])
+    return model

@@ -1,0 +1,168 @@
+"""VIS model (tiny): paths, warping, losses, keyframe policy, MACs, ONNX export parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from edge_perception.export import ort_session
+from edge_perception.vis import export as vx
+from edge_perception.vis.criterion import VISCriterion, embedding_loss, flow_losses, mask_cost
+from edge_perception.vis.flow import warp
+from edge_perception.vis.keyframe import KeyframePolicy, KeyframePolicyConfig
+from edge_perception.vis.model import build_vis
+
+
+def _targets(b=2, h=64, w=96):
+    out = []
+    for i in range(b):
+        m = torch.zeros(2, h, w, dtype=torch.uint8)
+        m[0, 8:24, 8:40] = 1
+        m[1, 30:60, 50:90] = 1
+        boxes = torch.tensor([[24 / w, 16 / h, 32 / w, 16 / h], [70 / w, 45 / h, 40 / w, 30 / h]])
+        out.append(
+            {
+                "labels": torch.tensor([0, 1]),
+                "boxes": boxes,
+                "masks": m,
+                "track_ids": torch.tensor([5 + i, 7]),
+                "ignore_boxes": torch.zeros(0, 4),
+            }
+        )
+    return out
+
+
+def test_warp_follows_the_flow():
+    feat = torch.zeros(1, 1, 8, 12)
+    feat[0, 0, 3, 4] = 1.0
+    flow = torch.zeros(1, 2, 8, 12)
+    flow[:, 0] = 2 * 8.0  # +2 cells in x at stride 8 (input 64x96)
+    out = warp(feat, flow, (64, 96))
+    assert out[0, 0, 3, 2] == pytest.approx(1.0) and out.sum() == pytest.approx(1.0)
+
+
+def test_paths_and_losses_backpropagate():
+    model = build_vis("tiny")
+    x = torch.rand(2, 3, 64, 96)
+    tg = _targets()
+    model.eval()
+    with torch.no_grad():
+        key = model.forward_key(x)
+        nk = model.forward_nonkey(x, model.key_state(key))
+    # untrained flow net = identity warp and zero scale / bias: the keyframe's maps come back
+    assert torch.allclose(nk["features"]["p4"], key["features"]["p4"], atol=1e-6)
+    assert nk["protos"].shape == (2, model.cfg.num_protos, 16, 24)
+    model.train()
+    crit = VISCriterion(model.num_classes)
+    out = model.forward_key(x, tg)
+    losses = crit(out, tg)
+    assert {"loss_mask", "loss_dice", "loss_mask_aux0", "loss_semantic", "loss_vfl"} <= set(losses)
+    out2 = model.forward_nonkey(x, model.key_state(out), tg)
+    l2 = crit(out2, tg)
+    emb = embedding_loss(
+        [out["pred_embeds"], out2["pred_embeds"]], [out["indices"], out2["indices"]], [tg, tg]
+    )
+    flow = torch.zeros(2, 2, 64, 96)
+    fl = flow_losses(
+        out2["features"], out["features"], flow, torch.ones(2, 64, 96, dtype=torch.bool)
+    )
+    total = sum(losses.values()) + sum(l2.values()) + emb + sum(fl.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.protonet.out.weight.grad.abs().sum() > 0
+    assert model.flow_net.head16.flow.weight.grad is not None
+    assert model.query_heads.embed[0].weight.grad.abs().sum() > 0
+
+
+def test_mask_cost_prefers_the_right_mask():
+    t = torch.zeros(2, 16)
+    t[0, :8] = 1
+    t[1, 8:] = 1
+    region = torch.ones(2, 16)
+    logits = torch.stack([t[0] * 8 - 4, t[1] * 8 - 4])  # query 0 ~ mask 0, query 1 ~ mask 1
+    bce, dice = mask_cost(logits, t, region)
+    assert bce[0, 0] < bce[0, 1] and bce[1, 1] < bce[1, 0]
+    assert dice[0, 0] < 0.1 and dice[0, 1] > 0.9
+
+
+def test_embedding_loss_prefers_consistent_tracks():
+    tg = [[{"track_ids": torch.tensor([1, 2])}], [{"track_ids": torch.tensor([1, 2])}]]
+    idx = [[(torch.tensor([0, 1]), torch.tensor([0, 1]))]] * 2
+    e = torch.eye(2)[None]
+    good = embedding_loss([e, e], idx, tg)
+    bad = embedding_loss([e, e.flip(1)], idx, tg)
+    assert good < bad
+
+
+def test_keyframe_policy():
+    pol = KeyframePolicy(
+        KeyframePolicyConfig(
+            keyframe_interval=3,
+            max_keyframe_age_s=1.0,
+            max_stamp_gap_s=0.3,
+            max_mean_flow_px=10.0,
+            max_lost_tracks=2,
+        )
+    )
+    t = 0.0
+    reasons = []
+    for _ in range(5):
+        reasons.append(pol.decide(t)[1])
+        t += 0.1
+    assert reasons == ["first", "", "", "interval", ""]
+    assert pol.decide(t + 0.5) == (True, "stamp_gap")
+    t += 0.6
+    pol.observe(mean_flow_px=15.0)
+    assert pol.decide(t) == (True, "flow")
+    pol.observe(lost_tracks=3)
+    assert pol.decide(t + 0.1) == (True, "lost_tracks")
+    pol.reset()
+    assert pol.decide(t + 0.2) == (True, "reset")
+    assert pol.decide(t + 0.1) == (True, "reset")  # time went backwards
+    slow = KeyframePolicy(
+        KeyframePolicyConfig(keyframe_interval=100, max_keyframe_age_s=0.25, max_stamp_gap_s=None)
+    )
+    got = [slow.decide(i * 0.1)[0] for i in range(7)]
+    assert got == [True, False, False, True, False, False, True]  # by time
+
+
+def test_path_costs_nonkey_cheaper():
+    c = vx.path_costs(build_vis("tiny"), (64, 96))
+    assert 0 < c["nonkey_path"]["macs"] < c["key_path"]["macs"]
+    assert "det.encoder" in c["key"]["by_module"] and "flow_net" in c["nonkey"]["by_module"]
+    assert "protonet" in c["head"]["by_module"]
+
+
+def test_export_three_graphs_with_ort_parity(tmp_path):
+    model = build_vis("tiny")
+    info = vx.export_vis(model, str(tmp_path / "vis_tiny"), (64, 96))
+    assert all(r["ok"] for r in info["parity"].values())
+    io = {
+        "key": (vx.KEY_INPUTS, vx.KEY_OUTPUTS),
+        "nonkey": (vx.NONKEY_INPUTS, vx.NONKEY_OUTPUTS),
+        "head": (vx.HEAD_INPUTS, vx.HEAD_OUTPUTS),
+    }
+    sess = {k: ort_session(p) for k, p in info["paths"].items()}
+    for name, (ins, outs) in io.items():
+        assert [i.name for i in sess[name].get_inputs()] == ins
+        assert [o.name for o in sess[name].get_outputs()] == outs
+    # chain key -> head and key -> nonkey -> head in ONNX Runtime against PyTorch
+    rng = np.random.default_rng(0)
+    f0 = rng.random((1, 3, 64, 96), dtype=np.float32)
+    f1 = np.clip(f0 + 0.02 * rng.random(f0.shape, dtype=np.float32), 0, 1)
+    k = dict(zip(vx.KEY_OUTPUTS, sess["key"].run(None, {"images": f0})))
+    feeds = {"images": f1, **{n: k[n] for n in ("key_p4", "key_p5", "key_flow_feat")}}
+    nk = dict(zip(vx.NONKEY_OUTPUTS, sess["nonkey"].run(None, feeds)))
+    head = dict(zip(vx.HEAD_OUTPUTS, sess["head"].run(None, {n: nk[n] for n in vx.HEAD_INPUTS})))
+    model.eval()
+    with torch.no_grad():
+        ko = model.forward_key(torch.from_numpy(f0))
+        ref = vx.HeadGraph(model)(
+            *vx._head_inputs(model.forward_nonkey(torch.from_numpy(f1), model.key_state(ko)))
+        )
+    kk = model.cfg.num_top
+    assert head["masks"].shape == (1, kk, 16, 24) and head["labels"].dtype == np.int64
+    assert head["embeddings"].shape == (1, kk, model.cfg.embed_dim)
+    np.testing.assert_allclose(head["boxes"], ref[0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(head["masks"], ref[3].numpy(), atol=1e-3)
+    assert np.all(np.diff(head["scores"], axis=1) <= 1e-7)

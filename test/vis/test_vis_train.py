@@ -1,0 +1,93 @@
+"""Staged VIS training (tiny, a few iterations): image -> flow -> video, resume, curves."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import torch
+from edge_perception.vis.train import cli
+
+
+def _run(data, out, stage, *extra):
+    args = [
+        "--stage",
+        stage,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--variant",
+        "tiny",
+        "--input-size",
+        "64",
+        "96",
+        "--batch-size",
+        "2",
+        "--warmup-iters",
+        "1",
+        "--max-val-images",
+        "2",
+        "--eval-every",
+        "2",
+        "--log-every",
+        "1",
+        *extra,
+    ]
+    assert cli(args) == 0
+
+
+def test_stages_resume_and_curves(vis_data, tmp_path):
+    a, b, c = tmp_path / "image", tmp_path / "flow", tmp_path / "video"
+    _run(vis_data, a, "image", "--iters", "2")
+    assert (a / "curves.png").is_file() and (a / "best.pt").is_file()
+    rows = list(csv.DictReader(open(a / "metrics.csv")))
+    assert len(rows) == 2 and rows[-1]["mask_ap"] != ""
+    ck = torch.load(a / "last.pt", weights_only=False)
+    assert ck["iteration"] == 2 and ck["stage"] == "image"
+    before = {k: v.clone() for k, v in ck["ema"].items()}  # --init starts from the EMA
+    _run(
+        vis_data, b, "flow", "--init", str(a / "last.pt"), "--iters", "2", "--max-val-images", "0"
+    )
+    after = torch.load(b / "last.pt", weights_only=False)["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        k.startswith(("flow_net.", "fuse.lateral", "fuse.block")) for k in changed
+    )
+    _run(
+        vis_data,
+        c,
+        "video",
+        "--init",
+        str(b / "last.pt"),
+        "--frames",
+        "3",
+        "--max-gap",
+        "1",
+        "--iters",
+        "3",
+        "--stop-after-iters",
+        "1",
+        "--max-val-images",
+        "0",
+    )
+    assert torch.load(c / "last.pt", weights_only=False)["iteration"] == 1
+    _run(
+        vis_data,
+        c,
+        "video",
+        "--init",
+        str(b / "last.pt"),
+        "--frames",
+        "3",
+        "--max-gap",
+        "1",
+        "--iters",
+        "3",
+        "--resume",
+        "--max-val-images",
+        "0",
+    )
+    assert torch.load(c / "last.pt", weights_only=False)["iteration"] == 3
+    assert len(list(csv.DictReader(open(c / "metrics.csv")))) == 3
+    assert os.path.isfile(c / "curves.png")
