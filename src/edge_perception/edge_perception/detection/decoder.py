@@ -107,6 +107,9 @@ class RTDETRDecoder(nn.Module):
     [B, K, 4] (cxcywh in [0, 1]) of the last (or ``eval_layers``-th) layer and, in training,
     ``aux_outputs`` (earlier layers), ``enc_outputs`` (selected encoder proposals),
     ``dn_outputs`` (per layer, denoising queries) and ``dn_meta`` (:class:`DenoisingBatch`).
+    Every output set also carries ``pred_queries`` [B, K, hidden]: the decoder layer's query
+    hidden states (used by the video instance segmentation heads; unused outputs are pruned from
+    an exported graph, so the detection ONNX graph does not change).
     """
 
     def __init__(
@@ -212,7 +215,7 @@ class RTDETRDecoder(nn.Module):
 
         n_layers = self.num_layers if self.training else self.eval_layers
         x = target
-        logits_all, boxes_all = [], []
+        logits_all, boxes_all, hidden_all = [], [], []
         for i in range(n_layers):
             pos = self.query_pos_head(ref_boxes)
             x = self.layers[i](x, pos, ref_boxes, memory, shapes, attn_mask)
@@ -220,17 +223,23 @@ class RTDETRDecoder(nn.Module):
             if self.training or i == n_layers - 1:
                 logits_all.append(self.score_heads[i](x))
                 boxes_all.append(boxes)
+                hidden_all.append(x)
             ref_boxes = boxes.detach()
 
         n_dn = dn.num_dn if dn is not None else 0
         out: Dict[str, Any] = {
             "pred_logits": logits_all[-1][:, n_dn:],
             "pred_boxes": boxes_all[-1][:, n_dn:],
+            "pred_queries": hidden_all[-1][:, n_dn:],
         }
         if self.training:
             out["aux_outputs"] = [
-                {"pred_logits": lg[:, n_dn:], "pred_boxes": bx[:, n_dn:]}
-                for lg, bx in zip(logits_all[:-1], boxes_all[:-1])
+                {
+                    "pred_logits": lg[:, n_dn:],
+                    "pred_boxes": bx[:, n_dn:],
+                    "pred_queries": hs[:, n_dn:],
+                }
+                for lg, bx, hs in zip(logits_all[:-1], boxes_all[:-1], hidden_all[:-1])
             ]
             out["enc_outputs"] = {"pred_logits": sel_logits, "pred_boxes": ref_logits.sigmoid()}
             if dn is not None:
