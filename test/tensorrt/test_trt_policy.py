@@ -33,14 +33,29 @@ YOLACT_NODES = [
 
 
 def test_yolact_preset_on_a_real_graph(tmp_path):
+    """What YolactEdge ships: backbone, protonet and flow net INT8; FPN and heads FP16."""
     path = conv_chain(tmp_path / "yolact.onnx", YOLACT_NODES)
     got = resolve_onnx(PRESETS["yolact"], str(path))
     assert list(got) == YOLACT_NODES  # graph order, every node resolved
-    assert [got[n] for n in YOLACT_NODES[:4]] == ["int8"] * 4  # backbone + FPN
-    assert [got[n] for n in YOLACT_NODES[4:8]] == ["fp16"] * 4  # heads + protonet
-    assert got["/semantic_seg_conv/Conv"] == "fp16"  # unmatched -> default
-    # the FPN's own "pred_layers" are FPN (int8), not prediction heads: rule order matters
-    assert got["/fpn/pred_layers.2/Conv"] == "int8"
+    expected = ["int8", "int8", "fp16", "fp16", "fp16", "fp16", "int8", "int8", "fp16"]
+    assert [got[n] for n in YOLACT_NODES] == expected
+    # the FPN has its own "pred_layers": FPN (fp16) either way
+    assert got["/fpn/pred_layers.2/Conv"] == "fp16"
+
+
+def test_yolact_preset_on_the_vis_graph_names():
+    """The module paths of this project's VIS export (vis/export.py graphs)."""
+    pol = PRESETS["yolact"]
+    names = {
+        "/model/det/backbone/stages.1/stages.1.0/dw/dw.0/Conv": "int8",
+        "/model/protonet/top/dw/dw.0/Conv": "int8",
+        "/model/flow_net/down16/down16.0/Conv": "int8",
+        "/model/det/encoder/td_fuse.0/reduce/reduce.0/Conv": "fp16",
+        "/model/fuse/lateral/lateral.0/Conv": "fp16",
+        "/model/det/decoder/layers.0/cross_attn/GridSample": "fp16",
+        "/model/query_heads/coeff/coeff.0/Gemm": "fp16",
+    }
+    assert {n: pol.precision_for(n) for n in names} == names
 
 
 def test_rtdetr_preset():

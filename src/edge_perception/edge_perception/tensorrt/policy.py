@@ -108,20 +108,26 @@ def _rules(pairs: Sequence[Tuple[str, str]]) -> Tuple[Rule, ...]:
 # Module-path patterns of torch.onnx exports (``/<module>/<submodule>/.../<Op>``); each matches the
 # attribute names the project's models use and their common aliases.
 PRESETS: Dict[str, PrecisionPolicy] = {
-    # YolactEdge finding: backbone + FPN tolerate INT8, the prediction heads and the protonet
-    # (mask prototypes, whose small errors show directly in masks) stay FP16.
+    # What YolactEdge ships (its TensorRT config: backbone, protonet and flow net INT8; FPN and
+    # prediction module FP16): the convolutional feature extractors tolerate INT8, the FPN / the
+    # warping fuse and the prediction heads, whose outputs go straight into boxes, classes and
+    # mask coefficients, stay FP16. Matches YOLACT module names and this project's VIS graphs
+    # (det/backbone, protonet, flow_net; det/encoder, fuse, det/decoder, query_heads).
     "yolact": PrecisionPolicy(
         name="yolact",
         rules=_rules(
             [
-                # first: the FPN has its own "pred_layers", which are FPN, not prediction heads
-                (r"(^|/)(backbone|fpn|neck)(/|\.|$)", "int8"),
-                (r"(^|/)(prediction_layers?|pred_layers?|heads?|predict\w*)(/|\.|$)", "fp16"),
-                (r"(^|/)(proto_?net|protonet|proto)(/|\.|$)", "fp16"),
+                (r"(^|/)(backbone|proto_?net|protonet|proto|flow_?net|flownet)(/|\.|$)", "int8"),
+                (r"(^|/)(fpn|neck|encoder|fuse|warp\w*)(/|\.|$)", "fp16"),
+                (
+                    r"(^|/)(prediction_layers?|pred_layers?|heads?|predict\w*|decoder|"
+                    r"query_heads|semantic\w*)(/|\.|$)",
+                    "fp16",
+                ),
             ]
         ),
         default="fp16",
-        description="backbone + FPN INT8; prediction heads + protonet FP16",
+        description="backbone + protonet + flow net INT8; FPN / warping fuse + heads FP16",
     ),
     # RT-DETR: CNN backbone and the hybrid encoder INT8; transformer decoder and heads FP16.
     "rtdetr": PrecisionPolicy(
