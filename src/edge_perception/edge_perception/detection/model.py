@@ -187,11 +187,18 @@ def build_rtdetr(variant: str = "small", **overrides: Any) -> RTDETR:
     return RTDETR(RTDETRConfig.from_dict(cfg))
 
 
-def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> RTDETR:
-    """Rebuild a model from a training checkpoint (config + EMA or raw weights)."""
+def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Any:
+    """Rebuild a model from a training checkpoint (config + EMA or raw weights): an
+    :class:`RTDETR`, or a :class:`~edge_perception.detection.yolox.YOLOX` when the config says
+    ``"model": "yolox"`` (the dense baseline)."""
     if "config" not in ckpt:
         raise ValueError("checkpoint lacks 'config': not written by det-train?")
-    model = RTDETR(RTDETRConfig.from_dict(ckpt["config"]))
+    if ckpt["config"].get("model") == "yolox":
+        from edge_perception.detection.yolox import YOLOX, YOLOXConfig
+
+        model: nn.Module = YOLOX(YOLOXConfig.from_dict(ckpt["config"]))
+    else:
+        model = RTDETR(RTDETRConfig.from_dict(ckpt["config"]))
     key = "ema" if use_ema and ckpt.get("ema") is not None else "model"
     model.load_state_dict(ckpt[key])
     return model
@@ -207,8 +214,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def config_dict(model: RTDETR) -> Dict[str, Any]:
+def config_dict(model: nn.Module) -> Dict[str, Any]:
+    """The model's config dataclass as a JSON-friendly dict (tuples as lists)."""
     d = asdict(model.cfg)
-    d["backbone_channels"] = list(d["backbone_channels"])
-    d["backbone_depths"] = list(d["backbone_depths"])
-    return d
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -55,6 +55,8 @@ from tqdm import tqdm
 from edge_perception.detection.criterion import SetCriterion
 from edge_perception.detection.data import CocoDetection, collate
 from edge_perception.detection.model import NUM_OBJECT_CLASSES, RTDETR, build_rtdetr, config_dict
+from edge_perception.detection.yolox import build_yolox
+from edge_perception.detection.yolox_loss import YOLOXCriterion
 
 CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 assert len(CLASS_NAMES) == NUM_OBJECT_CLASSES
@@ -211,7 +213,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--data", required=True, help="carla_bridge data set root")
     p.add_argument("--out", required=True, help="run folder (checkpoints, CSV, curves)")
-    p.add_argument("--variant", default="small", help="tiny | small | small_s2 | ref_v2s")
+    p.add_argument(
+        "--variant",
+        default="small",
+        help="tiny | small | small_s2 | ref_v2s, or yolox_nano (the dense YOLOX baseline)",
+    )
     p.add_argument("--input-size", type=int, nargs=2, default=[320, 320], metavar=("H", "W"))
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8, help="per process")
@@ -309,10 +315,16 @@ def main(args: argparse.Namespace) -> int:
         overrides["dense_head"] = True
 
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    model: RTDETR = build_rtdetr(args.variant, **overrides).to(device)
+    dense = args.variant.startswith("yolox")  # the dense baseline of bench/det_vs_dense.py
+    build = build_yolox if dense else build_rtdetr
+    model: Any = build(args.variant, **overrides).to(device)
     ema = ModelEMA(model, args.ema_decay)
-    criterion = SetCriterion(
-        model.cfg.num_classes, cls_loss=args.cls_loss, dense_weight=args.dense_weight
+    criterion: Any = (
+        YOLOXCriterion(model.cfg.num_classes)
+        if dense
+        else SetCriterion(
+            model.cfg.num_classes, cls_loss=args.cls_loss, dense_weight=args.dense_weight
+        )
     )
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     train_ds = CocoDetection(
