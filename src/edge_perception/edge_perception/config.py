@@ -21,6 +21,7 @@ BACKEND_KINDS = ("onnxruntime", "pytorch", "tensorrt", "auto")
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QOS_PROFILES = ("sensor_data", "reliable")
+INPUT_TRANSPORTS = ("raw", "compressed")  # image_transport names
 RESIZE_MODES = ("stretch", "letterbox")
 INTERPOLATIONS = ("area", "linear")
 PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
@@ -116,6 +117,12 @@ class NodeConfig(RuntimeOptions):
     model: str = _f("", "model file; relative paths are tried under the package's models/")
     backend: str = _f("onnxruntime", "inference backend", choices=BACKEND_KINDS)
     input_topic: str = _f("image", "sensor_msgs/Image topic to subscribe to")
+    input_transport: str = _f(
+        "raw",
+        "raw: sensor_msgs/Image on input_topic; compressed: sensor_msgs/CompressedImage (JPEG / "
+        "PNG, decoded by OpenCV) on input_topic + '/compressed' (image_transport's naming)",
+        choices=INPUT_TRANSPORTS,
+    )
     input_size: List[int] = _f(
         [0, 0],
         "model input [height, width]; [0, 0] = read it from the model",

@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import (
     BoundingBox2D,
@@ -38,6 +38,7 @@ from vision_msgs.msg import (
 )
 
 from edge_perception.masks import box_from_mask, mask_to_rle_counts, rle_counts_to_mask
+from edge_perception.runtime import compressed as jpeg_png
 from edge_perception.runtime.results import Detections, Instances, LaneLineResult, LaneResult
 from edge_perception.runtime.yuv import decode_yuv422, encode_yuv422
 from edge_perception_msgs.msg import (
@@ -75,7 +76,7 @@ DECODE_ERROR_KINDS: Tuple[str, ...] = (
     "bad_step",  # step smaller than width * bytes-per-pixel
     "short_data",  # fewer than step * height bytes
     "odd_width",  # YUV 4:2:2 needs an even width
-)
+) + jpeg_png.COMPRESSED_ERROR_KINDS  # CompressedImage: unknown codec, empty, undecodable
 
 LANE_TYPES = {"unknown": 0, "solid": 1, "dashed": 2, "double": 3}
 LANE_COLORS = {"unknown": 0, "white": 1, "yellow": 2}
@@ -126,8 +127,10 @@ def _bytes_view(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
-def image_to_array(msg: Image) -> np.ndarray:
+def image_to_array(msg: Union[Image, CompressedImage]) -> np.ndarray:
     """Decode an image message into a C-contiguous RGB ``uint8`` array of shape HxWx3.
+
+    A ``CompressedImage`` (image_transport ``compressed``: JPEG / PNG) is decoded by OpenCV.
 
     16-bit encodings keep their high byte (byte order from ``is_bigendian``); mono becomes grey
     RGB; alpha is dropped; YUV 4:2:2 uses BT.601 limited range. Bytes beyond ``width * bpp`` in a
@@ -136,6 +139,11 @@ def image_to_array(msg: Image) -> np.ndarray:
     Raises:
         ImageDecodeError: with ``kind`` in :data:`DECODE_ERROR_KINDS`.
     """
+    if isinstance(msg, CompressedImage):
+        try:
+            return jpeg_png.decode_compressed(msg.data, msg.format)
+        except jpeg_png.CompressedDecodeError as exc:
+            raise ImageDecodeError(exc.kind, str(exc)) from None
     enc = str(msg.encoding).lower()
     if enc not in _BPP:
         raise ImageDecodeError(
@@ -242,6 +250,25 @@ def array_to_image(
     data.frombytes(memoryview(np.ascontiguousarray(row)).cast("B"))
     msg.data = data
     return msg
+
+
+def array_to_compressed(
+    arr: np.ndarray, codec: str = "jpeg", header: Optional[Header] = None, quality: int = 80
+) -> CompressedImage:
+    """RGB HxWx3 (or grey HxW) ``uint8`` -> ``CompressedImage`` as image_transport's
+    ``compressed`` transport writes it (``runtime.compressed.encode_compressed``)."""
+    payload, fmt = jpeg_png.encode_compressed(arr, codec, quality)
+    msg = CompressedImage(header=copy_header(header or Header()), format=fmt)
+    msg.data.frombytes(payload)  # array.array('B'): taken as is, no element-wise check
+    return msg
+
+
+def input_subscription(topic: str, transport: str) -> Tuple[Any, str]:
+    """(message type, topic) of a node's camera input: ``Image`` on ``topic`` (``raw``) or
+    ``CompressedImage`` on ``<topic>/compressed`` (``compressed``, image_transport's naming)."""
+    if transport == "compressed":
+        return CompressedImage, topic.rstrip("/") + "/compressed"
+    return Image, topic
 
 
 # ------------------------------------------------------------------------------ detections

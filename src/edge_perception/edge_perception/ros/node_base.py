@@ -191,8 +191,12 @@ class PerceptionNodeBase(LifecycleNode):
         self.mailbox.reopen()
         self._stop.clear()
         self._dropped_reported = self.mailbox.dropped
+        # input_transport: raw Image on input_topic, or CompressedImage on <input_topic>/compressed
+        from edge_perception.ros.convert import input_subscription
+
+        msg_type, topic = input_subscription(cfg.input_topic, cfg.input_transport)
         self._subscription = self.create_subscription(
-            Image, cfg.input_topic, self._on_image, input_qos(cfg.qos)
+            msg_type, topic, self._on_image, input_qos(cfg.qos)
         )
         self._worker = threading.Thread(
             target=self._work, name=f"{self.get_name()}-inference", daemon=True
