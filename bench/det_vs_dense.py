@@ -320,13 +320,14 @@ def _markdown(data: Dict[str, Any]) -> str:
         "",
         f"`python bench/det_vs_dense.py latency --runs {lat['runs']}`: batch 1, "
         "`intra_op_num_threads=1`, the models timed round-robin (one call each per round) "
-        f"after {lat['warmup']} warm-up rounds; median (p50) and p90 of {lat['runs']} rounds. "
+        f"after {lat['warmup']} warm-up rounds; median (p50), p90 and min of {lat['runs']} "
+        "rounds (the minimum is the least disturbed by the other jobs on the machine). "
         "GFLOPs = 2 x MACs from `torch.utils.flop_counter` (GridSample not counted); YOLOX's "
         "conv-only count, the convention of its paper (1.08 GFLOPs at 416x416 for 80 classes), "
         "in brackets.",
         "",
-        "| model | input | weights | params (M) | GFLOPs | p50 (ms) | p90 (ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | input | weights | params (M) | GFLOPs | p50 (ms) | p90 (ms) | min (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in lat["rows"]:
         g = f"{r['gflops']:.2f}"
@@ -334,7 +335,8 @@ def _markdown(data: Dict[str, Any]) -> str:
             g += f" ({r['gflops_conv']:.2f})"
         lines.append(
             f"| {r['model']} | {r['input']} | {r['weights']} | {r['params_m']:.3f} | {g} | "
-            f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p90']:.1f} |"
+            f"{r['latency_ms']['p50']:.1f} | {r['latency_ms']['p90']:.1f} | "
+            f"{r['latency_ms']['min']:.1f} |"
         )
     by = {(r["model"], r["input"], r["weights"]): r["latency_ms"]["p50"] for r in lat["rows"]}
     deployed = by.get(("det_small", "288x480", "trained"))

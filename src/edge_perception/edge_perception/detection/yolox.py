@@ -265,12 +265,25 @@ def matrix_greedy_nms(
     Returns a float keep mask [N, M] (1 kept, 0 suppressed).
     """
     m = scores.shape[1]
-    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
+    x1, y1, x2, y2 = boxes.unbind(-1)  # [N, M] each
+
+    def pair_sum_absdiff(v: Tensor) -> Tuple[Tensor, Tensor]:
+        vi, vj = v[:, :, None], v[:, None, :]
+        return vi + vj, (vi - vj).abs()
+
+    # pairwise min / max as (a + b -/+ |a - b|) / 2: ONNX Runtime's broadcasting Min / Max
+    # kernels are several times slower than Add / Sub / Abs on these [N, M, M] tensors
+    s2, d2 = pair_sum_absdiff(x2)
+    s1, d1 = pair_sum_absdiff(x1)
+    iw = (0.5 * (s2 - d2 - s1 - d1)).clamp(min=0)
+    s2, d2 = pair_sum_absdiff(y2)
+    s1, d1 = pair_sum_absdiff(y1)
+    ih = (0.5 * (s2 - d2 - s1 - d1)).clamp(min=0)
+    inter = iw * ih
     area = box_area(boxes)
     iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-9)
-    earlier = torch.ones(m, m, dtype=torch.bool, device=boxes.device).tril(-1)
+    order = torch.arange(m, device=boxes.device)
+    earlier = order[:, None] > order[None, :]  # [i, j]: j ranks above i
     same = labels[:, :, None] == labels[:, None, :]
     sup = ((iou > iou_threshold) & same & earlier).to(scores.dtype)  # sup[b, i, j]: j beats i
     keep = torch.ones_like(scores)
