@@ -2,7 +2,9 @@
 
 Every message conversion goes through ``edge_perception.ros.convert``; the only exception is
 ``camera_info`` below (CameraModel -> sensor_msgs/CameraInfo), a minimal call site until convert
-offers it. Topic keys and their default names/types are listed in :data:`TOPICS`.
+offers it. Topic keys and their default names/types are listed in :data:`TOPICS`; the camera
+image may also go out compressed (image_transport's ``compressed`` transport: key
+``image_compressed``, ``sensor_msgs/CompressedImage`` on ``<image topic>/compressed``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 from edge_perception.ros import convert
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -30,6 +32,38 @@ TOPICS: Dict[str, Tuple[str, Any]] = {
     "label_info": ("/ground_truth/label_info", LabelInfo),
     "clock": ("/clock", Clock),
 }
+
+
+IMAGE_TRANSPORTS = ("raw", "compressed", "both")
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def compressed_topic(image_topic: str) -> str:
+    """The ``compressed`` transport's topic of an image topic (image_transport's naming)."""
+    return image_topic.rstrip("/") + "/compressed"
+
+
+def topic_of(key: str) -> Tuple[str, Any]:
+    """Default (topic, message class) of a message key, ``image_compressed`` included."""
+    if key == "image_compressed":
+        return compressed_topic(TOPICS["image"][0]), CompressedImage
+    return TOPICS[key]
+
+
+def image_messages(
+    rgb: np.ndarray, header: Header, transport: str = "raw", codec: str = "jpeg", quality: int = 80
+) -> Dict[str, Any]:
+    """The camera image in the wanted transports: ``image`` (rgb8 ``Image``) for ``raw`` /
+    ``both``, ``image_compressed`` (JPEG or PNG ``CompressedImage``) for ``compressed`` / ``both``.
+    """
+    if transport not in IMAGE_TRANSPORTS:
+        raise ValueError("image_transport=%r is not one of %s" % (transport, IMAGE_TRANSPORTS))
+    out: Dict[str, Any] = {}
+    if transport in ("raw", "both"):
+        out["image"] = convert.array_to_image(rgb, "rgb8", header)
+    if transport in ("compressed", "both"):
+        out["image_compressed"] = convert.array_to_compressed(rgb, codec, header, quality)
+    return out
 
 
 def msg_type_name(cls: Any) -> str:
@@ -57,8 +91,16 @@ def camera_info(camera: CameraModel, header: Header) -> CameraInfo:
     return msg
 
 
-def frame_messages(frame: Frame, stamp_ns: int, frame_id: str) -> Dict[str, Any]:
-    """Image (rgb8), CameraInfo and the ground truth of one frame, all with the same header.
+def frame_messages(
+    frame: Frame,
+    stamp_ns: int,
+    frame_id: str,
+    transport: str = "raw",
+    codec: str = "jpeg",
+    quality: int = 80,
+) -> Dict[str, Any]:
+    """Image (rgb8 and / or compressed: :func:`image_messages`), CameraInfo and the ground truth
+    of one frame, all with the same header.
 
     Detections use ``class_id = str(index into OBJECT_CLASSES)`` and ``id = str(track_id)``; the
     instances carry the same ids, track ids, visible fractions and RLE masks; the lane message
@@ -77,8 +119,9 @@ def frame_messages(frame: Frame, stamp_ns: int, frame_id: str) -> Dict[str, Any]
          "id": int(ln.line_id)}
         for ln in frame.lane_lines
     ]  # fmt: skip
+    msgs = image_messages(frame.image, header, transport, codec, quality)
     return {
-        "image": convert.array_to_image(frame.image, "rgb8", header),
+        **msgs,
         "camera_info": camera_info(frame.camera, header),
         "detections": convert.detections_to_msg(header, boxes, ones, labels, OBJECT_CLASSES, ids),
         "instances": convert.instances_to_msg(

@@ -11,6 +11,8 @@ Usage::
     carla-bridge-record --scenario config/scenarios/default.yaml --out /tmp/run1 --sequences 2
     # render a CARLA recorder log (server-side path) with the scenario's camera, fps and frames:
     carla-bridge-record --scenario carla.yaml --carla-log recording01.log --out /tmp/run2
+    # a camera-like bag: JPEG CompressedImage on /camera/image_raw/compressed, no raw images
+    carla-bridge-record --out /tmp/run3 --image-transport compressed --compressed-format jpeg
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from rclpy.serialization import serialize_message
 from carla_bridge.bag import BagWriter
 from carla_bridge.frame import Frame
 from carla_bridge.replay import load_scenario, replay_frames, scenario_frames
-from carla_bridge.ros.frames import TOPICS, clock, frame_messages, label_info, msg_type_name
+from carla_bridge.ros.frames import (
+    COMPRESSED_FORMATS,
+    IMAGE_TRANSPORTS,
+    clock,
+    frame_messages,
+    label_info,
+    msg_type_name,
+    topic_of,
+)
 
 
 def record_frames(
@@ -34,11 +44,16 @@ def record_frames(
     start_ns: int = 1_000_000_000,
     period_ns: int = 100_000_000,
     with_clock: bool = True,
+    transport: str = "raw",
+    codec: str = "jpeg",
+    quality: int = 80,
 ) -> int:
     """Write ``frames`` into a new bag at ``path``; returns the number of frames written.
 
     ``period_ns`` is the gap inserted when a new sequence restarts its timestamps at 0. The bag is
-    complete only when this returns (an error removes the partial bag).
+    complete only when this returns (an error removes the partial bag). ``transport`` (raw,
+    compressed, both), ``codec`` and ``quality``: how the camera image is stored (compressed:
+    ``sensor_msgs/CompressedImage`` on ``/camera/image_raw/compressed``).
     """
     base, last, n = int(start_ns), -1, 0
     with BagWriter(path) as bag:
@@ -53,9 +68,10 @@ def record_frames(
                 msgs["clock"] = clock(stamp)
             if n == 0:
                 msgs["label_info"] = label_info(stamp, frame_id)
-            msgs.update(frame_messages(frame, stamp, frame_id))
+            msgs.update(frame_messages(frame, stamp, frame_id, transport, codec, quality))
             for key, msg in msgs.items():
-                bag.write(TOPICS[key][0], msg_type_name(type(msg)), serialize_message(msg), stamp)
+                topic = topic_of(key)[0]
+                bag.write(topic, msg_type_name(type(msg)), serialize_message(msg), stamp)
             n += 1
     return n
 
@@ -68,6 +84,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--sequences", type=int, default=1, help="sequences (seed, seed+1, ...)")
     ap.add_argument("--frame-id", default="camera")
     ap.add_argument("--no-clock", action="store_true", help="do not write /clock")
+    ap.add_argument(
+        "--image-transport",
+        choices=IMAGE_TRANSPORTS,
+        default="raw",
+        help="camera image as rgb8 Image, CompressedImage on <topic>/compressed, or both",
+    )
+    ap.add_argument("--compressed-format", choices=COMPRESSED_FORMATS, default="jpeg")
+    ap.add_argument("--jpeg-quality", type=int, default=80, help="1..100 (default 80)")
     ap.add_argument("--carla-log", default="", help="replay this CARLA recorder log instead")
     ap.add_argument("--log-start", type=float, default=0.0, help="seconds into the log")
     args = ap.parse_args(argv)
@@ -83,6 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.frame_id,
             period_ns=int(1e9 / config.fps),
             with_clock=not args.no_clock,
+            transport=args.image_transport,
+            codec=args.compressed_format,
+            quality=args.jpeg_quality,
         )
     except (ValueError, OSError, RuntimeError) as exc:
         print("carla-bridge-record: error: %s" % exc, file=sys.stderr)

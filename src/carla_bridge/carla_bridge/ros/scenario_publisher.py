@@ -17,6 +17,12 @@ vision_msgs/Detection2DArray, ``/ground_truth/instances`` edge_perception_msgs/I
 with ``use_sim_time`` (the stamps are then the scenario's simulated time). Every message of one
 frame carries the same header (stamp + ``frame_id``).
 
+``image_transport`` (``raw`` default, ``compressed``, ``both``) picks how the camera image goes
+out: rgb8 ``Image`` on the image topic and / or ``sensor_msgs/CompressedImage`` on
+``<image topic>/compressed`` (image_transport's naming; ``compressed_format`` jpeg | png,
+``jpeg_quality``). A bag's stored images are converted to the wanted transports: a raw image is
+compressed, a compressed one (as a camera's bag holds) decoded, when the bag lacks the other.
+
 ``record_bag`` (a new directory name) records every published message into a rosbag2 MCAP bag,
 closed when the node is cleaned up or shut down.
 
@@ -32,6 +38,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import rclpy
 import rclpy.executors
+from edge_perception.ros import convert
 from edge_perception.ros.spin import spin_until_shutdown
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -41,16 +48,27 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image
 
-from carla_bridge.bag import BagWriter
+from carla_bridge.bag import BagMessage, BagWriter
 from carla_bridge.bag import read as read_bag
 from carla_bridge.frame import Frame
 from carla_bridge.replay import dataset_frames, load_scenario, scenario_frames
-from carla_bridge.ros.frames import TOPICS, clock, frame_messages, label_info, msg_type_name
+from carla_bridge.ros.frames import (
+    COMPRESSED_FORMATS,
+    IMAGE_TRANSPORTS,
+    TOPICS,
+    clock,
+    compressed_topic,
+    frame_messages,
+    label_info,
+    msg_type_name,
+)
 
 SOURCES = ("scenario", "dataset", "bag")
-SENSOR_KEYS = ("image", "camera_info")
+SENSOR_KEYS = ("image", "image_compressed", "camera_info")
+IMAGE_TYPE, COMPRESSED_TYPE = msg_type_name(Image), msg_type_name(CompressedImage)
 
 
 class ScenarioPublisher(LifecycleNode):
@@ -68,6 +86,9 @@ class ScenarioPublisher(LifecycleNode):
         self.declare_parameter("rate_hz", 0.0)
         self.declare_parameter("frame_id", "camera")
         self.declare_parameter("record_bag", "")
+        self.declare_parameter("image_transport", "raw")  # raw | compressed | both
+        self.declare_parameter("compressed_format", "jpeg")  # jpeg | png
+        self.declare_parameter("jpeg_quality", 80)  # 1..100 (image_transport's default)
         self.declare_parameter("autostart", True)  # read by main(): configure + activate
         for key, (topic, _cls) in TOPICS.items():
             self.declare_parameter(key + "_topic", topic)
@@ -81,6 +102,7 @@ class ScenarioPublisher(LifecycleNode):
         self._sim_base_ns = 0
         self._last_sim_ns = -1
         self._label_sent = False
+        self._codec = ("raw", "jpeg", 80)
         self.published_frames = 0
         self.finished = False
 
@@ -90,6 +112,7 @@ class ScenarioPublisher(LifecycleNode):
         try:
             if p["source"] not in SOURCES:
                 raise ValueError("source=%r is not one of %s" % (p["source"], ", ".join(SOURCES)))
+            _check_transport(p)
             self._open_source(p)
             if p["record_bag"]:
                 self._writer = BagWriter(p["record_bag"])
@@ -104,8 +127,15 @@ class ScenarioPublisher(LifecycleNode):
         for key, (_topic, cls) in TOPICS.items():
             if key == "clock" and not (self._sim or p["source"] == "bag"):
                 continue  # a bag's recorded /clock is replayed like every other topic
+            if key == "image" and p["image_transport"] == "compressed":
+                continue
             qos = sensor if key in SENSOR_KEYS else latched if key == "label_info" else reliable
             self._pubs[key] = self.create_lifecycle_publisher(cls, p[key + "_topic"], qos)
+        if p["image_transport"] != "raw":
+            self._pubs["image_compressed"] = self.create_lifecycle_publisher(
+                CompressedImage, compressed_topic(p["image_topic"]), sensor
+            )
+        self._codec = (p["image_transport"], p["compressed_format"], int(p["jpeg_quality"]))
         self.get_logger().info(
             "configured: source=%s rate=%.2f Hz sim_time=%s" % (p["source"], self._rate, self._sim)
         )
@@ -132,7 +162,8 @@ class ScenarioPublisher(LifecycleNode):
     # ------------------------------------------------------------------ internals
     def _params(self) -> Dict[str, Any]:
         names = ["source", "scenario", "sequences", "dataset_dir", "split", "bag", "loop",
-                 "rate_hz", "frame_id", "record_bag"] + [k + "_topic" for k in TOPICS]  # fmt: skip
+                 "rate_hz", "frame_id", "record_bag", "image_transport", "compressed_format",
+                 "jpeg_quality"] + [k + "_topic" for k in TOPICS]  # fmt: skip
         return {n: self.get_parameter(n).value for n in names}
 
     def _open_source(self, p: Dict[str, Any]) -> None:
@@ -211,7 +242,7 @@ class ScenarioPublisher(LifecycleNode):
         if not self._label_sent:
             self._send("label_info", label_info(stamp, frame_id), stamp)
             self._label_sent = True
-        for key, msg in frame_messages(frame, stamp, frame_id).items():
+        for key, msg in frame_messages(frame, stamp, frame_id, *self._codec).items():
             self._send(key, msg, stamp)
 
     def _send(self, key: str, msg: Any, stamp_ns: int) -> None:
@@ -223,9 +254,36 @@ class ScenarioPublisher(LifecycleNode):
                                stamp_ns)  # fmt: skip
         pub.publish(msg)
 
+    def _transcode(self, group: list) -> list:
+        """``group`` plus its camera image in the transports published here that the bag lacks
+        at this time (a raw image compressed, or a compressed one decoded to rgb8)."""
+        raw_pub, comp_pub = self._pubs.get("image"), self._pubs.get("image_compressed")
+        if raw_pub is None and comp_pub is None:
+            return group
+        if raw_pub is not None:
+            raw_topic = raw_pub.topic_name
+        else:
+            raw_topic = comp_pub.topic_name[: -len("/compressed")]
+        comp_topic = compressed_topic(raw_topic)
+        raw = [m for m in group if (m.topic, m.msgtype) == (raw_topic, IMAGE_TYPE)]
+        comp = [m for m in group if (m.topic, m.msgtype) == (comp_topic, COMPRESSED_TYPE)]
+        if comp_pub is not None and raw and not comp:
+            img = deserialize_message(raw[0].data, Image)
+            out: Any = convert.array_to_compressed(
+                convert.image_to_array(img), self._codec[1], img.header, self._codec[2]
+            )
+            return group + [BagMessage(comp_topic, COMPRESSED_TYPE, raw[0].t_ns,
+                                       serialize_message(out))]  # fmt: skip
+        if raw_pub is not None and comp and not raw:
+            cimg = deserialize_message(comp[0].data, CompressedImage)
+            out = convert.array_to_image(convert.image_to_array(cimg), "rgb8", cimg.header)
+            return group + [BagMessage(raw_topic, IMAGE_TYPE, comp[0].t_ns,
+                                       serialize_message(out))]  # fmt: skip
+        return group
+
     def _publish_stored(self, group: list) -> None:
         by_topic = {pub.topic_name: (key, pub) for key, pub in self._pubs.items()}
-        for m in group:
+        for m in self._transcode(group):
             entry = by_topic.get(m.topic)
             if entry is None or msg_type_name(entry[1].msg_type) != m.msgtype:
                 continue  # a topic this node does not publish (or of another type)
@@ -255,6 +313,18 @@ class ScenarioPublisher(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - report, never lose the shutdown path
                 self.get_logger().error("could not finish the recording: %s" % exc)
         self._label_sent = False
+
+
+def _check_transport(p: Dict[str, Any]) -> None:
+    """ValueError naming the parameter, value and what is allowed, for the image transport."""
+    if p["image_transport"] not in IMAGE_TRANSPORTS:
+        raise ValueError("image_transport=%r is not one of %s"
+                         % (p["image_transport"], ", ".join(IMAGE_TRANSPORTS)))  # fmt: skip
+    if p["compressed_format"] not in COMPRESSED_FORMATS:
+        raise ValueError("compressed_format=%r is not one of %s"
+                         % (p["compressed_format"], ", ".join(COMPRESSED_FORMATS)))  # fmt: skip
+    if not 1 <= int(p["jpeg_quality"]) <= 100:
+        raise ValueError("jpeg_quality=%r is not in 1..100" % p["jpeg_quality"])
 
 
 def main(args: Optional[list] = None) -> None:
