@@ -239,6 +239,70 @@ class DetectionNodeConfig(NodeConfig):
         return self
 
 
+@dataclass
+class VisNodeConfig(DetectionNodeConfig):
+    """Video instance segmentation node parameters: the detection fields (thresholds, class
+    filter, tracking) plus masks, keyframe policy and appearance terms of the tracker."""
+
+    model: str = _f(
+        "vis_small_key.onnx",
+        "VIS keyframe graph <name>_key.onnx (<name>_nonkey / <name>_head beside it, same kind)",
+    )
+    mask_threshold: float = _f(0.5, "mask probability threshold", min=0.01, max=0.99)
+    keyframe_interval: int = _f(
+        5, "a keyframe every N frames at most (1 = every frame: image mode)", min=1, max=1000
+    )
+    max_keyframe_age_s: float = _f(
+        0.5, "a keyframe when the last one is older than this (camera time; 0 = off)", min=0.0
+    )
+    max_stamp_gap_s: float = _f(
+        0.25, "a keyframe after a gap between frame stamps above this (0 = off)", min=0.0
+    )
+    max_mean_flow_px: float = _f(
+        12.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
+        min=0.0,
+    )  # fmt: skip
+    max_lost_tracks: int = _f(
+        2, "a keyframe after a frame that lost this many tracks (0 = off)", min=0, max=1000
+    )
+    track_appearance_weight: float = _f(
+        0.3, "tracking: weight of the query-embedding cosine similarity", min=0.0, max=1.0
+    )
+    track_mask_iou_weight: float = _f(
+        0.3, "tracking: weight of the mask IoU with the track's last mask", min=0.0, max=1.0
+    )
+
+    def keyframe_config(self) -> Any:
+        """The keyframe policy settings (``vis.keyframe.KeyframePolicyConfig``)."""
+        from edge_perception.vis.keyframe import KeyframePolicyConfig
+
+        return KeyframePolicyConfig(
+            keyframe_interval=self.keyframe_interval,
+            max_keyframe_age_s=self.max_keyframe_age_s or None,
+            max_stamp_gap_s=self.max_stamp_gap_s or None,
+            max_mean_flow_px=self.max_mean_flow_px or None,
+            max_lost_tracks=self.max_lost_tracks,
+        )
+
+    def tracker_config(self) -> Any:
+        """The detection node's tracker settings plus embedding and mask-IoU weights."""
+        cfg = super().tracker_config()
+        if cfg is None:
+            return None
+        cfg.appearance_weight = self.track_appearance_weight
+        cfg.custom_weight = self.track_mask_iou_weight
+        return cfg.validate()
+
+    def validate(self) -> VisNodeConfig:
+        super().validate()
+        if self.track_appearance_weight + self.track_mask_iou_weight > 1.0:
+            raise ValueError(
+                "track_appearance_weight + track_mask_iou_weight must not exceed 1, got "
+                f"{self.track_appearance_weight} + {self.track_mask_iou_weight}"
+            )
+        return self
+
+
 C = TypeVar("C")
 
 

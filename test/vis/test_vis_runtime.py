@@ -1,0 +1,235 @@
+"""VIS runtime pipeline: key / non-key alternation, per-path timings, masks pasted back to the
+camera image, stable track ids over a replayed sequence (tiny seeded model exported to tmp_path,
+and scripted backends where exact outputs are needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from edge_perception.backends import create_backend
+from edge_perception.backends.base import BackendError, InferenceBackend, TensorSpec
+from edge_perception.config import VisNodeConfig
+from edge_perception.runtime import vis as rv
+from edge_perception.runtime.preprocess import make_transform
+from edge_perception.runtime.tracking import TrackerConfig
+from edge_perception.vis.keyframe import KeyframePolicyConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vis_tiny import export_tiny_vis  # noqa: E402
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def tiny_vis(tmp_path_factory) -> Path:
+    return export_tiny_vis(tmp_path_factory.mktemp("vis") / "models", SIZE)
+
+
+def _pipeline(key_path: Path, **kw) -> rv.VISPipeline:
+    b = {
+        g: create_backend("onnxruntime", p, intra_op_threads=1)
+        for g, p in rv.sibling_paths(str(key_path)).items()
+    }
+    return rv.VISPipeline(b["key"], b["nonkey"], b["head"], **kw)
+
+
+def test_io_names_match_the_exporter():
+    from edge_perception.vis import export as vx
+
+    assert rv.KEY_OUTPUTS == vx.KEY_OUTPUTS and rv.NONKEY_INPUTS == vx.NONKEY_INPUTS
+    assert rv.NONKEY_OUTPUTS == vx.NONKEY_OUTPUTS and rv.HEAD_OUTPUTS == vx.HEAD_OUTPUTS
+    assert rv.sibling_paths("m/vis_small_key.engine") == {
+        "key": "m/vis_small_key.engine",
+        "nonkey": "m/vis_small_nonkey.engine",
+        "head": "m/vis_small_head.engine",
+    }
+    with pytest.raises(ValueError, match="_key"):
+        rv.sibling_paths("models/vis_small.onnx")
+
+
+def test_wrong_graph_is_rejected_with_the_names(tiny_vis):
+    paths = rv.sibling_paths(str(tiny_vis))
+    head = create_backend("onnxruntime", paths["head"])
+    with pytest.raises(BackendError, match="not a VIS key graph"):
+        rv.VISPipeline(head, head, head)
+    head.close()
+
+
+def test_keyframes_alternate_with_per_path_timings(tiny_vis):
+    kf = KeyframePolicyConfig(keyframe_interval=3, max_keyframe_age_s=None)
+    pipe = _pipeline(tiny_vis, keyframes=kf, score_threshold=0.3)
+    pipe.warmup(1)
+    assert pipe.path_stats.frames == {"key": 0, "nonkey": 0}
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    flags, paths = [], []
+    for i in range(7):
+        out = pipe.process(frame, i / 30.0)
+        flags.append(out.keyframe)
+        paths.append(sorted(pipe.path_ms))
+        assert out.result.keyframe == out.keyframe
+        assert all(v > 0 for v in pipe.path_ms.values())
+        assert out.times.inference_ms >= sum(pipe.path_ms.values()) * 0.99
+    assert flags == [True, False, False, True, False, False, True]
+    assert paths[0] == ["head", "key"] and paths[1] == ["head", "nonkey"]
+    assert pipe.last_mean_flow is None  # the last frame was a keyframe
+    stats = pipe.path_stats.as_dict()
+    assert (stats["key_frames"], stats["nonkey_frames"]) == (3, 4)
+    assert stats["key_ratio"] == pytest.approx(3 / 7)
+    assert stats["key_path_ms"] > stats["head_ms"] > 0 and stats["nonkey_path_ms"] > 0
+    # a stamp gap and a reset force keyframes; time going back too
+    assert not pipe.process(frame, 7 / 30.0).keyframe
+    assert pipe.process(frame, 2.0).keyframe and pipe.last_reason == "stamp_gap"
+    pipe.process(frame, 2.03)
+    pipe.reset()
+    assert pipe.process(frame, 2.06).keyframe and pipe.last_reason == "reset"
+    # image mode: every frame a keyframe
+    pipe.policy = type(pipe.policy)(KeyframePolicyConfig(keyframe_interval=1))
+    assert all(pipe.process(frame, 3 + i / 30).keyframe for i in range(3))
+    pipe.close()
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_masks_are_pasted_back_inside_their_boxes(tiny_vis, resize):
+    pipe = _pipeline(tiny_vis, score_threshold=0.3, resize=resize)
+    frame = np.random.default_rng(1).integers(0, 255, (150, 170, 3), np.uint8)
+    res = pipe.process(frame, 0.0).result
+    assert len(res) > 0 and res.masks.shape == (len(res), 150, 170) and res.masks.dtype == bool
+    for m, (x1, y1, x2, y2) in zip(res.masks, res.boxes_xyxy):
+        inside = np.zeros_like(m)
+        inside[int(np.floor(y1)) : int(np.ceil(y2)), int(np.floor(x1)) : int(np.ceil(x2))] = True
+        assert not (m & ~inside).any()  # cropped to the box
+        # the tiny model's mask is the whole box (probability ~1 in every cell it covers)
+        assert m.sum() >= 0.8 * inside.sum()
+    pipe.close()
+
+
+def test_paste_masks_geometry():
+    # stride-4 grid of a 32x48 input; camera 64x96 (stretch 0.5): cell (r, c) covers camera
+    # pixels [8r, 8r + 8) x [8c, 8c + 8)
+    t = make_transform((64, 96), (32, 48), "stretch")
+    low = np.zeros((1, 8, 12), np.float32)
+    low[0, 2:4, 3:6] = 1.0
+    full = rv.paste_masks(low, np.array([[0, 0, 96, 64]], np.float32), t)[0]
+    ys, xs = np.nonzero(full)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (16, 31, 24, 47)  # exactly the cells
+    clipped = rv.paste_masks(low, np.array([[30, 0, 40, 64]], np.float32), t)[0]
+    assert clipped.any() and not clipped[:, :30].any() and not clipped[:, 40:].any()
+
+
+# ------------------------------------------------------------------------------ scripted model
+class _Scripted(InferenceBackend):
+    """A backend with a graph's I/O names whose outputs come from ``fn(feeds)``."""
+
+    kind = "scripted"
+
+    def __init__(self, name: str, inputs: List[str], outputs: List[str], fn) -> None:
+        super().__init__()
+        self.inputs = [TensorSpec(n, (1, 3, 64, 96) if n == "images" else (1,), "float32")
+                       for n in inputs]  # fmt: skip
+        self.outputs = [TensorSpec(n, (1,), "float32") for n in outputs]
+        self.info.model_path = name
+        self.fn = fn
+
+    def run(self, feeds):
+        return self.fn(feeds)
+
+
+def _scripted_pipeline(frames: List[Dict[str, np.ndarray]], **kw) -> rv.VISPipeline:
+    """Head outputs per call from ``frames`` (objects: boxes, embeddings, labels)."""
+    calls = {"n": 0}
+    dummy = {n: np.zeros((1, 1), np.float32) for n in rv.KEY_OUTPUTS}
+
+    def head(_feeds):
+        f = frames[calls["n"] % len(frames)]
+        calls["n"] += 1
+        k = len(f["boxes"])
+        masks = np.zeros((1, k, 16, 24), np.float32)
+        for i, (x1, y1, x2, y2) in enumerate(f["boxes"]):
+            masks[0, i, int(y1) // 4 : int(y2) // 4, int(x1) // 4 : int(x2) // 4] = 0.9
+        return {
+            "boxes": np.asarray(f["boxes"], np.float32)[None],
+            "scores": np.full((1, k), 0.9, np.float32),
+            "labels": np.zeros((1, k), np.int64),
+            "masks": masks,
+            "embeddings": np.asarray(f["emb"], np.float32)[None],
+        }
+
+    key = _Scripted("key", ["images"], rv.KEY_OUTPUTS, lambda f: dict(dummy))
+    nonkey = _Scripted(
+        "nonkey",
+        rv.NONKEY_INPUTS,
+        rv.NONKEY_OUTPUTS,
+        lambda f: dict(dummy, mean_flow=np.array([1.5], np.float32)),
+    )
+    return rv.VISPipeline(key, nonkey, _Scripted("head", rv.HEAD_INPUTS, rv.HEAD_OUTPUTS, head),
+                          **kw)  # fmt: skip
+
+
+def _sequence(n: int = 12) -> List[Dict[str, np.ndarray]]:
+    """Two objects crossing each other's path (IoU alone would swap them at the crossing) with
+    distinct embeddings; the detector lists them in a shuffled order."""
+    rng = np.random.default_rng(3)
+    e = np.eye(4, dtype=np.float32)
+    out = []
+    for t in range(n):
+        a = [4 + 5 * t, 20, 24 + 5 * t, 40]
+        b = [64 - 4 * t, 24, 84 - 4 * t, 44]
+        boxes, emb = np.array([a, b], np.float32), np.stack([e[0], e[1]])
+        order = rng.permutation(2)
+        out.append({"boxes": np.clip(boxes[order], 0, 96), "emb": emb[order], "order": order})
+    return out
+
+
+def test_track_ids_stable_over_a_replayed_sequence():
+    cfg = VisNodeConfig(track_min_hits=1)
+    seq = _sequence()
+    pipe = _scripted_pipeline(seq, tracker=cfg.tracker_config(), keyframes=cfg.keyframe_config())
+    frame = np.zeros((64, 96, 3), np.uint8)
+    runs = []
+    for _ in range(2):  # the bag loops: reset, same ids again
+        pipe.reset()
+        ids = []
+        for t, f in enumerate(seq):
+            res = pipe.process(frame, t / 30.0).result
+            by_object = dict(zip(f["order"].tolist(), res.track_ids.tolist()))
+            ids.append((by_object[0], by_object[1]))
+            assert res.ids == [str(i) for i in res.track_ids]
+            assert len(res.masks) == 2 and res.masks.any(axis=(1, 2)).all()
+        runs.append(ids)
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 1 and set(runs[0][0]) == {1, 2}  # never swapped / renumbered
+
+
+def test_lost_tracks_force_a_keyframe():
+    seq = _sequence(4)
+    gone = {"boxes": np.zeros((0, 4), np.float32), "emb": np.zeros((0, 4), np.float32)}
+    cfg = VisNodeConfig(track_min_hits=1, max_lost_tracks=2, keyframe_interval=10)
+    pipe = _scripted_pipeline(
+        seq[:3] + [gone, gone], tracker=cfg.tracker_config(), keyframes=cfg.keyframe_config()
+    )
+    frame = np.zeros((64, 96, 3), np.uint8)
+    flags = [pipe.process(frame, t / 30.0).keyframe for t in range(5)]
+    assert flags == [True, False, False, False, True]
+    assert pipe.last_reason == "lost_tracks"
+
+
+def test_without_tracking_every_detection_is_kept_untracked():
+    pipe = _scripted_pipeline(_sequence(2), tracker=None)
+    res = pipe.process(np.zeros((64, 96, 3), np.uint8), 0.0).result
+    assert res.track_ids.tolist() == [-1, -1] and res.ids == ["", ""]
+
+
+def test_tracker_config_has_the_appearance_terms():
+    cfg = VisNodeConfig(track_appearance_weight=0.2, track_mask_iou_weight=0.5).validate()
+    t = cfg.tracker_config()
+    assert isinstance(t, TrackerConfig)
+    assert (t.appearance_weight, t.custom_weight) == (0.2, 0.5)
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        VisNodeConfig(track_appearance_weight=0.6, track_mask_iou_weight=0.5).validate()
+    k = VisNodeConfig(max_keyframe_age_s=0.0, max_mean_flow_px=0.0).keyframe_config()
+    assert k.max_keyframe_age_s is None and k.max_mean_flow_px is None
