@@ -48,6 +48,7 @@ setup(
             "edge-perception = edge_perception.cli:main",
             "lane_node = edge_perception.ros.lane_node:main",
             "detection_node = edge_perception.ros.detection_node:main",
+            "vis_node = edge_perception.ros.vis_node:main",
             "camera_node = edge_perception.ros.camera_node:main",
             "lifecycle_manager = edge_perception.ros.lifecycle_manager:main",
         ],
