@@ -83,3 +83,73 @@ def test_lane_eval_bad_checkpoint(lane_ds, tmp_path, capsys):
 def test_backend_directory_model_says_so(tmp_path):
     with pytest.raises(BackendError, match="is a directory"):
         create_backend("onnxruntime", str(tmp_path))
+
+
+def _det_dataset(root: Path) -> Path:
+    """The detection tests' tiny on-disk data set (``test/detection/conftest.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "det_conftest_data", Path(__file__).resolve().parents[1] / "detection" / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.write_dataset(root, n_train=3, n_val=2)
+
+
+def _torch_truncated(p: Path) -> None:
+    import torch
+
+    torch.save({"config": {}, "model": {"w": torch.zeros(4096)}}, p)
+    p.write_bytes(p.read_bytes()[:3000])
+
+
+def _torch_not_det(p: Path) -> None:
+    import torch
+
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, p)  # e.g. another tool's checkpoint
+
+
+BAD_PT = [
+    (_directory, "is a directory"),
+    (_junk, "cannot be loaded by torch"),
+    (_torch_truncated, "cannot be loaded by torch"),
+    (_torch_not_det, "is not a det-train checkpoint (no 'config' entry)"),
+    (_empty, "is empty"),
+]
+BAD_PT_IDS = ["directory", "junk", "truncated", "not-det-train", "empty"]
+
+
+@pytest.mark.parametrize("make, needle", BAD_PT, ids=BAD_PT_IDS)
+@pytest.mark.parametrize("command", ["det-export", "det-eval"])
+def test_det_bad_checkpoint(command, make, needle, tmp_path, capsys):
+    pt = tmp_path / "last.pt"
+    make(pt)
+    if command == "det-export":
+        args = [command, "--checkpoint", str(pt), "--out", str(tmp_path / "d.onnx")]
+    else:  # the checkpoint is read before the data set
+        args = [command, "--checkpoint", str(pt), "--data", str(tmp_path / "no_data")]
+    _err(capsys, edge_perception(args), str(pt), needle)
+    assert not (tmp_path / "d.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [(m, n.split(" (no")[0]) for m, n in BAD_PT[1:]]
+    + [(lambda p: None, "det-train checkpoint not found (--resume)")],
+    ids=BAD_PT_IDS[1:] + ["missing"],
+)
+def test_det_train_resume_bad_checkpoint(make, needle, tmp_path, capsys):
+    data = _det_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    out.mkdir()
+    make(out / "last.pt")
+    args = ["det-train", "--data", str(data), "--out", str(out), "--variant", "tiny",
+            "--input-size", "64", "96", "--batch-size", "3", "--epochs", "1", "--no-progress",
+            "--resume"]  # fmt: skip
+    code = edge_perception(args)
+    text = capsys.readouterr().err
+    lines = [ln for ln in text.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert code == 2 and "Traceback" not in text and len(lines) == 1, text
+    assert str(out / "last.pt") in lines[0] and needle in lines[0], text

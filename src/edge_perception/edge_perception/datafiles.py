@@ -169,18 +169,25 @@ def read_npz(path: str, keys: Sequence[str], what: str = "npz file") -> Tuple[np
         raise DataError(path, f"{what} is corrupt or truncated ({exc})") from exc
 
 
-def load_torch(path: str, what: str = "checkpoint", hint: str = "") -> Any:
-    """``torch.load`` of a checkpoint file; missing / directory / corrupt files are DataErrors."""
+def load_torch(
+    path: str, what: str = "checkpoint", hint: str = "", keys: Sequence[str] = ()
+) -> Any:
+    """``torch.load`` of a checkpoint file; missing / directory / corrupt files are DataErrors, and
+    so is a loadable file that is not a dict with every key in ``keys`` (another tool's file)."""
     import pickle
 
     import torch
 
     check_file(path, what, hint)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(path, f"{what} cannot be loaded by torch (corrupt?): {first}") from exc
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise DataError(path, f"is not a {what} (no {missing[0]!r} entry)")
+    return obj
 
 
 class SkipLog:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edge_perception.datafiles import load_torch
 from edge_perception.detection.data import CocoDetection, collate
 from edge_perception.metrics.coco import CocoMetrics, boxes_to_results, coco_map
 from edge_perception.runtime.preprocess import add_interpolation_argument
@@ -148,9 +148,7 @@ def main(args: argparse.Namespace) -> int:
     if args.checkpoint:
         from edge_perception.detection.model import model_from_checkpoint
 
-        if not os.path.isfile(args.checkpoint):
-            raise SystemExit(f"checkpoint {args.checkpoint} does not exist")
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        ckpt = load_torch(args.checkpoint, "det-train checkpoint", keys=("config", "model"))
         model = model_from_checkpoint(ckpt, use_ema=not args.no_ema)
         if args.eval_layers:
             model.set_eval_layers(args.eval_layers)

@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from edge_perception.datafiles import load_torch
 from edge_perception.detection.model import RTDETR, count_parameters, model_from_checkpoint
 from edge_perception.export import check_parity, export_onnx, write_manifest
 
@@ -123,9 +124,7 @@ def _data_version(data_root: Optional[str]) -> Optional[str]:
 def main(args: argparse.Namespace) -> int:
     """Export as described by ``args``; writes the model and its manifest."""
     torch.set_num_threads(1)
-    if not os.path.isfile(args.checkpoint):
-        raise SystemExit(f"checkpoint {args.checkpoint} does not exist")
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_torch(args.checkpoint, "det-train checkpoint", keys=("config", "model"))
     model = model_from_checkpoint(ckpt, use_ema=not args.no_ema)
     train_args = ckpt.get("args", {})
     size = tuple(args.input_size or train_args.get("input_size", (320, 320)))

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from edge_perception.datafiles import load_torch
 from edge_perception.detection.criterion import SetCriterion
 from edge_perception.detection.data import CocoDetection, collate
 from edge_perception.detection.model import NUM_OBJECT_CLASSES, RTDETR, build_rtdetr, config_dict
@@ -373,9 +374,8 @@ def main(args: argparse.Namespace) -> int:
     start_epoch, start_batch, iteration, best = 0, 0, 0, -1.0
     last_path = os.path.join(args.out, "last.pt")
     if args.resume:
-        if not os.path.isfile(last_path):
-            raise SystemExit(f"--resume: {last_path} does not exist")
-        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        keys = ("model", "ema", "ema_updates", "optimizer", "iteration", "best_map", "epoch")
+        ckpt = load_torch(last_path, "det-train checkpoint", "--resume", keys=keys)
         model.load_state_dict(ckpt["model"])
         ema.module.load_state_dict(ckpt["ema"])
         ema.updates = ckpt["ema_updates"]
