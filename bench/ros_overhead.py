@@ -2,6 +2,12 @@
 
     python bench/ros_overhead.py [--node lane|detection] [--model M] [--frames 60] [--threads 1]
 
+``--transport compressed`` (``--format jpeg|png``, ``--quality``) sends each frame as
+``sensor_msgs/CompressedImage`` on ``/bench/image/compressed`` to a node with
+``input_transport:=compressed`` (and to the echo floor), and measures the OpenCV decode per frame
+in-process (plus the camera side's encode and the message size); results
+``ros_overhead[_detection]_compressed_<format>.{json,md}``.
+
 ``--node detection`` measures the detection node (bundled ``models/det_small.onnx``) the same way
 (results ``ros_overhead_detection.{json,md}``); the rest of this text describes the lane node.
 
@@ -126,20 +132,51 @@ def bare_inference(
     return out
 
 
-def serialize_cost(frame: np.ndarray, runs: int) -> Dict[str, float]:
-    """rclpy serialisation time of one camera frame as ``sensor_msgs/Image`` (the publisher
-    pays it inside ``publish()``, so it is part of the measured end-to-end latency)."""
-    from edge_perception.ros.convert import array_to_image, make_header
+def camera_msg(frame: np.ndarray, args: argparse.Namespace, stamp: int = 0) -> Any:
+    """The camera frame as the bench sends it: rgb8 Image, or CompressedImage (--transport)."""
+    from edge_perception.ros.convert import array_to_compressed, array_to_image, make_header
+
+    header = make_header(stamp, "camera")
+    if getattr(args, "transport", "raw") == "compressed":
+        return array_to_compressed(frame, args.format, header, args.quality)
+    return array_to_image(frame, "rgb8", header)
+
+
+def serialize_cost(frame: np.ndarray, runs: int, args: Any = None) -> Dict[str, float]:
+    """rclpy serialisation time of one camera frame as ``sensor_msgs/Image`` (or the
+    CompressedImage of --transport compressed; the publisher pays it inside ``publish()``, so it
+    is part of the measured end-to-end latency)."""
     from rclpy.serialization import serialize_message
 
-    msg = array_to_image(frame, "rgb8", make_header(0, "camera"))
+    msg = camera_msg(frame, args)
     return summarize(time_calls(lambda: serialize_message(msg), runs))
+
+
+def codec_cost(frame: np.ndarray, args: argparse.Namespace, runs: int) -> Dict[str, Any]:
+    """Per frame, in this process: OpenCV decode of the compressed frame into the RGB array
+    the pipeline takes (what the node adds to its preprocess), the camera side's encode, and
+    the message size against the raw frame's."""
+    from edge_perception.runtime.compressed import decode_compressed, encode_compressed
+
+    data, fmt = encode_compressed(frame, args.format, args.quality)
+    decoded = decode_compressed(data, fmt)
+    err = float(np.abs(decoded.astype(np.int16) - frame.astype(np.int16)).mean())
+    return {
+        "format": fmt,
+        "decode_ms": summarize(time_calls(lambda: decode_compressed(data, fmt), runs)),
+        "encode_ms": summarize(
+            time_calls(lambda: encode_compressed(frame, args.format, args.quality), runs)
+        ),
+        "bytes": len(data),
+        "raw_bytes": int(frame.nbytes),
+        "mean_abs_error": round(err, 2),
+    }
 
 
 ECHO_NAME = "ros_overhead_echo"
 
 
-def echo_server() -> int:
+def echo_server(compressed: bool = False) -> int:
     """The transport floor: a minimal rclpy node (same executor as the perception nodes) that
     answers each image on ``/bench/image`` with a ``FrameTiming`` of the same stamp, straight
     from the subscription callback (no decode, no hand-off, no work)."""
@@ -148,7 +185,7 @@ def echo_server() -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from edge_perception_msgs.msg import FrameTiming
 
@@ -162,7 +199,10 @@ def echo_server() -> int:
         out.header = msg.header
         pub.publish(out)
 
-    node.create_subscription(Image, "/bench/image", on_image, qos)
+    if compressed:
+        node.create_subscription(CompressedImage, "/bench/image/compressed", on_image, qos)
+    else:
+        node.create_subscription(Image, "/bench/image", on_image, qos)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin_until_shutdown(executor)
@@ -175,10 +215,10 @@ def run_node(
     """Closed-loop run against the perception node, or (``node_kind="echo"``) the echo floor."""
     import psutil
     import rclpy
-    from edge_perception.ros.convert import array_to_image, make_header, stamp_to_ns
+    from edge_perception.ros.convert import stamp_to_ns
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from edge_perception_msgs.msg import FrameTiming
 
@@ -188,6 +228,7 @@ def run_node(
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
     if node_kind == "echo":
         cmd = [sys.executable, os.path.abspath(__file__), "--echo-server"]
+        cmd += ["--transport", args.transport]
         timing_topic = f"/{ECHO_NAME}/timing"
     else:
         cmd = [sys.executable, "-m", NODES[args.node]["module"], "--autostart", "--ros-args"]
@@ -197,6 +238,7 @@ def run_node(
             "qos:=reliable",
             f"threads:={args.threads}",
             f"overlay:={'true' if args.overlay else 'false'}",
+            f"input_transport:={args.transport}",
         ]
         if args.node == "lane":
             params.append(f"lines:={'true' if args.lines else 'false'}")
@@ -207,7 +249,10 @@ def run_node(
     rclpy.init()
     node = Node("ros_overhead_bench")
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    pub = node.create_publisher(Image, "/bench/image", qos)
+    if args.transport == "compressed":
+        pub = node.create_publisher(CompressedImage, "/bench/image/compressed", qos)
+    else:
+        pub = node.create_publisher(Image, "/bench/image", qos)
     got: Dict[int, Any] = {}
 
     def on_timing(msg: FrameTiming) -> None:
@@ -230,7 +275,7 @@ def run_node(
                 )
         for i in range(args.warmup + args.frames):
             stamp = node.get_clock().now().nanoseconds
-            msg = array_to_image(frame, "rgb8", make_header(stamp, "camera"))
+            msg = camera_msg(frame, args, stamp)
             t0 = time.perf_counter()
             pub.publish(msg)
             end = time.monotonic() + 30.0
@@ -295,17 +340,25 @@ def main(argv=None) -> int:
         metavar=("H", "W"),
         help="input size of the stand-in model (default: lane-train's default size)",
     )
+    ap.add_argument(
+        "--transport",
+        choices=("raw", "compressed"),
+        default="raw",
+        help="camera frames as rgb8 Image or CompressedImage (node input_transport)",
+    )
+    ap.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="compressed codec")
+    ap.add_argument("--quality", type=int, default=80, help="JPEG quality (image_transport: 80)")
     ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     ap.add_argument("--name", default=None, help="result file name (default ros_overhead[_NODE])")
     args = ap.parse_args(argv)
     if args.echo_server:
-        return echo_server()
+        return echo_server(args.transport == "compressed")
     bundled = {"lane": "lane_small.onnx", "detection": "det_small.onnx"}[args.node]
     args.model = args.model or os.path.join(ROOT, "models", bundled)
     args.name = args.name or (
         "ros_overhead" if args.node == "lane" else "ros_overhead_" + args.node
-    )
+    ) + ("_compressed_" + args.format if args.transport == "compressed" else "")
 
     tmp = tempfile.mkdtemp(prefix="ros_overhead_")
     model, model_note = args.model, "bundled"
@@ -321,7 +374,10 @@ def main(argv=None) -> int:
     bare = bare_inference(
         model, args.threads, frame, max(20, args.frames // 2), args.lines, args.node
     )
-    serialize = serialize_cost(frame, max(20, args.frames // 2))
+    serialize = serialize_cost(frame, max(20, args.frames // 2), args)
+    codec = (
+        codec_cost(frame, args, max(20, args.frames)) if args.transport == "compressed" else None
+    )
     # The floor is measured before and after the node (load on a shared machine drifts); the
     # figure used is over both runs' frames.
     before = run_node(model, args, frame, "echo")["samples_ms"]
@@ -355,6 +411,8 @@ def main(argv=None) -> int:
         "unpaired_overhead_p50_ms": round(unpaired, 2),
         "ros_only_unpaired_p50_ms": round(ros_only, 2),
         "camera_serialize_ms": serialize,
+        "transport": args.transport,
+        "compressed": codec,
         "environment": environment(),
     }
     rows = [
@@ -376,13 +434,29 @@ def main(argv=None) -> int:
         ["  node inference", *_cols(node["node_stage_ms"]["inference"])],
         ["  node postprocess (+publish)", *_cols(node["node_stage_ms"]["postprocess"])],
     ]
+    codec_lines: List[str] = []
+    if codec is not None:
+        rows += [
+            [f"{args.format} decode into the RGB frame (in-process)", *_cols(codec["decode_ms"])],
+            [f"{args.format} encode (camera side, in-process)", *_cols(codec["encode_ms"])],
+        ]
+        codec_lines = [
+            f"**Compressed input** ({codec['format']}, quality {args.quality}): "
+            f"{codec['bytes'] / 1e3:.1f} kB per frame vs {codec['raw_bytes'] / 1e3:.1f} kB raw "
+            f"({codec['raw_bytes'] / codec['bytes']:.1f}x smaller), mean abs. pixel error "
+            f"{codec['mean_abs_error']}; **decode p50 {codec['decode_ms']['p50']:.2f} ms per "
+            f"frame** in-process (OpenCV imdecode straight to RGB; the node counts it in its "
+            f"preprocess stage).",
+            "",
+        ]
     env = data["environment"]
     md = "\n".join(
         [
             f"# ROS overhead of the {args.node} node",
             "",
             f"Model: {model_note} (input {bare['input_size'][0]}x{bare['input_size'][1]}), camera "
-            f"{args.width}x{args.height} rgb8 ({data['frame']}), ONNX Runtime CPU, "
+            f"{args.width}x{args.height} "
+            f"{'rgb8' if codec is None else codec['format']} ({data['frame']}), ONNX Runtime CPU, "
             f"{args.threads} threads, overlay {'on' if args.overlay else 'off'}, "
             f"lines {'on' if args.lines else 'off'}, {args.frames} frames closed loop.",
             f"Machine: {env['cpu']} ({env['cpu_count']} cores, load {env['load_avg_1m']}), "
@@ -390,6 +464,7 @@ def main(argv=None) -> int:
             "",
             markdown_table(rows, ["ms", "p50", "p90", "p99", "mean"]),
             "",
+            *codec_lines,
             f"**Overhead = node end-to-end - the node's own inference time, per frame: p50 "
             f"{overhead:.1f} ms** (decode, resize, mask/overlay, messages, DDS both ways, thread "
             f"hand-off; paired per frame, so CPU-load drift between runs cancels). Node RSS "
