@@ -3,6 +3,8 @@ code they replace."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from carla_bridge.scenario import ScenarioConfig
@@ -144,6 +146,61 @@ def test_f16_planes_rounds_like_numpy():
     got = _float16_fortran(flow)
     assert got.dtype == np.float16 and got.flags.f_contiguous and got.shape == flow.shape
     assert got.view(np.uint16).tobytes(order="A") == ref.view(np.uint16).tobytes(order="A")
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_half_bits_integer_version_is_ieee_rounding():
+    """The integer conversion (used where numba targets no F16C) gives numpy's float16 bits for
+    random float32 values and every rounding edge (ties, subnormals, overflow), and F16C's
+    quiet NaN."""
+    import numba
+    from carla_bridge.synthetic import f16
+
+    @numba.njit
+    def conv(x, out):  # noqa: ANN001, ANN202
+        for i in range(x.size):
+            out[i] = f16.half_bits_soft(x[i])
+
+    rng = np.random.default_rng(5)
+    edges = np.array([0x477FEFFF, 0x477FF000, 0x477FF001, 0x38800000, 0x387FFFFF, 0x387FE000,
+                      0x33000000, 0x33000001, 0x32FFFFFF, 0x33C00000, 0x7F800000, 0x7FC00000,
+                      0x7F800001, 0x7FFFFFFF, 0x3F801000, 0x3F803000, 0x3F800FFF, 0],
+                     np.uint32)  # fmt: skip
+    bits = np.concatenate([edges, rng.integers(0, 2**32, 1 << 20, dtype=np.uint64)])
+    bits = np.concatenate([bits, bits | 0x80000000]).astype(np.uint32)
+    x = bits.view(np.float32)
+    got = np.empty(x.size, np.uint16)
+    conv(x, got)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    nan = np.isnan(x)
+    want[nan] = (bits[nan] >> 16) & 0x8000 | 0x7E00 | (bits[nan] >> 13) & 0x3FF
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_f16_planes_on_a_target_without_f16c(tmp_path):
+    """Compiled for the baseline x86-64 (no F16C), the conversion runs (LLVM's half conversion
+    there is a libcall numba does not link: it used to jump to address 0) and gives the same
+    bits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from carla_bridge.synthetic import f16\n"
+        "assert f16.half_bits is f16.half_bits_soft\n"
+        "x = np.linspace(-70000, 70000, 2 * 5 * 7, dtype=np.float32).reshape(5, 7, 2)\n"
+        "out = np.zeros((2, 7, 5), np.uint16)\n"
+        "f16.f16_planes(x, out)\n"
+        "with np.errstate(over='ignore'):\n"
+        "    want = x.astype(np.float16).view(np.uint16).transpose(2, 1, 0)\n"
+        "assert np.array_equal(out, want)\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CPU_FEATURES", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
 
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")

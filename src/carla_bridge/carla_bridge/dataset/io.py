@@ -72,7 +72,9 @@ def _float16_fortran(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a, np.float32)
     if a.ndim == 3 and a.shape[2] == 2 and _kernels() is not None:
         out = np.empty((2, a.shape[1], a.shape[0]), np.uint16)
-        _kernels().f16_planes(a, out)
+        from carla_bridge.synthetic.f16 import f16_planes
+
+        f16_planes(a, out)
         return out.view(np.float16).transpose(2, 1, 0)
     if a.ndim == 3 and 1 <= a.shape[2] <= 4:
         return np.asfortranarray(cv2.multiply(a, (1.0, 1.0, 1.0, 1.0), dtype=cv2.CV_16F))

@@ -42,24 +42,10 @@ if HAVE_NUMBA:
 
         return sig, codegen
 
-    @intrinsic
-    def half_bits(typingctx, x):  # noqa: ANN001, ANN201, ARG001
-        """The IEEE half-precision bits of a float32 value, rounded to nearest even (LLVM's
-        fptrunc: the F16C conversion cv2 uses for CV_16F)."""
-        sig = types.uint16(types.float32)
-
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
-            return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
-
-        return sig, codegen
-
 else:  # pragma: no cover
 
     def fma32(a, b, c):  # noqa: ANN001, ANN201
         return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
-
-    def half_bits(x):  # noqa: ANN001, ANN201
-        return np.float16(x).view(np.uint16)
 
 
 def _ztest_fill(m, iz_rows, iz_cols, invz, color, ident, y0, x0, r, g, b, idv, paint, label):
@@ -483,20 +469,6 @@ def _facade(row_in, col_in, lit, wall, glass, lamp, rgb):
             rgb[i, j, 2] = c
 
 
-def _f16_planes(flow, out):
-    """float16 bits of an H x W x 2 float32 image as its Fortran-ordered layout: ``out`` (2 x W x
-    H uint16) holds plane k transposed (``out[k, j, i] = half(flow[i, j, k])``), blocks of rows
-    at a time so that the transposed writes stay in cache."""
-    h, w = flow.shape[0], flow.shape[1]
-    for i0 in range(0, h, 64):
-        i1 = min(i0 + 64, h)
-        for j in range(w):
-            o0, o1 = out[0, j], out[1, j]
-            for i in range(i0, i1):
-                o0[i] = half_bits(flow[i, j, 0])
-                o1[i] = half_bits(flow[i, j, 1])
-
-
 def _compile(fn):  # noqa: ANN001, ANN202
     """``fn`` compiled with an on-disk cache; without the cache where no cache directory is
     writable (compiled again by each process); ``fn`` itself without numba."""
@@ -517,7 +489,6 @@ exp_args = _compile(_exp_args)
 flow_pre = _compile(_flow_pre)
 flow_mid = _compile(_flow_mid)
 ground_labels = _compile(_ground_labels)
-f16_planes = _compile(_f16_planes)
 flow_end = _compile(_flow_end)
 flow_mid_end = _compile(_flow_mid_end)
 object_boxes = _compile(_object_boxes)
@@ -566,10 +537,11 @@ def warm_up() -> None:
     object_boxes(ident, np.zeros((3, 5), np.int64))
     pixels_of(ident, np.zeros(1, bool), np.empty(16, np.int64))
     ground_labels(ident, u16, road, np.ones(3, bool), 7, 24, 1, 3, u16.copy(), road.copy())
-    f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
+    from carla_bridge.synthetic.f16 import f16_planes
     from carla_bridge.synthetic.paint import warm_up as warm_up_paint
     from carla_bridge.synthetic.warp import warp_fill
 
+    f16_planes(np.zeros((4, 4, 2), f), np.zeros((2, 4, 4), np.uint16))
     warm_up_paint()
 
     # (no cv2 call here: cv2's thread pool must not exist when a parent forks its workers;
