@@ -140,8 +140,48 @@ class NodeConfig(RuntimeOptions):
     qos: str = _f(
         "sensor_data", "subscription QoS (best effort or reliable)", choices=QOS_PROFILES
     )
+    output_qos: str = _f(
+        "reliable",
+        "reliability of the result publishers (timing, masks, lanes, detections, overlays, "
+        "markers; label_info stays reliable + transient local); applies at configure",
+        choices=OUTPUT_RELIABILITY,
+    )
+    output_depth: int = _f(
+        0,
+        "history depth of the result publishers (0 = each topic's own: 5, timing and "
+        "detections 10); applies at configure",
+        min=0,
+        max=1000,
+    )
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", min=0.05)
     warmup_runs: int = _f(1, "inference runs on zeros at configure time", min=0, max=100)
+    diagnostics_window: float = _f(
+        10.0,
+        "seconds of history behind the /diagnostics level and input rate; also the least time "
+        "between two log lines about one kind of bad input",
+        min=0.5,
+        max=3600.0,
+    )
+    min_input_rate: float = _f(
+        0.0, "input frames/s below which /diagnostics is WARN while active (0 = off)", min=0.0
+    )
+    stall_timeout: float = _f(
+        5.0,
+        "seconds without an input frame after which an active node is ERROR (0 = off)",
+        min=0.0,
+    )
+    max_stamp_age: float = _f(
+        10.0,
+        "frames stamped older than this (s, node clock) are processed but left out of the "
+        "latency statistics (0 = no limit)",
+        min=0.0,
+    )
+    future_stamp_tolerance: float = _f(
+        0.5,
+        "camera-to-node clock skew allowed (s): frames stamped further ahead are processed but "
+        "left out of the latency statistics",
+        min=0.0,
+    )
 
     def backend_config(self) -> BackendConfig:
         shared = {f.name: copy.copy(getattr(self, f.name)) for f in fields(RuntimeOptions)}

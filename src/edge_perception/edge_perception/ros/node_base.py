@@ -16,11 +16,26 @@ Lifecycle:
   took it counts as dropped. The worker decodes, runs the pipeline off the executor thread and
   publishes results and ``~/timing`` (``FrameTiming``) with the source header.
 - *deactivate*: unsubscribe, stop the worker, reset pipeline state. *cleanup*: release the
-  pipeline and publishers. *shutdown*: both, from any state.
+  pipeline and the publishers this class made (never rclpy's own, nor ``/diagnostics``, whose
+  publisher and timer live from construction to ``destroy_node``). *shutdown*: both, from any
+  state; the node stays alive (finalized) until its process ends.
 
-Malformed images are dropped, counted per kind and logged once per kind; the node keeps running.
+Bad input never stops the node (see :mod:`edge_perception.runtime.health`):
+
+- malformed images are dropped and counted per kind;
+- a frame whose stamp is zero, older than ``max_stamp_age`` or ahead of the node clock (which
+  follows ``/clock`` under ``use_sim_time``) by more than ``future_stamp_tolerance`` is processed
+  and published, but its latency is unknown: ``FrameTiming.end_to_end_ms`` is NaN and it is left
+  out of the latency statistics; it is counted per kind (``stamp_zero``, ``stamp_stale``, ...);
+- each kind of bad input is logged at most once per ``diagnostics_window`` seconds, with the
+  count since the previous line (a camera that breaks hours after configure shows in the log).
+
 ``/diagnostics`` (``DiagnosticArray``, every ``diagnostics_period`` s, from construction on)
-reports the lifecycle state, backend, fps, latency percentiles, dropped / malformed counts.
+reports the lifecycle state, backend, fps, latency percentiles, totals since configure and the
+counts of the last ``diagnostics_window`` seconds (``recent_*``), which set the level: WARN for
+bad input in the window or an input rate below ``min_input_rate``, ERROR when no frame came for
+``stall_timeout`` s while active (or configure failed). At Ctrl-C a frame in flight is abandoned
+quietly (the context is gone; its results could not be published).
 
 Python 3.8 compatible.
 """
@@ -44,6 +59,15 @@ from edge_perception.backends.factory import create_backend
 from edge_perception.config import NodeConfig
 from edge_perception.ros.convert import ImageDecodeError, image_to_array, stamp_to_ns, timing_msg
 from edge_perception.ros.params import declare_config, install_validator, read_config
+from edge_perception.ros.qos import output_profile
+from edge_perception.runtime.health import (
+    ERROR,
+    WARN,
+    EventWindow,
+    InputMonitor,
+    ThrottledReporter,
+    check_stamp,
+)
 from edge_perception.runtime.mailbox import LatestMailbox, RunningStats
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception_msgs.msg import FrameTiming
@@ -95,7 +119,8 @@ class PerceptionNodeBase(LifecycleNode):
         self.pipeline: Optional[Pipeline] = None
         self.mailbox: LatestMailbox[Image] = LatestMailbox()
         self.stats = RunningStats()
-        self._publishers: List[Any] = []
+        # Ours only: rclpy's Node keeps its own ``_publishers`` list (/diagnostics is in it).
+        self._own_publishers: List[Any] = []
         self._timing_pub: Any = None
         self._subscription: Any = None
         self._worker: Optional[threading.Thread] = None
@@ -103,7 +128,11 @@ class PerceptionNodeBase(LifecycleNode):
         self._lock = threading.Lock()
         self._state_label = "unconfigured"
         self._last_error = ""
-        self._logged_kinds: set = set()
+        self._reporter = ThrottledReporter(10.0)
+        self._recent = EventWindow(10.0)
+        self._input = InputMonitor(10.0)
+        self._stamp_counts: Dict[str, int] = {}
+        self._stall_logged = False
         self._dropped_reported = 0
         self._last_src_hw: Optional[Tuple[int, int]] = None
         self._last_stamp_ns = 0
@@ -131,8 +160,9 @@ class PerceptionNodeBase(LifecycleNode):
 
     def add_publisher(self, msg_type: Any, topic: str, qos: Any = 10) -> Any:
         """A lifecycle publisher (publishes only while active) released on cleanup."""
-        pub = self.create_lifecycle_publisher(msg_type, topic, qos)
-        self._publishers.append(pub)
+        # ``output_qos`` / ``output_depth`` (edge_perception.ros.qos) apply to a depth given here.
+        pub = self.create_lifecycle_publisher(msg_type, topic, output_profile(self.config, qos))
+        self._own_publishers.append(pub)
         return pub
 
     def on_parameters_changed(self, config: Any) -> None:
@@ -176,7 +206,7 @@ class PerceptionNodeBase(LifecycleNode):
         self._timing_pub = self.add_publisher(FrameTiming, self.timing_topic, 10)
         self.create_publishers(cfg)
         self.stats.reset()
-        self._logged_kinds.clear()
+        self._configure_health(cfg)
         self._last_error = ""
         self._set_state("inactive")
         info = pipeline.describe()
@@ -191,6 +221,7 @@ class PerceptionNodeBase(LifecycleNode):
         self.mailbox.reopen()
         self._stop.clear()
         self._dropped_reported = self.mailbox.dropped
+        self._input.start(time.monotonic())
         # input_transport: raw Image on input_topic, or CompressedImage on <input_topic>/compressed
         from edge_perception.ros.convert import input_subscription
 
@@ -256,9 +287,9 @@ class PerceptionNodeBase(LifecycleNode):
             pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
             pipeline.close()
-        for pub in self._publishers:
+        pubs, self._own_publishers = self._own_publishers, []
+        for pub in pubs:
             self.destroy_lifecycle_publisher(pub)
-        self._publishers = []
         self._timing_pub = None
 
     def _stop_worker(self) -> None:
@@ -266,6 +297,7 @@ class PerceptionNodeBase(LifecycleNode):
             self.destroy_subscription(self._subscription)
             self._subscription = None
         self._stop.set()
+        self._input.stop()
         self.mailbox.close()
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
@@ -277,6 +309,7 @@ class PerceptionNodeBase(LifecycleNode):
 
     def _on_image(self, msg: Image) -> None:
         """Subscription callback: store the newest frame only (the worker does the rest)."""
+        self._input.frame(time.monotonic())
         self.mailbox.put(msg)
 
     def _work(self) -> None:
@@ -284,13 +317,55 @@ class PerceptionNodeBase(LifecycleNode):
             item = self.mailbox.take(timeout=0.2)
             if item is None:
                 continue
+            if not self.context.ok():
+                break  # Ctrl-C: rclpy's signal handler shut the context down; nothing to publish
             msg, received = item
             try:
                 self._process(msg, received)
             except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
+                if self._stop.is_set() or not self.context.ok():
+                    # Ctrl-C while this frame was in flight: its publishers' context went away
+                    # under it. Not a frame failure; the worker ends with the process.
+                    break
                 self.stats.count_error()
                 self._last_error = f"frame failed: {type(exc).__name__}: {exc}"
-                self.get_logger().error(self._last_error, throttle_duration_sec=5.0)
+                self._report_bad("frame_error", self._last_error, error=True)
+
+    # ------------------------------------------------------------------ bad-input bookkeeping
+    def _configure_health(self, cfg: Any) -> None:
+        window = float(cfg.diagnostics_window)
+        self._reporter = ThrottledReporter(window)
+        self._recent = EventWindow(window)
+        self._input = InputMonitor(window, float(cfg.min_input_rate), float(cfg.stall_timeout))
+        self._stamp_counts = {}
+        self._stall_logged = False
+
+    def _report_bad(self, kind: str, text: str, error: bool = False) -> None:
+        """Count one bad-input event of ``kind`` in the window; log it, throttled per kind."""
+        now = time.monotonic()
+        self._recent.add(kind, now)
+        n = self._reporter.hit(kind, now, text)
+        if n is None:
+            return
+        period = self._reporter.period_s
+        if n == 1:
+            tail = f"at most one line per {period:g} s for this kind; counts in /diagnostics"
+        else:
+            tail = f"{n} of this kind since the last report; counts in /diagnostics"
+        log = self.get_logger()
+        (log.error if error else log.warning)(f"{text} ({tail})")
+
+    def _count_stamp(self, kind: str) -> None:
+        with self._lock:
+            self._stamp_counts[kind] = self._stamp_counts.get(kind, 0) + 1
+
+    def _report_suppressed(self) -> None:
+        """Summarise bad input suppressed by the throttle once its period has passed."""
+        for kind, n, text in self._reporter.due(time.monotonic()):
+            log = self.get_logger()
+            (log.error if kind == "frame_error" else log.warning)(
+                f"{text} ({n} of this kind since the last report; counts in /diagnostics)"
+            )
 
     def _process(self, msg: Image, received: float) -> None:
         pipeline = self.pipeline
@@ -301,16 +376,15 @@ class PerceptionNodeBase(LifecycleNode):
             rgb = image_to_array(msg)
         except ImageDecodeError as exc:
             self.stats.count_malformed(exc.kind)
-            if exc.kind not in self._logged_kinds:
-                self._logged_kinds.add(exc.kind)
-                self.get_logger().warning(
-                    f"dropping malformed image ({exc.kind}): {exc} "
-                    "(logged once per kind; counts in /diagnostics)"
-                )
+            self._report_bad(
+                f"malformed_{exc.kind}", f"dropping malformed image ({exc.kind}): {exc}"
+            )
             return
         decode_ms = (time.perf_counter() - t0) * 1e3
         src_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        if self._last_src_hw is not None and stamp_ns < self._last_stamp_ns:
+            self._count_stamp("backwards")
         if self._last_src_hw is not None and (
             src_hw != self._last_src_hw or stamp_ns < self._last_stamp_ns
         ):
@@ -324,7 +398,18 @@ class PerceptionNodeBase(LifecycleNode):
         self.publish_results(msg.header, out, rgb)
         out.times.postprocess_ms += (time.perf_counter() - t1) * 1e3
         now_ns = self.get_clock().now().nanoseconds
-        e2e_ms = (now_ns - stamp_ns) / 1e6
+        cfg = self.config
+        bad_stamp = check_stamp(
+            stamp_ns, now_ns, float(cfg.max_stamp_age), float(cfg.future_stamp_tolerance)
+        )
+        e2e_ms = (now_ns - stamp_ns) / 1e6 if bad_stamp is None else float("nan")
+        if bad_stamp is not None:
+            self._count_stamp(bad_stamp)
+            self._report_bad(
+                f"stamp_{bad_stamp}",
+                f"frame stamp {stamp_ns * 1e-9:.3f} s is {bad_stamp} (node clock "
+                f"{now_ns * 1e-9:.3f} s): processed, latency left out of the statistics",
+            )
         dropped_total = self.mailbox.dropped
         dropped = dropped_total - self._dropped_reported
         self._dropped_reported = dropped_total
@@ -342,11 +427,13 @@ class PerceptionNodeBase(LifecycleNode):
                     frames_dropped=dropped,
                 )
             )
-        self.stats.record(
-            inference_ms=out.times.inference_ms,
-            node_ms=(time.monotonic() - received) * 1e3,
-            end_to_end_ms=e2e_ms,
-        )
+        latencies = {
+            "inference_ms": out.times.inference_ms,
+            "node_ms": (time.monotonic() - received) * 1e3,
+        }
+        if bad_stamp is None:
+            latencies["end_to_end_ms"] = e2e_ms
+        self.stats.record(**latencies)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_values(self) -> Dict[str, str]:
@@ -363,6 +450,19 @@ class PerceptionNodeBase(LifecycleNode):
         }
         for kind, n in sorted(snap["malformed"].items()):
             values[f"malformed_{kind}"] = str(n)
+        with self._lock:
+            stamps = dict(self._stamp_counts)
+        values["stamp_invalid"] = str(sum(n for k, n in stamps.items() if k != "backwards"))
+        for kind, n in sorted(stamps.items()):
+            values[f"stamp_{kind}"] = str(n)
+        now = time.monotonic()
+        window = self._recent.window_s
+        values["window_s"] = f"{window:g}"
+        for kind, n in sorted(self._recent.counts(now).items()):
+            values[f"recent_{kind}"] = str(n)
+        if self._input.active:
+            values["input_rate_hz"] = f"{self._input.rate(now):.2f}"
+            values["since_last_frame_s"] = f"{self._input.since_last(now) or 0.0:.2f}"
         for series in ("inference_ms", "node_ms", "end_to_end_ms"):
             for q, v in self.stats.percentiles(series).items():
                 values[f"{series}_{q}"] = f"{v:.2f}"
@@ -373,13 +473,40 @@ class PerceptionNodeBase(LifecycleNode):
             values["last_error"] = self._last_error
         return values
 
-    def publish_diagnostics(self) -> None:
-        values = self.diagnostic_values()
-        level, message = DiagnosticStatus.OK, self._state_label
+    def diagnostic_level(self) -> Tuple[int, str]:
+        """``(level, message)`` of the status: ERROR when configure failed or the input stalled
+        while active, WARN for bad input in the last ``diagnostics_window`` s or a low input
+        rate, else OK with the lifecycle state."""
         if self._last_error and self.pipeline is None:
-            level, message = DiagnosticStatus.ERROR, self._last_error
-        elif values.get("malformed", "0") != "0" or values.get("frame_errors", "0") != "0":
-            level, message = DiagnosticStatus.WARN, f"{self._state_label}; bad frames dropped"
+            return DiagnosticStatus.ERROR, self._last_error
+        now = time.monotonic()
+        in_level, in_text = self._input.status(now)
+        self._log_input_change(in_level, in_text)
+        parts = [in_text] if in_text else []
+        recent = self._recent.counts(now)
+        if recent:
+            kinds = ", ".join(f"{k} x{n}" for k, n in sorted(recent.items()))
+            parts.append(f"bad input in the last {self._recent.window_s:g} s: {kinds}")
+        level = in_level if in_level == ERROR else (WARN if parts else DiagnosticStatus.OK)
+        return level, "; ".join([self._state_label] + parts)
+
+    def _log_input_change(self, level: int, text: str) -> None:
+        """One log line when the input stalls (ERROR) and one when frames come again."""
+        if level == ERROR and not self._stall_logged:
+            self._stall_logged = True
+            self.get_logger().error(f"{text} on {self._input_topic_name()}")
+        elif level != ERROR and self._stall_logged:
+            self._stall_logged = False
+            self.get_logger().info(f"input frames again on {self._input_topic_name()}")
+
+    def _input_topic_name(self) -> str:
+        sub = self._subscription
+        return sub.topic_name if sub is not None else str(getattr(self.config, "input_topic", ""))
+
+    def publish_diagnostics(self) -> None:
+        self._report_suppressed()
+        values = self.diagnostic_values()
+        level, message = self.diagnostic_level()
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_name()}: {self.task}",
