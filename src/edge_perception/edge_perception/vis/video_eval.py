@@ -1,0 +1,250 @@
+"""``vis-eval``: the exported VIS graphs through the node's pipeline over a split's sequences.
+
+Per mode -- ``image`` (every frame a keyframe) and ``video`` (the keyframe policy with
+``keyframe_interval`` K, default 5, and optionally ``max_keyframe_age_s``; the flow and
+lost-track criteria as the node's defaults) -- each sequence of ``<data>/<split>`` is run frame by
+frame through :class:`~edge_perception.runtime.vis.VISPipeline` (ONNX Runtime, tracker on, the
+frames' ``timestamp`` as stamps, reset between sequences). What the node would publish is scored:
+
+- **frame mask AP** (COCO ``segm`` via :func:`edge_perception.metrics.vis.frame_mask_ap`) of the
+  published instances, every frame;
+- **video AP** (YouTube-VIS, :func:`edge_perception.metrics.vis.video_ap`): one predicted track per
+  track id (its masks per frame, mean score, majority class) against ``ytvis.json``;
+- **tracking** (HOTA / IDF1 / MOTA, :func:`edge_perception.metrics.tracking.evaluate_tracking`) of
+  the published boxes and track ids against the split's track ids (ignored objects as
+  distractors);
+- mean per-frame inference ms (the three graphs) and the share of keyframes.
+
+Only instances of confirmed tracks are published, so the frame AP here is the node's, a little
+below an untracked image-mode AP (``vis.evaluate.evaluate_image_mode``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter, defaultdict
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from edge_perception.metrics.tracking import FrameTracks, evaluate_tracking
+
+Frame = Dict[str, Any]
+
+
+def load_frames(data: str, split: str) -> Tuple[Dict[int, List[Frame]], List[str], str]:
+    """``{video_id: frames in order}`` (image path, image id, timestamp, ground truth), the class
+    names and the COCO file's path."""
+    from edge_perception.datafiles import read_json
+
+    root = os.path.join(data, split)
+    coco_path = os.path.join(root, "annotations", "coco.json")
+    coco = read_json(
+        coco_path, "COCO annotations", required=("images", "annotations", "categories")
+    )
+    cats = sorted(coco["categories"], key=lambda c: c["id"])
+    label_of = {c["id"]: i for i, c in enumerate(cats)}
+    anns: Dict[int, List[Dict[str, Any]]] = defaultdict(list)
+    for a in coco["annotations"]:
+        anns[a["image_id"]].append(a)
+    videos: Dict[int, List[Frame]] = defaultdict(list)
+    for img in sorted(coco["images"], key=lambda i: (i.get("video_id", 0), i["frame_index"])):
+        objs = anns.get(img["id"], [])
+        xywh = np.array([a["bbox"] for a in objs], np.float64).reshape(-1, 4)
+        gt = FrameTracks(
+            [int(a["track_id"]) for a in objs],
+            np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+            [label_of[a["category_id"]] for a in objs],
+            [bool(a.get("ignore", False) or a.get("iscrowd", 0)) for a in objs],
+        )
+        videos[int(img.get("video_id", 0))].append(
+            {
+                "path": os.path.join(root, "images", img["file_name"]),
+                "image_id": int(img["id"]),
+                "stamp": float(img.get("timestamp", img["frame_index"] / 30.0)),
+                "gt": gt,
+            }
+        )
+    return dict(videos), [c["name"] for c in cats], coco_path
+
+
+def _rle(mask: np.ndarray) -> Dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
+    """One pass of ``pipeline`` over every video: COCO results, predicted tracks, tracker
+    frames, per-frame ms and keyframe flags."""
+    import cv2
+
+    results: List[Dict[str, Any]] = []
+    tracks: List[Dict[str, Any]] = []
+    seqs: Dict[str, Any] = {}
+    infer_ms: List[float] = []
+    keys: List[bool] = []
+    for vid, frames in videos.items():
+        pipeline.reset()
+        per_track: Dict[int, Dict[str, Any]] = {}
+        pred_frames: List[FrameTracks] = []
+        for k, fr in enumerate(frames):
+            bgr = cv2.imread(fr["path"], cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise SystemExit("cannot read %s" % fr["path"])
+            out = pipeline.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fr["stamp"])
+            inst = out.result
+            infer_ms.append(out.times.inference_ms)
+            keys.append(out.keyframe)
+            pred_frames.append(FrameTracks(inst.track_ids, inst.boxes_xyxy, inst.labels))
+            for i in range(len(inst)):
+                rle = _rle(inst.masks[i])
+                x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
+                results.append(
+                    {
+                        "image_id": fr["image_id"],
+                        "category_id": int(inst.labels[i]) + 1,
+                        "score": float(inst.scores[i]),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "segmentation": rle,
+                    }
+                )
+                t = per_track.setdefault(
+                    int(inst.track_ids[i]), {"segs": [None] * len(frames), "s": [], "c": []}
+                )
+                t["segs"][k] = rle
+                t["s"].append(float(inst.scores[i]))
+                t["c"].append(int(inst.labels[i]) + 1)
+        for t in per_track.values():
+            tracks.append(
+                {
+                    "video_id": vid,
+                    "category_id": Counter(t["c"]).most_common(1)[0][0],
+                    "score": float(np.mean(t["s"])),
+                    "segmentations": t["segs"],
+                }
+            )
+        seqs[str(vid)] = ([fr["gt"] for fr in frames], pred_frames)
+    return {"results": results, "tracks": tracks, "seqs": seqs, "ms": infer_ms, "keys": keys}
+
+
+def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Both modes over the split (module docstring); a JSON-ready dict."""
+    from edge_perception.backends.factory import create_backend
+    from edge_perception.config import VisNodeConfig
+    from edge_perception.datafiles import read_json
+    from edge_perception.detection.track_eval import cpu_name
+    from edge_perception.metrics.vis import frame_mask_ap, video_ap
+    from edge_perception.runtime.vis import VISPipeline, sibling_paths
+
+    videos, names, coco_path = load_frames(args.data, args.split)
+    if args.max_sequences:
+        videos = dict(list(videos.items())[: args.max_sequences])
+    ytvis = read_json(
+        os.path.join(args.data, args.split, "annotations", "ytvis.json"),
+        "YouTube-VIS annotations",
+        required=("videos", "annotations"),
+    )
+    gt_tracks = [a for a in ytvis["annotations"] if int(a["video_id"]) in videos]
+    image_ids = [fr["image_id"] for frames in videos.values() for fr in frames]
+    paths = sibling_paths(args.model)
+    out: Dict[str, Any] = {
+        "model": args.model,
+        "data": args.data,
+        "split": args.split,
+        "sequences": len(videos),
+        "frames": len(image_ids),
+        "modes": {},
+        "machine": {"cpu": cpu_name(), "platform": platform.platform(), "threads": args.threads},
+    }
+    for mode in args.modes:
+        cfg = VisNodeConfig(
+            score_threshold=args.score_threshold,
+            keyframe_interval=1 if mode == "image" else args.keyframe_interval,
+            max_keyframe_age_s=0.0 if mode == "image" else args.max_keyframe_age,
+        ).validate()
+        backends = {
+            g: create_backend("onnxruntime", p, intra_op_threads=args.threads)
+            for g, p in paths.items()
+        }
+        pipeline = VISPipeline(
+            backends["key"],
+            backends["nonkey"],
+            backends["head"],
+            class_names=names,
+            score_threshold=cfg.score_threshold,
+            interpolation=args.interpolation,
+            keyframes=cfg.keyframe_config(),
+            tracker=cfg.tracker_config(),
+        )
+        pipeline.warmup(1)
+        t0 = time.perf_counter()
+        run = run_mode(pipeline, videos)
+        wall = time.perf_counter() - t0
+        stats = pipeline.path_stats.as_dict()
+        pipeline.close()
+        segm = frame_mask_ap(
+            coco_path,
+            [{k: v for k, v in r.items() if k != "bbox"} for r in run["results"]],
+            image_ids=image_ids,
+        )
+        vap = video_ap(gt_tracks, run["tracks"])
+        trk = evaluate_tracking(run["seqs"], names)
+        out["modes"][mode] = {
+            "keyframe_interval": cfg.keyframe_interval,
+            "max_keyframe_age_s": cfg.max_keyframe_age_s,
+            "frame_mask_ap": segm.map,
+            "frame_mask_ap50": segm.map50,
+            "video_ap": vap.ap,
+            "video_ap50": vap.ap50,
+            "hota": trk.hota,
+            "idf1": trk.idf1,
+            "mota": trk.mota,
+            "id_switches": trk.id_switches,
+            "key_ratio": float(np.mean(run["keys"])) if run["keys"] else float("nan"),
+            "inference_ms_mean": float(np.mean(run["ms"])) if run["ms"] else float("nan"),
+            "path_ms": stats,
+            "seconds": wall,
+        }
+    if {"image", "video"} <= set(out["modes"]):
+        img, vid = out["modes"]["image"], out["modes"]["video"]
+        out["video_vs_image_cost"] = vid["inference_ms_mean"] / img["inference_ms_mean"]
+    manifest = os.path.join(args.data, "manifest.json")
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as f:
+            m = json.load(f)
+        out["data_version"], out["standard_val"] = m.get("data_version"), m.get("standard_val")
+    return out
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    """The image-vs-video table of :func:`evaluate`'s result."""
+    head = (
+        "| mode | K | frame mask AP | AP50 | video AP | HOTA | IDF1 | MOTA | IDSW | key ratio "
+        "| ms/frame |"
+    )
+    rows = [head, "|" + "---|" * 11]
+    for mode, m in result["modes"].items():
+        rows.append(
+            "| %s | %d | %.4f | %.4f | %.4f | %.3f | %.3f | %.3f | %d | %.2f | %.2f |"
+            % (mode, m["keyframe_interval"], m["frame_mask_ap"], m["frame_mask_ap50"],
+               m["video_ap"], m["hota"], m["idf1"], m["mota"], m["id_switches"], m["key_ratio"],
+               m["inference_ms_mean"])
+        )  # fmt: skip
+    lines = rows + [
+        "",
+        "%s, %s split: %d sequences, %d frames; ONNX Runtime %d thread(s) on %s."
+        % (result["model"], result["split"], result["sequences"], result["frames"],
+           result["machine"]["threads"], result["machine"]["cpu"]),
+    ]  # fmt: skip
+    if "video_vs_image_cost" in result:
+        lines.append(
+            "Video mode per-frame cost: %.3fx image mode." % result["video_vs_image_cost"]
+        )
+    return "\n".join(lines)
