@@ -38,6 +38,8 @@ setup(
         ("share/" + PKG + "/models", _files("models")),
     ],
     install_requires=["numpy", "pyyaml"],
+    # colcon test runs pytest on the package's test/ folder when pytest is a test dependency
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="edge_perception developers",
     maintainer_email="dev@edge-perception.org",
