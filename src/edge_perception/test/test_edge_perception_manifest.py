@@ -91,7 +91,7 @@ def test_every_import_is_declared():
 def test_console_scripts_exist():
     text = (HERE / "setup.py").read_text(encoding="utf-8")
     scripts = re.findall(r'"([\w-]+) = ([\w.]+):(\w+)"', text)
-    assert {"lane_node", "detection_node", "camera_node", "lifecycle_manager"} <= {
+    assert {"lane_node", "detection_node", "vis_node", "camera_node", "lifecycle_manager"} <= {
         s[0] for s in scripts
     }
     for _name, module, func in scripts:
