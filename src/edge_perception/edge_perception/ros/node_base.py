@@ -62,6 +62,7 @@ from edge_perception.ros.params import declare_config, install_validator, read_c
 from edge_perception.ros.qos import output_profile
 from edge_perception.runtime.health import (
     ERROR,
+    OK,
     WARN,
     EventWindow,
     InputMonitor,
@@ -136,6 +137,7 @@ class PerceptionNodeBase(LifecycleNode):
         self._dropped_reported = 0
         self._last_src_hw: Optional[Tuple[int, int]] = None
         self._last_stamp_ns = 0
+        self._last_good_stamp_ns = 0
         install_validator(self, self.config_class, self._on_params_accepted)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         try:  # validated at configure; a bad value here must not kill the node
@@ -306,6 +308,7 @@ class PerceptionNodeBase(LifecycleNode):
         if self.pipeline is not None:
             self.pipeline.reset()
         self._last_src_hw = None
+        self._last_good_stamp_ns = 0
 
     def _on_image(self, msg: Image) -> None:
         """Subscription callback: store the newest frame only (the worker does the rest)."""
@@ -355,6 +358,27 @@ class PerceptionNodeBase(LifecycleNode):
         log = self.get_logger()
         (log.error if error else log.warning)(f"{text} ({tail})")
 
+    def _check_stamp(self, stamp_ns: int) -> Optional[str]:
+        """None when the stamp gives a latency on the node clock, else its kind (counted and
+        reported); a valid stamp older than the previous valid one counts as backwards."""
+        cfg = self.config
+        now_ns = self.get_clock().now().nanoseconds
+        bad = check_stamp(
+            stamp_ns, now_ns, float(cfg.max_stamp_age), float(cfg.future_stamp_tolerance)
+        )
+        if bad is not None:
+            self._count_stamp(bad)
+            self._report_bad(
+                f"stamp_{bad}",
+                f"frame stamp {stamp_ns * 1e-9:.3f} s is {bad} (node clock {now_ns * 1e-9:.3f} "
+                "s): processed, latency left out of the statistics",
+            )
+            return bad
+        if stamp_ns < self._last_good_stamp_ns:
+            self._count_stamp("backwards")  # e.g. a bag loop; the latency itself is valid
+        self._last_good_stamp_ns = stamp_ns
+        return None
+
     def _count_stamp(self, kind: str) -> None:
         with self._lock:
             self._stamp_counts[kind] = self._stamp_counts.get(kind, 0) + 1
@@ -383,8 +407,7 @@ class PerceptionNodeBase(LifecycleNode):
         decode_ms = (time.perf_counter() - t0) * 1e3
         src_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        if self._last_src_hw is not None and stamp_ns < self._last_stamp_ns:
-            self._count_stamp("backwards")
+        bad_stamp = self._check_stamp(stamp_ns)
         if self._last_src_hw is not None and (
             src_hw != self._last_src_hw or stamp_ns < self._last_stamp_ns
         ):
@@ -398,18 +421,7 @@ class PerceptionNodeBase(LifecycleNode):
         self.publish_results(msg.header, out, rgb)
         out.times.postprocess_ms += (time.perf_counter() - t1) * 1e3
         now_ns = self.get_clock().now().nanoseconds
-        cfg = self.config
-        bad_stamp = check_stamp(
-            stamp_ns, now_ns, float(cfg.max_stamp_age), float(cfg.future_stamp_tolerance)
-        )
         e2e_ms = (now_ns - stamp_ns) / 1e6 if bad_stamp is None else float("nan")
-        if bad_stamp is not None:
-            self._count_stamp(bad_stamp)
-            self._report_bad(
-                f"stamp_{bad_stamp}",
-                f"frame stamp {stamp_ns * 1e-9:.3f} s is {bad_stamp} (node clock "
-                f"{now_ns * 1e-9:.3f} s): processed, latency left out of the statistics",
-            )
         dropped_total = self.mailbox.dropped
         dropped = dropped_total - self._dropped_reported
         self._dropped_reported = dropped_total
@@ -473,10 +485,10 @@ class PerceptionNodeBase(LifecycleNode):
             values["last_error"] = self._last_error
         return values
 
-    def diagnostic_level(self) -> Tuple[int, str]:
+    def diagnostic_level(self) -> Tuple[bytes, str]:
         """``(level, message)`` of the status: ERROR when configure failed or the input stalled
         while active, WARN for bad input in the last ``diagnostics_window`` s or a low input
-        rate, else OK with the lifecycle state."""
+        rate, else OK with the lifecycle state. ``level`` is a ``DiagnosticStatus`` byte."""
         if self._last_error and self.pipeline is None:
             return DiagnosticStatus.ERROR, self._last_error
         now = time.monotonic()
@@ -487,8 +499,8 @@ class PerceptionNodeBase(LifecycleNode):
         if recent:
             kinds = ", ".join(f"{k} x{n}" for k, n in sorted(recent.items()))
             parts.append(f"bad input in the last {self._recent.window_s:g} s: {kinds}")
-        level = in_level if in_level == ERROR else (WARN if parts else DiagnosticStatus.OK)
-        return level, "; ".join([self._state_label] + parts)
+        level = in_level if in_level == ERROR else (WARN if parts else OK)
+        return bytes([level]), "; ".join([self._state_label] + parts)
 
     def _log_input_change(self, level: int, text: str) -> None:
         """One log line when the input stalls (ERROR) and one when frames come again."""
