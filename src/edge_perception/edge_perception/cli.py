@@ -29,20 +29,44 @@ SUBCOMMANDS: Dict[str, str] = {
     "demo": "edge_perception.demo:register",
 }
 
+# sub-command name -> one line for `edge-perception --help` (kept here: no module is imported)
+SUMMARIES: Dict[str, str] = {
+    "lane-train": "train a lane segmentation U-Net on a dataset (checkpoints, curves, resume)",
+    "lane-eval": "lane mIoU (+ lane-line F1 with --polylines) of a checkpoint / ONNX model",
+    "lane-export": "export a lane checkpoint to ONNX, with a parity check",
+    "lane-quantize": "INT8 lane models (PTQ, QAT, dynamic) vs FP32 behind the accuracy gate",
+    "det-train": "train the RT-DETR-family detector or the YOLOX-nano baseline (resumable)",
+    "det-eval": "COCO mAP of a detector checkpoint / ONNX model, per class and size",
+    "det-export": "export a detector checkpoint to ONNX (boxes, scores, labels; no NMS)",
+    "det-quantize": "INT8 detector variants (all / mixed) vs FP32 behind the mAP gate",
+    "det-track-eval": "detector + tracker over a split's sequences: MOTA / IDF1 / HOTA",
+    "vis-train": "train the YolactEdge-style video instance segmentation model",
+    "vis-export": "export the VIS model's key / non-key / head graphs to ONNX",
+    "vis-eval": "video instance segmentation AP of a VIS model on a split",
+    "trt-build": "build or check TensorRT engines of a model for this GPU and precision",
+    "run": "start a deployment YAML's nodes + lifecycle manager without ros2 launch",
+    "demo": "closed-loop demo: scenario publisher, lane + detection nodes, evaluator, report",
+}
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="edge-perception", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edge-perception",
+        description="edge_perception: train, evaluate, export and quantize the models; run the "
+        "ROS 2 nodes. `edge-perception COMMAND --help` lists a command's options.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in SUBCOMMANDS.items():
+        summary = SUMMARIES.get(name, "")
         if argv and argv[0] != name:
-            sub.add_parser(name, help=f"see edge-perception {name} --help")
+            sub.add_parser(name, help=summary)
             continue
         module, func = target.split(":")
         register: Callable[[argparse.ArgumentParser], None] = getattr(
             importlib.import_module(module), func
         )
-        register(sub.add_parser(name))
+        register(sub.add_parser(name, help=summary, description=summary))
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
