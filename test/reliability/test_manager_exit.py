@@ -33,7 +33,7 @@ def _stub_launch(monkeypatch) -> None:
     names = {
         "launch": ["LaunchDescription"],
         "launch.actions": ["DeclareLaunchArgument", "OpaqueFunction", "RegisterEventHandler"]
-        + ["Shutdown"],
+        + ["Shutdown", "LogInfo"],
         "launch.conditions": ["IfCondition"],
         "launch.event_handlers": ["OnProcessExit"],
         "launch.substitutions": [],
@@ -71,6 +71,15 @@ def test_launch_shuts_down_when_the_manager_exits(monkeypatch, launch_file):
     shutdown = on_exit.kwargs["on_exit"](types.SimpleNamespace(returncode=1), None)
     assert [type(a).__name__ for a in shutdown] == ["Shutdown"]
     assert "status 1" in shutdown[0].kwargs["reason"]
+    # vis_node: started when its model exists, else one log line saying why and how to get it
+    logs = [a.kwargs["msg"] for a in actions if type(a).__name__ == "LogInfo"]
+    started = [a.kwargs["name"] for a in actions if a.kwargs.get("executable") == "vis_node"]
+    if (REPO / "models" / "vis_small_key.onnx").is_file():
+        assert started == ["vis_node"] and not logs
+    else:
+        assert not started and len(logs) == 1
+        assert "vis_node not started" in logs[0] and "vis-export" in logs[0]
+        assert "vis_node" not in managers[0].kwargs["parameters"][0]["node_names"]
 
 
 def _tensorrt_missing() -> bool:

@@ -111,6 +111,7 @@ def test_rviz_config_shows_the_perception_topics_in_the_camera_frame():
         "Lane overlay": "/lane_node/overlay",
         "Detection overlay": "/detection_node/overlay",
         "Detection markers": "/detection_node/markers",
+        "VIS overlay": "/vis_node/overlay",
     }
     names = {n.name for n in plan.nodes}
     for topic in list(topics.values())[1:]:

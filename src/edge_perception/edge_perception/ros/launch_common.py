@@ -17,6 +17,9 @@ The section lists the nodes of a deployment and the launch arguments that tune i
           enabled: true              # default of the ``enable_<name>`` launch argument
           remappings: {image: $(var camera_topic)}
           parameters: {model: models/lane_small.onnx, backend: $(var backend)}
+          requires:                  # optional: files the node needs (launch args substituted)
+            files: [$(var vis_model)]
+            hint: how to get them    # a missing file skips the node with one line + the hint
 
 ``$(var NAME)`` (the ros2 launch spelling) inside a string is replaced by launch argument ``NAME``;
 a parameter value that is exactly ``$(var NAME)`` is read as a YAML scalar (``"true"`` -> True,
@@ -55,6 +58,7 @@ NODE_KEYS = (
     "enabled",
     "remappings",
     "parameters",
+    "requires",
 )
 
 
@@ -74,6 +78,7 @@ class NodeSpec:
     enabled: bool
     parameters: Dict[str, Any] = field(default_factory=dict)
     remappings: List[Tuple[str, str]] = field(default_factory=list)
+    skipped: str = ""  # why a node enabled by its argument is not started (missing file)
 
 
 @dataclass
@@ -89,6 +94,11 @@ class LaunchPlan:
     @property
     def enabled_nodes(self) -> List[NodeSpec]:
         return [n for n in self.nodes if n.enabled]
+
+    @property
+    def skipped_nodes(self) -> List[NodeSpec]:
+        """Nodes enabled by their argument but not started: a file they require is missing."""
+        return [n for n in self.nodes if n.skipped]
 
     @property
     def managed_names(self) -> List[str]:
@@ -208,6 +218,7 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
                 remappings=remaps,
             )
         )
+        _check_requires(nodes[-1], raw.get("requires"), args, root, where)
     if len({n.name for n in nodes}) != len(nodes):
         raise LaunchConfigError("%s: two nodes share a name" % config_path)
     manager = dict((section.get("lifecycle_manager") or {}).get("parameters") or {})
@@ -218,6 +229,31 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
 
 def _is_bundled_path(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(BUNDLED_DIRS)
+
+
+def _check_requires(spec: NodeSpec, req: Any, args: Dict[str, str], root: str, where: str) -> None:
+    """``requires: {files: [...], hint: ...}`` of an enabled node: when a file is missing the node
+    is not started (``enabled`` False) and ``skipped`` says why, with the hint."""
+    if not req or not spec.enabled:
+        return
+    files = req.get("files") if isinstance(req, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise LaunchConfigError(
+            "%s (%s): 'requires' needs 'files: [path, ...]' (and optionally 'hint: text')"
+            % (where, spec.name)
+        )
+    missing = []
+    for f in files:
+        path = _subst(f, args, where, typed=False)
+        full = os.path.join(root, path) if _is_bundled_path(path) else os.path.abspath(path)
+        if not os.path.isfile(full):
+            missing.append(path)
+    if missing:
+        hint = _subst(str(req.get("hint", "")), args, where, typed=False)
+        spec.enabled = False
+        spec.skipped = "%s not started: %s not found%s" % (
+            spec.name, ", ".join(missing), "; " + hint if hint else ""
+        )  # fmt: skip
 
 
 def _arg_str(value: Any) -> str:
@@ -291,6 +327,9 @@ def generate_launch_description(config_name: str):
         plan = resolve(config_path, overrides)
         actions = []
         for n in plan.nodes:
+            if n.skipped:  # a required file (e.g. a model not trained yet) is missing
+                actions += _log_action("[edge_perception] " + n.skipped)
+                continue
             cls = LifecycleNode if n.lifecycle else Node
             actions.append(
                 cls(
@@ -323,6 +362,19 @@ def generate_launch_description(config_name: str):
         for name, (default, desc) in declared_arguments(config_path).items()
     ]
     return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])
+
+
+def _log_action(text: str) -> List[Any]:
+    """``[LogInfo(text)]`` (ros2 launch prints it with the launch's log), or the line printed to
+    stderr at once where this ``launch`` has no LogInfo."""
+    try:
+        from launch.actions import LogInfo
+    except ImportError:
+        import sys
+
+        print(text, file=sys.stderr)
+        return []
+    return [LogInfo(msg=text)]
 
 
 def manager_exit_handler(manager: Any) -> Any:

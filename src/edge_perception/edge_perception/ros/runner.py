@@ -377,6 +377,8 @@ def run(args: argparse.Namespace) -> int:
     except (LaunchConfigError, ValueError) as exc:
         print("edge-perception run: %s" % exc, file=sys.stderr)
         return 2
+    for n in plan.skipped_nodes:  # e.g. vis_node while no VIS model is trained
+        print("[run] %s" % n.skipped, file=sys.stderr)
     if args.print:
         for name, cmd in runner.commands():
             print("%s: %s" % (name, " ".join(cmd)))
