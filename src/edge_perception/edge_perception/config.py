@@ -21,6 +21,7 @@ BACKEND_KINDS = ("onnxruntime", "pytorch", "tensorrt", "auto")
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QOS_PROFILES = ("sensor_data", "reliable")
+OUTPUT_RELIABILITY = ("reliable", "best_effort")
 INPUT_TRANSPORTS = ("raw", "compressed")  # image_transport names
 RESIZE_MODES = ("stretch", "letterbox")
 INTERPOLATIONS = ("area", "linear")
