@@ -87,11 +87,13 @@ def test_arguments_and_overrides():
         parse_overrides(["backend=onnxruntime"])
 
 
-def test_environment_always_confined():
+def test_environment_options_override_the_callers():
+    # The caller's domain and range are kept (test/reliability/test_launch_iface.py); the
+    # options override them, and the demo's confinement is asked for explicitly.
     env = ros_environment(base={"PATH": "/bin"})
-    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert 1 <= int(env["ROS_DOMAIN_ID"]) <= 101
-    assert ros_environment(7, base={})["ROS_DOMAIN_ID"] == "7"
+    assert "ROS_DOMAIN_ID" not in env and "ROS_AUTOMATIC_DISCOVERY_RANGE" not in env
+    env = ros_environment(7, "LOCALHOST", base={})
+    assert env["ROS_DOMAIN_ID"] == "7" and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert ros_environment(base={"ROS_DOMAIN_ID": "42"})["ROS_DOMAIN_ID"] == "42"
     with pytest.raises(ValueError):
         ros_environment(999, base={})

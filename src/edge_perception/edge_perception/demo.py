@@ -328,7 +328,7 @@ def _run(args: argparse.Namespace) -> int:
     import cv2
 
     from edge_perception.ros.launch_common import find_config, resolve
-    from edge_perception.ros.runner import Runner, ros_environment
+    from edge_perception.ros.runner import Runner, random_domain_id, ros_environment
 
     if args.frames < 1:
         raise DemoError("--frames must be >= 1", cannot_start=True)
@@ -362,7 +362,9 @@ def _run(args: argparse.Namespace) -> int:
     plan = resolve(find_config("cpu.yaml"), overrides)
     for n in plan.skipped_nodes:  # vis_node while no VIS model is trained
         print("[demo] %s" % n.skipped, file=sys.stderr)
-    env = ros_environment(args.domain_id)
+    # The demo (unlike `edge-perception run`) keeps to this host, in a domain of its own.
+    domain = args.domain_id if args.domain_id is not None else random_domain_id()
+    env = ros_environment(domain, "LOCALHOST")
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
     os.environ["ROS_LOCALHOST_ONLY"] = env["ROS_LOCALHOST_ONLY"]
     runner = Runner(plan, env, log_dir=os.path.join(out, "logs"), grace_s=10.0)

@@ -24,7 +24,16 @@ The section lists the nodes of a deployment and the launch arguments that tune i
 ``$(var NAME)`` (the ros2 launch spelling) inside a string is replaced by launch argument ``NAME``;
 a parameter value that is exactly ``$(var NAME)`` is read as a YAML scalar (``"true"`` -> True,
 ``"0.5"`` -> 0.5). Every deployment has the arguments ``use_sim_time`` (given to every node),
-``namespace`` and one ``enable_<node name>`` per node. A parameter string starting with
+``namespace``, ``params_file``, ``log_level``, ``rviz`` and one ``enable_<node name>`` per node:
+
+- ``params_file``: a YAML file in the standard layout (``lane_node: {ros__parameters: {...}}``,
+  ``/**`` for every node) given to every node after the config's own parameters, so its values
+  win. Node names without a leading ``/`` are relative to ``namespace`` (the file is rewritten
+  under it, as nav2's ``RewrittenYaml(root_key=namespace)`` does); ``/**`` and ``/ns/node`` keys
+  are used as written. Checked at start: a missing file or another layout is one error line;
+- ``log_level``: ``--log-level`` of every node (debug | info | warn | error | fatal);
+- ``rviz``: also start ``rviz2`` with ``config/edge_perception.rviz`` rewritten for the
+  namespace and camera topic (:mod:`edge_perception.ros.rviz`). A parameter string starting with
 ``models/`` or ``config/`` names a bundled file: it is resolved against the folder that holds
 ``config/`` and ``models/`` (the repository root, or ``share/edge_perception`` once installed).
 
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -48,7 +58,19 @@ _VAR = re.compile(r"\$\(var ([A-Za-z_][A-Za-z0-9_]*)\)")
 COMMON_ARGUMENTS: Dict[str, Tuple[str, str]] = {
     "use_sim_time": ("false", "use /clock (simulation time) in every node"),
     "namespace": ("", "namespace of every node"),
+    "params_file": (
+        "",
+        "YAML in the ros__parameters layout overriding the nodes' parameters (node names "
+        "relative to namespace; /** for all)",
+    ),
+    "log_level": ("info", "log level of every node: debug | info | warn | error | fatal"),
+    "rviz": (
+        "false",
+        "also start rviz2 with the RViz layout rewritten for namespace/camera_topic",
+    ),
 }
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+PARAMS_KEY = "ros__parameters"
 NODE_KEYS = (
     "name",
     "package",
@@ -90,6 +112,16 @@ class LaunchPlan:
     arguments: Dict[str, str]
     nodes: List[NodeSpec]
     manager_parameters: Dict[str, Any]
+    params_file: str = ""  # the user's params file (absolute, checked), "" for none
+    log_level: str = "info"
+    rviz: bool = False
+
+    @property
+    def fq_namespace(self) -> str:
+        """``/ns`` (normalised, no trailing slash) or ``""``."""
+        from edge_perception.ros.rviz import normalize_namespace
+
+        return normalize_namespace(self.namespace)
 
     @property
     def enabled_nodes(self) -> List[NodeSpec]:
@@ -224,7 +256,119 @@ def resolve(config_path: str, overrides: Optional[Dict[str, str]] = None) -> Lau
     manager = dict((section.get("lifecycle_manager") or {}).get("parameters") or {})
     manager = {k: _subst(v, args, config_path, typed=True) for k, v in manager.items()}
     manager["use_sim_time"] = use_sim_time
-    return LaunchPlan(config_path, args["namespace"], args, nodes, manager)
+    level = args["log_level"].strip().lower()
+    if level not in LOG_LEVELS:
+        raise LaunchConfigError(
+            "%s: launch argument log_level=%r; allowed: %s"
+            % (config_path, args["log_level"], ", ".join(LOG_LEVELS))
+        )
+    params_file = find_params_file(args["params_file"], root) if args["params_file"] else ""
+    return LaunchPlan(
+        config_path,
+        args["namespace"],
+        args,
+        nodes,
+        manager,
+        params_file=params_file,
+        log_level=level,
+        rviz=_as_bool(args["rviz"], "rviz", config_path),
+    )
+
+
+# -------------------------------------------------------------------------------- params_file
+def find_params_file(path: str, root: str = "") -> str:
+    """Absolute path of a user's params file (as given, else under ``root``), layout checked.
+
+    Raises :class:`LaunchConfigError` naming the file and what is wrong with it.
+    """
+    given = os.path.expanduser(path.strip())
+    candidates = [os.path.abspath(given)]
+    if root and not os.path.isabs(given):
+        candidates.append(os.path.join(root, given))
+    found = next((c for c in candidates if os.path.isfile(c)), "")
+    if not found:
+        raise LaunchConfigError(
+            "params_file %r: no such file (looked at %s)" % (path, ", ".join(candidates))
+        )
+    load_params_file(found)
+    return found
+
+
+def load_params_file(path: str) -> Dict[str, Any]:
+    """The mapping of a params file, checked for the ``<node>: ros__parameters:`` layout."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = " (line %d)" % (mark.line + 1) if mark is not None else ""
+        raise LaunchConfigError("params_file %s: not valid YAML%s" % (path, where)) from None
+    except OSError as exc:
+        raise LaunchConfigError("params_file %s: %s" % (path, exc.strerror)) from None
+    example = "e.g. lane_node: {ros__parameters: {threads: 2}} or /**: {ros__parameters: ...}"
+    if not isinstance(data, dict) or not data:
+        raise LaunchConfigError(
+            "params_file %s: expected node names at the top level (%s)" % (path, example)
+        )
+    found = [0]
+
+    def walk(mapping: Dict[str, Any], where: str) -> None:
+        for key, value in mapping.items():
+            here = "%s/%s" % (where, key) if where else str(key)
+            if key == PARAMS_KEY:
+                if not isinstance(value, dict):
+                    raise LaunchConfigError(
+                        "params_file %s: %s must map parameter names to values" % (path, here)
+                    )
+                found[0] += 1
+            elif isinstance(value, dict):
+                walk(value, here)
+            else:
+                raise LaunchConfigError(
+                    "params_file %s: %r is not a node (no %s: under it; %s)"
+                    % (path, here, PARAMS_KEY, example)
+                )
+
+    walk(data, "")
+    if not found[0]:
+        raise LaunchConfigError("params_file %s: no %s section (%s)" % (path, PARAMS_KEY, example))
+    return data
+
+
+def params_file_for(plan: LaunchPlan, out_dir: str) -> str:
+    """The params file to give the nodes: the user's as it is without a namespace, else a copy
+    in ``out_dir`` whose relative node names are moved under the namespace; ``""`` for none."""
+    if not plan.params_file:
+        return ""
+    ns = plan.fq_namespace
+    if not ns:
+        return plan.params_file
+    data = load_params_file(plan.params_file)
+    moved = {(k if str(k).startswith("/") else "%s/%s" % (ns, k)): v for k, v in data.items()}
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "params_file%s.yaml" % ns.replace("/", "_"))
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(
+            "# %s with node names under %s (edge_perception launch)\n" % (plan.params_file, ns)
+        )
+        yaml.safe_dump(moved, f, sort_keys=False)
+    return out
+
+
+def rviz_config_for(plan: LaunchPlan, out_path: str) -> str:
+    """Write the shipped RViz layout rewritten for ``plan`` (namespace, camera_topic; displays
+    of nodes it does not start left out)."""
+    from edge_perception.ros import rviz
+
+    started = [n.name for n in plan.enabled_nodes] + ["lifecycle_manager"]
+    return rviz.write(
+        out_path,
+        find_config(rviz.RVIZ_CONFIG),
+        plan.fq_namespace,
+        started,
+        plan.arguments.get("camera_topic") or None,
+        not_started=[n.name for n in plan.nodes if not n.enabled],
+    )
 
 
 def _is_bundled_path(value: Any) -> bool:
@@ -305,7 +449,10 @@ def generate_launch_description(config_name: str):
 
     Every node is a ``launch_ros.actions.LifecycleNode`` (or ``Node`` when ``lifecycle: false``)
     with ``condition=IfCondition(enable_<name>)``; the nodes' parameters and the manager's
-    ``node_names`` are computed from the evaluated launch arguments by :func:`resolve`.
+    ``node_names`` are computed from the evaluated launch arguments by :func:`resolve`. Every
+    node gets ``--log-level <log_level>`` and, after its own parameters, the ``params_file``
+    (rewritten under the namespace, :func:`params_file_for`); ``rviz:=true`` adds ``rviz2``
+    with the layout rewritten for the namespace (:func:`rviz_config_for`).
 
     When the lifecycle manager exits (status 1: bring-up failed with ``stop_on_failure``), an
     ``OnProcessExit`` handler shuts the whole launch down (:func:`manager_exit_handler`), so a
@@ -325,6 +472,9 @@ def generate_launch_description(config_name: str):
             k: LaunchConfiguration(k).perform(context) for k in declared_arguments(config_path)
         }
         plan = resolve(config_path, overrides)
+        out_dir = tempfile.mkdtemp(prefix="edge_perception_launch_")
+        user_params = params_file_for(plan, out_dir)
+        ros_args = ["--ros-args", "--log-level", plan.log_level]
         actions = []
         for n in plan.nodes:
             if n.skipped:  # a required file (e.g. a model not trained yet) is missing
@@ -337,8 +487,9 @@ def generate_launch_description(config_name: str):
                     executable=n.executable,
                     name=n.name,
                     namespace=plan.namespace,
-                    parameters=[n.parameters],
+                    parameters=[n.parameters] + ([user_params] if user_params else []),
                     remappings=n.remappings,
+                    arguments=list(ros_args),
                     output="screen",
                     condition=IfCondition(LaunchConfiguration("enable_" + n.name)),
                 )
@@ -351,10 +502,16 @@ def generate_launch_description(config_name: str):
                 executable="lifecycle_manager",
                 name="lifecycle_manager",
                 namespace=plan.namespace,
-                parameters=[params],
+                parameters=[params] + ([user_params] if user_params else []),
+                arguments=list(ros_args),
                 output="screen",
             )
             actions += [manager, manager_exit_handler(manager)]
+        if plan.rviz:
+            layout = rviz_config_for(plan, os.path.join(out_dir, "edge_perception.rviz"))
+            actions.append(
+                Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", layout])
+            )
         return actions
 
     declared = [

@@ -7,9 +7,17 @@ starts every enabled node as ``python -c <call module.main()> --ros-args -r __no
 
     edge-perception run config/cpu.yaml camera_topic:=/cam/image enable_detection_node:=false
 
-Environment of the children: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (``--discovery-range``, default
-LOCALHOST), ``ROS_LOCALHOST_ONLY`` (Humble's spelling) and ``ROS_DOMAIN_ID`` (``--domain-id``, else
-the caller's ``ROS_DOMAIN_ID``, else a random one printed at start-up so other tools can join).
+Environment of the children: the caller's, like ``ros2 launch``: its ``ROS_DOMAIN_ID`` (unset: 0)
+and discovery range (``ROS_AUTOMATIC_DISCOVERY_RANGE`` / Humble's ``ROS_LOCALHOST_ONLY``; unset:
+the ROS default), so RViz and other tools in the caller's set-up see the nodes; ``--domain-id``
+and ``--discovery-range`` override them. A random domain and localhost-only discovery are for
+the tests and the demo (test/conftest.py, scripts/test.sh, scripts/demo.sh), not for a run.
+
+``params_file:=FILE`` (or ``--params-file FILE``) overrides node parameters (standard
+``ros__parameters`` layout; see :mod:`edge_perception.ros.launch_common`), ``log_level:=debug``
+sets every node's log level, ``namespace:=robot1`` puts every node under ``/robot1``;
+``--write-rviz FILE`` writes the RViz layout for that namespace and camera topic, ``rviz:=true``
+also starts ``rviz2`` with it (its exit leaves the nodes running).
 
 Each child runs in its own session so a terminal's Ctrl-C reaches only the runner, which shuts
 down in order: SIGINT to the lifecycle manager (it deactivates and cleans up the nodes, last
@@ -27,6 +35,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +46,15 @@ from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from edge_perception.ros.launch_common import LaunchConfigError, LaunchPlan, find_config, resolve
+from edge_perception.ros.launch_common import (
+    LaunchConfigError,
+    LaunchPlan,
+    find_config,
+    params_file_for,
+    resolve,
+    rviz_config_for,
+)
+from edge_perception.ros.rviz import normalize_namespace
 
 MANAGER_MODULE = "edge_perception.ros.lifecycle_manager"
 
@@ -83,20 +100,41 @@ def apply_discovery_range(env: Dict[str, str], discovery_range: str) -> Dict[str
     return env
 
 
+def random_domain_id() -> int:
+    """A ROS_DOMAIN_ID in 1..101 (ports below the Linux ephemeral range): tests and the demo."""
+    return random.SystemRandom().randint(1, 101)
+
+
+def discovery_range_of(env: Dict[str, str]) -> str:
+    """The discovery range ``env`` asks for (``""``: not set, the ROS default)."""
+    rng = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").strip().upper()
+    if not rng and env.get("ROS_LOCALHOST_ONLY", "").strip() == "1":
+        return "LOCALHOST"
+    return rng
+
+
 def ros_environment(
     domain_id: Optional[int] = None,
-    discovery_range: str = "LOCALHOST",
+    discovery_range: Optional[str] = None,
     base: Optional[Dict[str, str]] = None,
 ) -> Dict[str, str]:
-    """Environment for the children with discovery range and a domain id always set."""
+    """Environment for the children: the caller's (``base``, default ``os.environ``).
+
+    ``domain_id`` / ``discovery_range`` override the caller's ``ROS_DOMAIN_ID`` / discovery range;
+    left ``None`` they are kept as the caller set them (or left unset: the ROS defaults). A
+    LOCALHOST range, given or the caller's, also gets the project's loopback Fast DDS profile
+    unless a profile is set (:func:`apply_discovery_range`). Raises ValueError for a domain id
+    outside 0..232.
+    """
     env = dict(os.environ if base is None else base)
-    if domain_id is None:
-        given = env.get("ROS_DOMAIN_ID", "").strip()
-        domain_id = int(given) if given.isdigit() else random.SystemRandom().randint(1, 101)
-    if not 0 <= int(domain_id) <= 232:
-        raise ValueError("ROS_DOMAIN_ID must be in 0..232, got %s" % domain_id)
-    env["ROS_DOMAIN_ID"] = str(int(domain_id))
-    apply_discovery_range(env, discovery_range)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id).strip()
+    given = env.get("ROS_DOMAIN_ID", "").strip()
+    if given and not (given.isdigit() and 0 <= int(given) <= 232):
+        raise ValueError("ROS_DOMAIN_ID must be an integer in 0..232, got %r" % given)
+    rng = discovery_range if discovery_range is not None else discovery_range_of(env)
+    if rng:
+        apply_discovery_range(env, rng)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -123,14 +161,28 @@ _BOOT = (
 
 
 def node_command(
-    module: str, name: str, namespace: str, params_file: str, remappings: List[Tuple[str, str]]
+    module: str,
+    name: str,
+    namespace: str,
+    params_file: str,
+    remappings: List[Tuple[str, str]],
+    user_params_file: str = "",
+    log_level: str = "",
 ) -> List[str]:
-    """Command line of one node: ``module`` is ``package.module[:function]`` (default main)."""
+    """Command line of one node: ``module`` is ``package.module[:function]`` (default main).
+
+    ``user_params_file`` follows ``params_file``: its values win (rcl applies files in order).
+    """
     mod, _, func = module.partition(":")
     cmd = [sys.executable, "-c", _BOOT, mod, func or "main", "--ros-args", "-r", "__node:=" + name]
-    if namespace:
-        cmd += ["-r", "__ns:=" + (namespace if namespace.startswith("/") else "/" + namespace)]
+    ns = normalize_namespace(namespace)
+    if ns:
+        cmd += ["-r", "__ns:=" + ns]
+    if log_level:
+        cmd += ["--log-level", log_level]
     cmd += ["--params-file", params_file]
+    if user_params_file:
+        cmd += ["--params-file", user_params_file]
     for src, dst in remappings:
         cmd += ["-r", "%s:=%s" % (src, dst)]
     return cmd
@@ -165,21 +217,37 @@ class Runner:
         self.last_error: Dict[str, str] = {}  # child name -> its last error line
         self.stop_event = threading.Event()
         self.failed: List[str] = []
+        #: children whose exit does not end the run (rviz2), and those already reported
+        self.optional = {"rviz2"}
+        self._reported: set = set()
 
     def commands(self) -> List[Tuple[str, List[str]]]:
         """(name, argv) of every process in start order; writes the params files."""
         out: List[Tuple[str, List[str]]] = []
-        for n in self.plan.enabled_nodes:
+        plan = self.plan
+        user, level = params_file_for(plan, self.work_dir), plan.log_level
+        for n in plan.enabled_nodes:
             pfile = write_params_file(os.path.join(self.work_dir, n.name + ".yaml"), n.parameters)
-            out.append(
-                (n.name, node_command(n.module, n.name, self.plan.namespace, pfile, n.remappings))
-            )
-        if self.plan.managed_names:
-            params = dict(self.plan.manager_parameters)
-            params["node_names"] = self.plan.managed_names
+            cmd = node_command(n.module, n.name, plan.namespace, pfile, n.remappings, user, level)
+            out.append((n.name, cmd))
+        if plan.managed_names:
+            params = dict(plan.manager_parameters)
+            params["node_names"] = plan.managed_names
             name = "lifecycle_manager"
             pfile = write_params_file(os.path.join(self.work_dir, name + ".yaml"), params)
-            out.append((name, node_command(MANAGER_MODULE, name, self.plan.namespace, pfile, [])))
+            cmd = node_command(
+                MANAGER_MODULE, name, plan.namespace, pfile, [], user, plan.log_level
+            )
+            out.append((name, cmd))
+        if plan.rviz:
+            rviz2 = shutil.which("rviz2")
+            if not rviz2:
+                raise LaunchConfigError(
+                    "rviz:=true but rviz2 is not on PATH; write the layout with --write-rviz FILE "
+                    "and open it where RViz runs (rviz2 -d FILE)"
+                )
+            layout = rviz_config_for(plan, os.path.join(self.work_dir, "edge_perception.rviz"))
+            out.append(("rviz2", [rviz2, "-d", layout]))
         return out
 
     def start(self) -> None:
@@ -222,7 +290,18 @@ class Runner:
         """Block until ``stop_event`` is set, ``duration_s`` passes or a child exits."""
         end = None if duration_s is None else time.monotonic() + duration_s
         while not self.stop_event.wait(0.2):
-            dead = [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
+            dead = [
+                (n, p.returncode)
+                for n, p in self.procs
+                if p.poll() is not None and n not in self._reported
+            ]
+            for name, rc in [d for d in dead if d[0] in self.optional]:
+                self._reported.add(name)
+                print(
+                    "[run] %s exited with status %s; the nodes keep running" % (name, rc),
+                    file=sys.stderr,
+                )
+            dead = [d for d in dead if d[0] not in self.optional]
             if dead:
                 self._drain(2.0)
                 for name, rc in dead:
@@ -315,12 +394,30 @@ def _reap(proc: subprocess.Popen, grace_s: float, name: str) -> None:
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the run")
+    parser.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="ROS_DOMAIN_ID of the nodes (default: the caller's ROS_DOMAIN_ID; unset: 0)",
+    )
     parser.add_argument(
         "--discovery-range",
-        default="LOCALHOST",
+        default=None,
         choices=["LOCALHOST", "SUBNET", "SYSTEM_DEFAULT"],
-        help="ROS_AUTOMATIC_DISCOVERY_RANGE (SUBNET lets RViz on another machine see the nodes)",
+        help="ROS_AUTOMATIC_DISCOVERY_RANGE of the nodes (default: the caller's; unset: the ROS "
+        "default, SUBNET)",
+    )
+    parser.add_argument(
+        "--params-file",
+        default=None,
+        metavar="FILE",
+        help="YAML in the ros__parameters layout overriding node parameters (= params_file:=FILE)",
+    )
+    parser.add_argument(
+        "--write-rviz",
+        default=None,
+        metavar="FILE",
+        help="write the RViz layout for this namespace and camera topic to FILE",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--log-dir", default=None, help="write each process's output to DIR")
@@ -371,10 +468,17 @@ def run(args: argparse.Namespace) -> int:
     if ":=" in args.config:  # only launch arguments were given: the default config
         args.arguments, args.config = [args.config] + list(args.arguments), "cpu.yaml"
     try:
-        plan = resolve(find_config(args.config), parse_overrides(args.arguments))
+        overrides = parse_overrides(args.arguments)
+        if args.params_file:
+            overrides["params_file"] = args.params_file
+        plan = resolve(find_config(args.config), overrides)
         env = ros_environment(args.domain_id, args.discovery_range)
         runner = Runner(plan, env, log_dir=args.log_dir, grace_s=args.grace)
-    except (LaunchConfigError, ValueError) as exc:
+        if args.write_rviz:
+            rviz_config_for(plan, args.write_rviz)
+            print("[run] RViz layout: rviz2 -d %s" % args.write_rviz, file=sys.stderr)
+        runner.commands()  # a bad params file or a missing rviz2 stops here
+    except (LaunchConfigError, ValueError, OSError) as exc:
         print("edge-perception run: %s" % exc, file=sys.stderr)
         return 2
     for n in plan.skipped_nodes:  # e.g. vis_node while no VIS model is trained
@@ -382,15 +486,19 @@ def run(args: argparse.Namespace) -> int:
     if args.print:
         for name, cmd in runner.commands():
             print("%s: %s" % (name, " ".join(cmd)))
-            print(open(cmd[cmd.index("--params-file") + 1], encoding="utf-8").read())
+            for i, arg in enumerate(cmd[:-1]):
+                if arg == "--params-file":
+                    print(open(cmd[i + 1], encoding="utf-8").read())
         runner.stop()
         return 0
     print(
-        "[run] %s: %s (ROS_DOMAIN_ID=%s)"
+        "[run] %s: %s (ROS_DOMAIN_ID=%s, discovery %s%s)"
         % (
             os.path.basename(plan.config_path),
             ", ".join(n.name for n in plan.enabled_nodes),
-            env["ROS_DOMAIN_ID"],
+            env.get("ROS_DOMAIN_ID") or "0 (unset)",
+            discovery_range_of(env) or "SUBNET (ROS default)",
+            ", namespace " + plan.fq_namespace if plan.fq_namespace else "",
         ),
         file=sys.stderr,
     )
