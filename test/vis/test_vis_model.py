@@ -166,3 +166,22 @@ def test_export_three_graphs_with_ort_parity(tmp_path):
     np.testing.assert_allclose(head["boxes"], ref[0].numpy(), atol=1e-3)
     np.testing.assert_allclose(head["masks"], ref[3].numpy(), atol=1e-3)
     assert np.all(np.diff(head["scores"], axis=1) <= 1e-7)
+
+
+def test_warp_equals_grid_sample_with_border_padding():
+    # the gather form of warp() must stay the grid_sample it replaced (bilinear, border,
+    # align_corners=False), also for flows that leave the map
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    for b, c, h, w in [(2, 5, 9, 15), (1, 3, 18, 30)]:
+        feat = torch.randn(b, c, h, w, generator=g)
+        flow = torch.randn(b, 2, h, w, generator=g) * 40
+        hw = (h * 16, w * 16)
+        ys = (torch.arange(h) + 0.5) * (2.0 / h) - 1.0
+        xs = (torch.arange(w) + 0.5) * (2.0 / w) - 1.0
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        scale = torch.tensor([2.0 / hw[1], 2.0 / hw[0]])
+        grid = torch.stack([gx, gy], -1)[None] + flow.permute(0, 2, 3, 1) * scale
+        ref = F.grid_sample(feat, grid, "bilinear", padding_mode="border", align_corners=False)
+        assert torch.allclose(warp(feat, flow, hw), ref, atol=1e-5)

@@ -105,7 +105,8 @@ class VISModel(nn.Module):
     def _normalise(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
-        return (images - self.det.mean) / self.det.std
+        # x * (1/std): ORT runs a broadcast Mul ~4x faster than a Div over the whole image
+        return (images - self.det.mean) * (1.0 / self.det.std)
 
     def backbone_to_s3(self, images: Tensor) -> List[Tensor]:
         """The partial backbone: ``[S2, S3]`` (strides 4 and 8) of RGB ``images`` in [0, 1]."""
