@@ -47,6 +47,7 @@ from typing import IO, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from edge_perception.ros.launch_common import (
+    COMMON_ARGUMENTS,
     LaunchConfigError,
     LaunchPlan,
     find_config,
@@ -430,6 +431,12 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
 def register(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-perception run``: ``[CONFIG] [NAME:=VALUE ...]`` and options, mixed."""
     parser.description = __doc__.split("\n\n")[0]
+    parser.epilog = (
+        "Launch arguments of every config: "
+        + "; ".join("%s (%s)" % (k, v[1]) for k, v in COMMON_ARGUMENTS.items())
+        + "; enable_<node> per node; the config's own (camera_topic, backend, ...) are listed "
+        "in config/*.yaml's launch.arguments."
+    )
     _add_options(parser)
     parser.add_argument(
         "config",
