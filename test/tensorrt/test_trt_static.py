@@ -43,6 +43,7 @@ RUNTIME_PATHS = [
     PKG / "config.py",
     PKG / "config",
     PKG / "lane" / "postprocess.py",
+    PKG / "vis" / "keyframe.py",  # imported by runtime/vis.py
     PKG / "tensorrt",
 ]
 
