@@ -262,7 +262,7 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         "Full evaluator report: [evaluation.md](evaluation.md); process logs in `logs/`.",
     ]
     for why in meta.get("not_started", {}).values():
-        lines += ["", "Not started: %s" % why]
+        lines += ["", why]  # "<node> not started: <file> not found; <how to get it>"
     return "\n".join(lines) + "\n"
 
 
