@@ -59,7 +59,7 @@ from edge_perception.ros.convert import (
     stamp_to_ns,
 )
 from edge_perception.ros.detection_node import LABEL_QOS, PALETTE, manifest_of
-from edge_perception.ros.node_base import PerceptionNodeBase, spin_node
+from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path, spin_node
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Instances
 from edge_perception.runtime.tracking import track_colour
@@ -154,7 +154,8 @@ class VisNode(PerceptionNodeBase):
 
     # ---------------------------------------------------------------- PerceptionNodeBase hooks
     def make_pipeline(self, backend: Any, config: VisParams) -> Pipeline:
-        key_path = backend.info.model_path
+        # The configured file, not backend.info.model_path: TensorRT reports its cached engine.
+        key_path = resolve_model_path(config.model)
         paths = sibling_paths(key_path)
         bcfg = config.backend_config()
         kind, opts = backend.info.kind, bcfg.options()
