@@ -116,20 +116,27 @@ def started_topics(plan: Any) -> List[str]:
 
 
 def make_strip(
-    lane: Dict[int, np.ndarray], det: Dict[int, np.ndarray], rows: int, width: int = 480
+    lane: Dict[int, np.ndarray],
+    det: Dict[int, np.ndarray],
+    rows: int,
+    width: int = 480,
+    vis: Optional[Dict[int, np.ndarray]] = None,
 ) -> Optional[np.ndarray]:
     """RGB image: up to ``rows`` rows of [lane overlay | detection overlay], evenly spaced frames.
 
     Frames both nodes processed come first; when there are too few, the latest overlays of each
-    node fill the rows. None when there is no overlay at all.
+    node fill the rows. None when there is no overlay at all. ``vis`` (the VIS node's overlays,
+    when it ran) adds a third column: the overlay of the same frame, else the latest before it.
     """
     import cv2
 
     common = sorted(set(lane) & set(det))
     pairs = [(lane[s], det[s]) for s in common]
+    stamps: List[Optional[int]] = list(common)
     if len(pairs) < rows:
         extra = list(zip(list(lane.values())[::-1], list(det.values())[::-1]))
         pairs += extra[: rows - len(pairs)]
+        stamps += [None] * (len(pairs) - len(stamps))
     if not pairs:
         return None
     idx = np.linspace(0, len(pairs) - 1, min(rows, len(pairs))).round().astype(int)
@@ -138,11 +145,23 @@ def make_strip(
         h, w = img.shape[:2]
         return cv2.resize(img, (width, max(1, int(round(h * width / w)))))
 
+    def vis_for(stamp: Optional[int]) -> Optional[np.ndarray]:
+        if not vis:
+            return None
+        before = [s for s in vis if stamp is None or s <= stamp]
+        return vis[max(before)] if before else vis[min(vis)]
+
     lines = []
     for i in sorted(set(idx.tolist())):
-        a, b = fit(pairs[i][0]), fit(pairs[i][1])
-        h = min(a.shape[0], b.shape[0])
-        lines.append(np.concatenate([a[:h], np.full((h, 4, 3), 255, np.uint8), b[:h]], axis=1))
+        panels = [fit(pairs[i][0]), fit(pairs[i][1])]
+        third = vis_for(stamps[i])
+        if third is not None:
+            panels.append(fit(third))
+        h = min(p.shape[0] for p in panels)
+        row: List[np.ndarray] = []
+        for p in panels:
+            row += [p[:h], np.full((h, 4, 3), 255, np.uint8)]
+        lines.append(np.concatenate(row[:-1], axis=1))
     return np.concatenate(lines, axis=0)
 
 
@@ -257,7 +276,7 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         "",
         "Latency is the evaluator's arrival time minus the camera image stamp (one host clock).",
         "",
-        "![lane overlay | detection overlay](strip.jpg)",
+        "![%s](strip.jpg)" % meta.get("strip_caption", "lane overlay | detection overlay"),
         "",
         "Full evaluator report: [evaluation.md](evaluation.md); process logs in `logs/`.",
     ]
@@ -401,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
         raise DemoError("the evaluator wrote no report (see %s/logs/evaluator.log)" % out)
     with open(eval_json, encoding="utf-8") as f:
         evaluation = json.load(f)
-    strip = make_strip(cap.lane_overlays, cap.det_overlays, args.strip)
+    strip = make_strip(cap.lane_overlays, cap.det_overlays, args.strip, vis=cap.vis_overlays)
     if strip is not None:
         cv2.imwrite(os.path.join(out, "strip.jpg"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     if args.video:
@@ -431,6 +450,8 @@ def _run(args: argparse.Namespace) -> int:
         "rviz_topics_missing": sorted(set(started_topics(plan)) - set(cap.topics)),
         "not_started": {n.name: n.skipped for n in plan.skipped_nodes},
         "capture": counts,
+        "strip_caption": "lane overlay | detection overlay"
+        + (" | VIS overlay (track colours)" if cap.vis_overlays else ""),
         "evaluator_progress": cap.evaluator,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -1,9 +1,9 @@
 """The demo's ROS side: watch a running deployment and keep its overlay images.
 
-:func:`capture` joins the deployment's domain with a node of its own, subscribes to the lane and
-detection overlays, the lane class masks, the detections and the lifecycle manager's status, and
-returns once ``frames`` frames went through both perception nodes, ``timeout_s`` passed, the
-bring-up failed, or ``abort()`` returned a reason. Used by :mod:`edge_perception.demo`.
+:func:`capture` joins the deployment's domain with a node of its own, subscribes to the lane,
+detection and VIS overlays, the lane class masks, the detections and the lifecycle manager's
+status, and returns once ``frames`` frames went through both perception nodes, ``timeout_s``
+passed, the bring-up failed, or ``abort()`` returned a reason. Used by :mod:`edge_perception.demo`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from edge_perception.ros.lifecycle_manager import STATUS_QOS, parse_status
 TOPICS = {
     "lane_overlay": "/lane_node/overlay",
     "det_overlay": "/detection_node/overlay",
+    "vis_overlay": "/vis_node/overlay",  # only while vis_node runs (a VIS model exists)
     "lane_mask": "/lane_node/class_mask",
     "detections": "/detection_node/detections",
     "manager_status": "/lifecycle_manager/status",
@@ -43,6 +44,7 @@ class Capture:
 
     lane_overlays: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
     det_overlays: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
+    vis_overlays: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
     lane_frames: int = 0
     det_frames: int = 0
     detections: int = 0
@@ -94,6 +96,9 @@ def capture(
     def on_det_overlay(msg: Image) -> None:
         _keep(out.det_overlays, stamp_to_ns(msg.header.stamp), image_to_array(msg), keep)
 
+    def on_vis_overlay(msg: Image) -> None:
+        _keep(out.vis_overlays, stamp_to_ns(msg.header.stamp), image_to_array(msg), keep)
+
     def on_mask(_msg: Image) -> None:
         out.lane_frames += 1
 
@@ -110,6 +115,7 @@ def capture(
 
     node.create_subscription(Image, TOPICS["lane_overlay"], on_lane_overlay, reliable)
     node.create_subscription(Image, TOPICS["det_overlay"], on_det_overlay, reliable)
+    node.create_subscription(Image, TOPICS["vis_overlay"], on_vis_overlay, reliable)
     node.create_subscription(Image, TOPICS["lane_mask"], on_mask, reliable)
     node.create_subscription(Detection2DArray, TOPICS["detections"], on_dets, reliable)
 
