@@ -161,10 +161,16 @@ class NodeHarness:
         return [t for t in self.timing if stamp_to_ns(t.header.stamp) == stamp_ns]
 
     def good_frame_processed(self, timeout: float = 15.0) -> bool:
-        """Send one good frame (fresh stamp) and wait for its ``~/timing``."""
-        self._seq += 1
-        stamp = self.send(frame(self._seq))
-        return self.spin_until(lambda: bool(self.processed(stamp)), timeout)
+        """Send a good frame (fresh stamp) and wait for its ``~/timing``; again every 0.5 s
+        until one is processed (amid a stream, a newer frame may replace it in the mailbox)."""
+        end = time.monotonic() + timeout
+        stamps: List[int] = []
+        while time.monotonic() < end:
+            self._seq += 1
+            stamps.append(self.send(frame(self._seq)))
+            if self.spin_until(lambda: any(self.processed(s) for s in stamps), 0.5):
+                return True
+        return False
 
     def start_stream(self, rate_hz: float) -> None:
         """Publish a good frame every ``1 / rate_hz`` s from a peer timer (stamp = now)."""

@@ -53,7 +53,7 @@ def _one_bad_step(h: NodeHarness) -> None:
 
 def test_window_throttled_logs_rate_and_stall(rclpy_context, model):
     params = lane_params(model, diagnostics_window=WINDOW, min_input_rate=5.0, stall_timeout=1.5)
-    h = NodeHarness(rclpy_context, LaneSegmentationNode(context=rclpy_context,
+    h = NodeHarness(rclpy_context, LaneSegmentationNode("lane_diag", context=rclpy_context,
                                                         parameter_overrides=params))  # fmt: skip
     node = h.node
     try:

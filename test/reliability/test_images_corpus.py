@@ -118,7 +118,7 @@ def h(tmp_path_factory):
     model = lane_onnx(str(tmp_path_factory.mktemp("lane") / "lane.onnx"))
     ctx = Context()
     rclpy.init(context=ctx)
-    node = LaneSegmentationNode(context=ctx, parameter_overrides=lane_params(model))
+    node = LaneSegmentationNode("lane_corpus", context=ctx, parameter_overrides=lane_params(model))
     harness = NodeHarness(ctx, node)
     try:
         harness.bring_to("active")

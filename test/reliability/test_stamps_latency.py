@@ -38,7 +38,9 @@ def _e2e(h: NodeHarness, stamp: int) -> float:
 
 
 def test_zero_stale_future_stamps_processed_and_kept_out_of_latency(rclpy_context, model):
-    node = LaneSegmentationNode(context=rclpy_context, parameter_overrides=lane_params(model))
+    node = LaneSegmentationNode(
+        "lane_stamps", context=rclpy_context, parameter_overrides=lane_params(model)
+    )
     h = NodeHarness(rclpy_context, node)
     try:
         h.bring_to("active")
@@ -76,7 +78,7 @@ def test_zero_stale_future_stamps_processed_and_kept_out_of_latency(rclpy_contex
 
 def test_sim_time_node_clock_is_the_reference(rclpy_context, model):
     params = lane_params(model, use_sim_time=True)
-    node = LaneSegmentationNode(context=rclpy_context, parameter_overrides=params)
+    node = LaneSegmentationNode("lane_simtime", context=rclpy_context, parameter_overrides=params)
     h = NodeHarness(rclpy_context, node)
     sim_ns = [1_000 * 10**9]
     clock_pub = h.peer.create_publisher(
