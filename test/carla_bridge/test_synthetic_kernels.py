@@ -104,9 +104,22 @@ def test_facade_texture_kernel_matches_numpy(night, monkeypatch):
             assert fast[1].dtype == np.uint8
 
 
+def _cv2_fused() -> bool:
+    """Whether this process's cv2 fuses its multiply-adds (AVX2 / FMA3 code) or not (SSE code:
+    another CPU, or OPENCV_CPU_DISABLE); the kernels follow it, so every byte-identity below is
+    against the cv2 of this same process."""
+    from carla_bridge.synthetic.calibrate import flow_fused
+
+    fused = flow_fused()
+    if fused is None:
+        pytest.skip("neither arithmetic reproduces this cv2 build: the renderer uses cv2 itself")
+    return fused
+
+
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
 def test_flow_mid_matches_cv2_ops():
-    """scaleAdd / addWeighted (fused multiply-adds), scaled multiply, compare and inRange."""
+    """scaleAdd / addWeighted (multiply-adds, fused or not as this cv2 computes them), scaled
+    multiply, compare and inRange."""
     import cv2
 
     rng = np.random.default_rng(3)
@@ -119,7 +132,7 @@ def test_flow_mid_matches_cv2_ops():
     coef = tuple(f(c) for c in (a, cp, sp, near, fx, fy, cx, cy, w - 1.0, h - 1.0))
     u2, v2, zc2 = (np.empty((h, w), f) for _ in range(3))
     ok = np.empty((h, w), np.uint8)
-    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok)
+    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok, _cv2_fused())
     xr = cv2.scaleAdd(zp2, a, x2)
     yc = cv2.addWeighted(y2, cp, zp2, -sp, 0.0)
     zc = cv2.addWeighted(y2, sp, zp2, cp, 0.0)
@@ -203,6 +216,34 @@ def test_f16_planes_on_a_target_without_f16c(tmp_path):
     assert r.returncode == 0, r.stderr.decode()[-2000:]
 
 
+# cv2's baseline code path: everything above SSE3 switched off (names as getCPUFeaturesLine)
+OPENCV_BASELINE = "AVX512-SKX,AVX512F,AVX2,FMA3,FP16,AVX,POPCNT,SSE4.2,SSE4.1"
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+def test_flow_arithmetic_follows_cv2_code_path():
+    """With cv2's AVX2 / FMA3 code on, its multiply-adds are fused; with cv2 forced to its SSE
+    baseline they are two roundings, and the kernels follow (frames stay the bytes of the cv2
+    chain, with or without numba, on any x86-64)."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    code = (
+        "import cv2\n"
+        "from carla_bridge.synthetic.calibrate import flow_fused\n"
+        "print(flow_fused(), cv2.getCPUFeaturesLine())\n"
+    )
+    env = dict(os.environ, OPENCV_CPU_DISABLE=OPENCV_BASELINE)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert r.stdout.decode().split()[0] == "False", r.stdout.decode()
+    line = cv2.getCPUFeaturesLine()
+    if "OPENCV_CPU_DISABLE" not in os.environ and "*AVX2" in line and "*AVX2?" not in line:
+        assert _cv2_fused() is True
+
+
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
 def test_flow_end_samples_like_cv2_remap():
     """Bilinear (replicated edges) and nearest sampling inside the previous image."""
@@ -224,7 +265,7 @@ def test_flow_end_samples_like_cv2_remap():
     zc2 = (rng.uniform(0.97, 1.03, (h, w)) / iz).astype(f)
     ok = np.where(rng.random((h, w)) > 0.1, 255, 0).astype(np.uint8)
     flow, valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
-    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid)
+    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid, _cv2_fused())
     r = iz * zc2
     want = (ok > 0) & (r >= f(0.98)) & (r <= f(1.02)) & (pobj == objf)
     assert np.array_equal(valid, want) and 0 < want.mean() < 1
@@ -301,8 +342,9 @@ def test_lane_paint_kernel_refuses_other_scalar_types():
 
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
-def test_flow_mid_end_is_flow_mid_then_flow_end():
-    """The fused flow kernel writes the same flow and validity as the two passes."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_flow_mid_end_is_flow_mid_then_flow_end(fused):
+    """The one-pass flow kernel writes the same flow and validity as the two passes."""
     rng = np.random.default_rng(6)
     h, w = 40, 56
     f = np.float32
@@ -316,11 +358,11 @@ def test_flow_mid_end_is_flow_mid_then_flow_end():
     coef = tuple(f(v) for v in (-0.01, 0.99, 0.03, 0.3, 40.0, 40.0, 28.0, 10.0, w - 1, h - 1))
     u2, v2, zc2 = (np.empty((h, w), f) for _ in range(3))
     ok = np.empty((h, w), np.uint8)
-    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok)
+    kernels.flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok, fused)
     ref, ref_valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
-    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, ref, ref_valid)
+    kernels.flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, ref, ref_valid, fused)
     flow, valid = np.empty((h, w, 2), f), np.empty((h, w), bool)
-    kernels.flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid)
+    kernels.flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid, fused)
     assert 0 < ref_valid.mean() < 1
     assert flow.tobytes() == ref.tobytes() and np.array_equal(valid, ref_valid)
 

@@ -11,6 +11,7 @@ from scipy.ndimage import find_objects
 from carla_bridge.backend import SceneBackend
 from carla_bridge.frame import CameraModel, Frame, LaneLineLabel, ObjectLabel
 from carla_bridge.scenario import ScenarioConfig
+from carla_bridge.synthetic.calibrate import flow_fused
 from carla_bridge.synthetic.effects import compose, sky_background
 from carla_bridge.synthetic.kernels import (
     draw_quads,
@@ -435,12 +436,13 @@ class SyntheticBackend(SceneBackend):
             zp2f[mi] -= ds.astype(f32)
             x2f[mi] -= (dd + xa - xb).astype(f32)
             y2f[mi] += (ea - eb).astype(f32)
-        if r.compiled:  # the cv2 chain below (remaps included) as two kernel passes
+        fused = flow_fused() if r.compiled else None  # cv2's multiply-add here (one rounding?)
+        if fused is not None:  # the cv2 chain below (remaps included) as one kernel pass
             coef = (-float(pcs.theta + pcs.psi), cp, sp, NEAR, cam.fx, cam.fy, cam.cx, cam.cy)
             coef = tuple(f32(c) for c in coef + (wd - 1.0, h - 1.0))
             flow, valid = np.empty((h, wd, 2), f32), np.empty((h, wd), bool)
             flow_mid_end(x2, zp2, y2, r.invz, coef, prev["invz"], prev["objf"], r.objf, flow,
-                         valid)  # fmt: skip
+                         valid, fused)  # fmt: skip
             return flow, valid
         cv2.scaleAdd(zp2, -float(pcs.theta + pcs.psi), x2, dst=x2)
         yc2 = cv2.addWeighted(y2, float(cp), zp2, -float(sp), 0.0)

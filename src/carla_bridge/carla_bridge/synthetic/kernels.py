@@ -284,13 +284,21 @@ def _flow_pre(invz, xn, yn, trig, consts, zp, zp2, x2, y2):
             y2[i, j] = z * q + c_y
 
 
-def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
+def _madd(a, b, c, fused):  # noqa: ANN001, ANN202
+    """``a * b + c`` in float32 as cv2's SIMD code computes it on this CPU: one rounding
+    (:func:`fma32`) where cv2 dispatches to FMA3 code (AVX2 and up), two (multiply, then add:
+    its SSE code) where ``fused`` is false; :func:`~.calibrate.flow_fused` tells which."""
+    return fma32(a, b, c) if fused else a * b + c
+
+
+def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok, fused):
     """The middle of ``SyntheticBackend._flow``: previous-camera coordinates, projection and
     the validity tests before the occlusion test, in one pass.
 
     The same float32 operations as the cv2 calls it replaces (``scaleAdd`` / ``addWeighted``
-    are fused multiply-adds there): ``coef`` = (-(theta + psi) of the previous frame, cos and
-    sin of the pitch, near plane, fx, fy, cx, cy, width - 1, height - 1). Writes the pixel maps
+    are multiply-adds there, fused or not as ``fused`` says: :func:`_madd`): ``coef`` =
+    (-(theta + psi) of the previous frame, cos and sin of the pitch, near plane, fx, fy, cx, cy,
+    width - 1, height - 1). Writes the pixel maps
     ``u2``, ``v2``, the previous camera depth ``zc2`` and ``ok`` (255: depth known, in front
     of the previous camera and inside its image, else 0).
     """
@@ -305,9 +313,9 @@ def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
         for j in range(w):
             zp = zr[j]
             y = yr[j]
-            x = fma32(zp, a, xr[j])  # scaleAdd(zp2, a, x2)
-            yc = fma32(y, cp, zp * msp)  # addWeighted(y2, cp, zp2, -sp, 0)
-            zc = fma32(y, sp, zp * cp)  # addWeighted(y2, sp, zp2, cp, 0)
+            x = madd(zp, a, xr[j], fused)  # scaleAdd(zp2, a, x2)
+            yc = madd(y, cp, zp * msp, fused)  # addWeighted(y2, cp, zp2, -sp, 0)
+            zc = madd(y, sp, zp * cp, fused)  # addWeighted(y2, sp, zp2, cp, 0)
             inv = one / max(zc, near)
             u = (fx * x) * inv + cx  # multiply(x2, inv2, scale=fx) + cx
             v = (fy * yc) * inv + cy
@@ -319,31 +327,44 @@ def _flow_mid(x2, zp2, y2, invz, coef, u2, v2, zc2, ok):
             okr[j] = 255 if good else 0
 
 
-def _seen_before(prev_invz, prev_objf, x, y, zc, ob, lo, hi):
-    """Occlusion test of one pixel that projects to ``(x, y)`` in the previous frame (inside
-    it): the previous inverse depth sampled as ``cv2.remap`` INTER_LINEAR does (float weights,
-    fused lerps, x then y, edge pixels replicated) times ``zc`` within ``lo..hi``, and the same
-    object id at the nearest pixel (round half to even, as INTER_NEAREST)."""
-    ph, pw = prev_invz.shape
+def _bilinear(img, x, y, fused):
+    """``img`` (float32, 2-D) at ``(x, y)`` inside it as ``cv2.remap`` INTER_LINEAR samples it
+    (float weights ``x - floor(x)``, lerps by :func:`_madd`, x then y, edges replicated)."""
+    ph, pw = img.shape
     xf, yf = np.floor(x), np.floor(y)
     ax, ay = x - xf, y - yf
     x0, y0 = int(xf), int(yf)
     x1, y1 = min(x0 + 1, pw - 1), min(y0 + 1, ph - 1)
-    p00, p01 = prev_invz[y0, x0], prev_invz[y0, x1]
-    p10, p11 = prev_invz[y1, x0], prev_invz[y1, x1]
-    top = fma32(ax, p01 - p00, p00)
-    bottom = fma32(ax, p11 - p10, p10)
-    r = fma32(ay, bottom - top, top) * zc
+    p00, p01 = img[y0, x0], img[y0, x1]
+    p10, p11 = img[y1, x0], img[y1, x1]
+    top = madd(ax, p01 - p00, p00, fused)
+    bottom = madd(ax, p11 - p10, p10, fused)
+    return madd(ay, bottom - top, top, fused)
+
+
+def _remap_linear(img, u, v, fused, out):
+    """:func:`_bilinear` at every ``(u, v)`` (float32 arrays of one shape) into ``out``."""
+    uf, vf, of = u.reshape(-1), v.reshape(-1), out.reshape(-1)
+    for k in range(uf.size):
+        of[k] = bilinear(img, uf[k], vf[k], fused)
+
+
+def _seen_before(prev_invz, prev_objf, x, y, zc, ob, lo, hi, fused):
+    """Occlusion test of one pixel that projects to ``(x, y)`` in the previous frame (inside
+    it): the previous inverse depth sampled as ``cv2.remap`` INTER_LINEAR does
+    (:func:`_bilinear`) times ``zc`` within ``lo..hi``, and the same object id at the nearest
+    pixel (round half to even, as INTER_NEAREST)."""
+    r = bilinear(prev_invz, x, y, fused) * zc
     return r >= lo and r <= hi and prev_objf[int(np.rint(y)), int(np.rint(x))] == ob
 
 
-def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
+def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid, fused):
     """The end of ``SyntheticBackend._flow``: the occlusion test on top of ``ok`` and the flow.
 
     Where ``ok`` is set (the maps lie inside the previous image) the previous inverse depth
     is sampled bilinearly at ``(u2, v2)`` and the previous object id at the nearest pixel,
-    exactly as ``cv2.remap`` computes them (INTER_LINEAR: float weights ``a = x - floor(x)``
-    and fused lerps, x then y, edge pixels replicated; INTER_NEAREST: round half to even).
+    exactly as ``cv2.remap`` computes them (INTER_LINEAR: :func:`_bilinear`; INTER_NEAREST:
+    round half to even).
     Valid pixels need ``iz * zc2`` in 0.98..1.02 and the same object id; they get ``flow =
     (u2 - column, v2 - row)``, the others 0.
     """
@@ -358,13 +379,14 @@ def _flow_end(u2, v2, zc2, prev_invz, prev_objf, objf, ok, flow, valid):
         for j in range(w):
             good = False
             if o[j] != 0:
-                good = seen_before(prev_invz, prev_objf, u[j], v[j], zc[j], ob[j], lo, hi)
+                good = seen_before(prev_invz, prev_objf, u[j], v[j], zc[j], ob[j], lo, hi,
+                                   fused)  # fmt: skip
             dst[2 * j] = u[j] - f32(j) if good else zero
             dst[2 * j + 1] = v[j] - fi if good else zero
             val[j] = good
 
 
-def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid):
+def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, valid, fused):
     """:func:`_flow_mid` then :func:`_flow_end` per pixel in one pass (the same float32
     operations, without the intermediate maps): writes ``flow`` and ``valid``."""
     f32 = np.float32
@@ -380,16 +402,16 @@ def _flow_mid_end(x2, zp2, y2, invz, coef, prev_invz, prev_objf, objf, flow, val
         for j in range(w):
             zp = zr[j]
             y = yr[j]
-            x = fma32(zp, a, xr[j])
-            yc = fma32(y, cp, zp * msp)
-            zc = fma32(y, sp, zp * cp)
+            x = madd(zp, a, xr[j], fused)
+            yc = madd(y, cp, zp * msp, fused)
+            zc = madd(y, sp, zp * cp, fused)
             inv = one / max(zc, near)
             u = (fx * x) * inv + cx
             v = (fy * yc) * inv + cy
             good = (izr[j] > zero) and (zc > near)
             good = good and (u >= zero) and (u <= wmax) and (v >= zero) and (v <= hmax)
             if good:
-                good = seen_before(prev_invz, prev_objf, u, v, zc, ob[j], lo, hi)
+                good = seen_before(prev_invz, prev_objf, u, v, zc, ob[j], lo, hi, fused)
             dst[2 * j] = u - f32(j) if good else zero
             dst[2 * j + 1] = v - fi if good else zero
             val[j] = good
@@ -480,6 +502,9 @@ def _compile(fn):  # noqa: ANN001, ANN202
         return numba.njit(nogil=True)(fn)
 
 
+madd = _compile(_madd)
+bilinear = _compile(_bilinear)
+remap_linear = _compile(_remap_linear)
 seen_before = _compile(_seen_before)
 ztest_fill = _compile(_ztest_fill)
 ground = _compile(_ground)
@@ -527,10 +552,10 @@ def warm_up() -> None:
                (invz, color, ident))  # fmt: skip
     coef = tuple(f(v) for v in (-0.01, 0.99, 0.03, 0.3, 300.0, 300.0, 2.0, 2.0, 3.0, 3.0))
     u8 = np.full((4, 4), 255, np.uint8)
-    flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8)
+    flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8, True)
     flow2 = np.zeros((4, 4, 2), f)
-    flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road)
-    flow_mid_end(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0], z4[1], flow2, road)
+    flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road, True)
+    flow_mid_end(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0], z4[1], flow2, road, True)
     e4 = [np.zeros((4, 4), f) for _ in range(3)]
     exp_args(invz, np.ones(4, f), True, True, f(50.0), *e4)
     u16 = np.zeros((4, 4), np.uint16)
