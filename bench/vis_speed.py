@@ -84,6 +84,7 @@ def export_models(work: str) -> Dict[str, Any]:
             "vis_key_path": costs["key_path"]["macs"],
             "vis_nonkey_path": costs["nonkey_path"]["macs"],
             "vis_ratio": costs["ratio"],
+            "vis_by_module": {g: costs[g]["by_module"] for g in ("key", "nonkey", "head")},
             "yolact": ycost.macs,
         },
         "params": {
@@ -206,6 +207,7 @@ def main() -> int:
     parser.add_argument("--work", default=os.path.join(ROOT, "out", "vis_speed"))
     parser.add_argument("--out-dir", default=os.path.join(ROOT, "bench"))
     parser.add_argument("--command", default=None, help="the command line to record")
+    parser.add_argument("--note", action="append", default=[], help="a line for the Markdown")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     env = environment()
@@ -260,6 +262,7 @@ def main() -> int:
         },
         "ratios": ratios,
         "targets": {"video_vs_image": 0.55, "nonkey_vs_key": 0.4, "yolact_vs_vis": 10.0},
+        "notes": list(args.note),
     }
     md = render(data, med, wall, mean, total)
     for k in ("json", "md"):
@@ -345,6 +348,12 @@ def render(
             r["nonkey_vs_key_path_wall"], macs["vis_ratio"],
             100.0 * med["head_after_key"] / data["key_path_ms"], med["nonkey"],
             0.4 * data["key_path_ms"] - med["head_after_nonkey"]),
+        "",
+        *[line + "\n" for line in data.get("notes", [])],
+        "MMAC by module: %s." % "; ".join(
+            "%s graph: %s" % (g, ", ".join("%s %.0f" % (k, v / 1e6) for k, v in sorted(
+                macs["vis_by_module"][g].items(), key=lambda kv: -kv[1])))
+            for g in ("key", "nonkey", "head")),
         "",
         "YolactEdge-class model (bench/yolactedge_model.py): MobileNetV2 + FPN (P3-P7, 256 ch) + "
         "protonet (32 prototypes at 138x138) + shared prediction head (3 anchors x 81 classes, "
