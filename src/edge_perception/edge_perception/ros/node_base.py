@@ -506,7 +506,9 @@ class PerceptionNodeBase(LifecycleNode):
         """One log line when the input stalls (ERROR) and one when frames come again."""
         if level == ERROR and not self._stall_logged:
             self._stall_logged = True
-            self.get_logger().error(f"{text} on {self._input_topic_name()}")
+            self.get_logger().warning(
+                f"{text} on {self._input_topic_name()} (/diagnostics: ERROR until frames come)"
+            )
         elif level != ERROR and self._stall_logged:
             self._stall_logged = False
             self.get_logger().info(f"input frames again on {self._input_topic_name()}")
