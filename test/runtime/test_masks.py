@@ -29,6 +29,13 @@ def _random_masks(seed: int = 0):
     for _ in range(20):
         h, w = rng.integers(1, 40, size=2)
         yield (rng.random((h, w)) < rng.random()).astype(np.uint8)
+    for _ in range(20):  # objects: background columns before / after them, or none
+        h, w = rng.integers(1, 40, size=2)
+        y0, y1 = sorted(rng.integers(0, h + 1, size=2))
+        x0, x1 = sorted(rng.integers(0, w + 1, size=2))
+        m = np.zeros((h, w), np.uint8)
+        m[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.7
+        yield m
 
 
 def test_counts_match_pycocotools_decoding_and_area():

@@ -31,16 +31,29 @@ def mask_to_rle_counts(mask: np.ndarray) -> List[int]:
     (0-pixel) mask gives ``[0]`` like pycocotools.
     """
     arr = _as_binary_2d(mask)
-    flat = arr.ravel(order="F").view(np.uint8) if arr.size else np.zeros(0, np.uint8)
-    if flat.size == 0:
+    if arr.size == 0:
         return [0]
+    h, w = arr.shape
+    # Only the columns between the first and last with foreground are scanned (an instance mask
+    # is mostly background: at 640x480 a 200-px-wide object costs a third of the full scan); the
+    # background columns before and after extend the first and last runs.
+    cols = np.flatnonzero(arr.any(axis=0))
+    if cols.size == 0:
+        return [h * w]
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    flat = arr[:, c0:c1].ravel(order="F").view(np.uint8)
     # Positions where the value changes; runs lie between them.
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
+    runs = [int(r) for r in np.diff(bounds).tolist()]
     if flat[0]:
         runs.insert(0, 0)
-    return [int(r) for r in runs]
+    runs[0] += c0 * h
+    if len(runs) % 2:  # ends with a background run
+        runs[-1] += (w - c1) * h
+    elif c1 < w:
+        runs.append((w - c1) * h)
+    return runs
 
 
 def rle_counts_to_mask(counts: Sequence[int], height: int, width: int) -> np.ndarray:
