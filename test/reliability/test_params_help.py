@@ -13,12 +13,14 @@ pytest.importorskip("rclpy")
 
 from edge_perception.config import LaneNodeConfig  # noqa: E402
 from edge_perception.ros.detection_node import DetectionParams  # noqa: E402
+from edge_perception.ros.vis_node import VisParams  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 NODES = {
     "edge_perception.ros.lane_node": LaneNodeConfig,
     "edge_perception.ros.detection_node": DetectionParams,
+    "edge_perception.ros.vis_node": VisParams,
 }
 
 
