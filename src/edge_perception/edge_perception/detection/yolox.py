@@ -417,8 +417,13 @@ def check_set_parity(
     may swap ranks, and then NMS may keep the other one of two near-tied overlapping boxes, so
     the outputs are compared as sets per image: an ORT detection is matched when PyTorch has one
     of the same label with every box coordinate within ``atol`` and the score within ``1e-4``.
-    ``ok`` when at most ``max_unmatched`` of the detections are unmatched and the sorted score
-    lists agree within ``1e-4``. Returns an :class:`edge_perception.export.ParityReport`.
+    An unmatched detection whose score is within ``1e-4`` of the lowest score either side kept
+    for that image is not counted: which of several candidates tied at the cut-off make the
+    top K is decided by float rounding, i.e. by the CPU's SIMD code (in a barely trained model
+    all K scores are such ties: 7 % and 14 % of the test's 3-epoch model's detections were
+    unmatched in two runs with ATen's baseline kernels, ``ATEN_CPU_CAPABILITY=default``).
+    ``ok`` when at most ``max_unmatched`` of the other detections are unmatched and the sorted
+    score lists agree within ``1e-4``. Returns an :class:`edge_perception.export.ParityReport`.
     """
     import numpy as np
 
@@ -435,7 +440,9 @@ def check_set_parity(
         same = (ol[b][:, None] == tl[b][None]) & (np.abs(os_[b][:, None] - ts[b][None]) <= 1e-4)
         dist = diff + (~same) * 1e9
         best = dist.min(1)
-        unmatched += int((best > atol).sum())
+        low = [float(v.min()) for v in (os_[b], ts[b]) if v.size]
+        cut = max(low, default=0.0) + 1e-4
+        unmatched += int(((best > atol) & (os_[b] > cut)).sum())  # ties at the cut-off excused
         worst_box = max(worst_box, float(best[best <= atol].max(initial=0.0)))
     score_err = float(np.abs(np.sort(os_, -1) - np.sort(ts, -1)).max()) if os_.size else 0.0
     report.max_abs = {"boxes_matched": worst_box, "scores_sorted": score_err}
