@@ -553,7 +553,8 @@ def warm_up() -> None:
     coef = tuple(f(v) for v in (-0.01, 0.99, 0.03, 0.3, 300.0, 300.0, 2.0, 2.0, 3.0, 3.0))
     u8 = np.full((4, 4), 255, np.uint8)
     flow_mid(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0].copy(), z4[1].copy(), u8, True)
-    remap_linear(invz, z4[0], z4[1], True, z4[2].copy())  # calibrate.flow_fused's probe
+    uv = np.ones((2, 2), f)  # inside invz (the probe kernel does not check bounds)
+    remap_linear(invz, uv, uv, True, uv.copy())  # calibrate.flow_fused's probe
     flow2 = np.zeros((4, 4, 2), f)
     flow_end(z4[0], z4[1], z4[2], z4[3], z4[0], z4[1], u8, flow2, road, True)
     flow_mid_end(z4[0], z4[1], z4[2], invz, coef, z4[3], z4[0], z4[1], flow2, road, True)
