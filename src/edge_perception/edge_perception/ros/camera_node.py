@@ -238,41 +238,9 @@ class CameraNode(LifecycleNode):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script ``camera_node``; ``--autostart`` configures and activates at start-up,
     ``--help`` prints the parameters (descriptions, defaults, allowed values) and exits."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.utilities import remove_ros_args
+    from edge_perception.ros.spin import lifecycle_main
 
-    from edge_perception.ros.params import usage
-    from edge_perception.ros.spin import spin_until_shutdown
-
-    args: List[str] = list(sys.argv if argv is None else argv)
-    own = remove_ros_args(args)[1:]
-    prog = "camera_node"
-    options = {"--autostart": "configure and activate at start-up (else a lifecycle manager does)"}
-    if "-h" in own or "--help" in own:
-        sys.stdout.write(usage(CameraNodeConfig, prog, (__doc__ or "").split("\n\n")[0], options))
-        return 0
-    unknown = [a for a in own if a != "--autostart"]
-    if unknown:
-        print(
-            "%s: unknown argument(s) %s; ROS arguments go after --ros-args (see --help)"
-            % (prog, " ".join(unknown)),
-            file=sys.stderr,
-        )
-        return 2
-    rclpy.init(args=args)
-    node = CameraNode()
-    if "--autostart" in own and node.trigger_configure() == _SUCCESS:
-        node.trigger_activate()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_shutdown(executor)
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return lifecycle_main(argv, "camera_node", __doc__, CameraNodeConfig, CameraNode)
 
 
 if __name__ == "__main__":

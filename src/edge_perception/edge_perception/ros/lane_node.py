@@ -21,16 +21,15 @@ Python 3.8 compatible.
 from __future__ import annotations
 
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
-from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from edge_perception.config import LaneNodeConfig
 from edge_perception.ros.convert import array_to_image, lane_to_msg
-from edge_perception.ros.node_base import PerceptionNodeBase, spin_node
+from edge_perception.ros.node_base import PerceptionNodeBase
 from edge_perception.runtime.lane import LanePipeline
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import LaneResult
@@ -136,32 +135,15 @@ class LaneSegmentationNode(PerceptionNodeBase):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script ``lane_node``; ``--autostart`` configures and activates at start-up,
     ``--help`` prints the parameters (descriptions, defaults, allowed values) and exits."""
-    import rclpy
-    from rclpy.utilities import remove_ros_args
+    from edge_perception.ros.spin import lifecycle_main
 
-    from edge_perception.ros.params import usage
-
-    args: List[str] = list(sys.argv if argv is None else argv)
-    own = remove_ros_args(args)[1:]
-    prog = "python -m edge_perception.ros.lane_node"
-    options = {"--autostart": "configure and activate at start-up (else a lifecycle manager does)"}
-    if "-h" in own or "--help" in own:
-        sys.stdout.write(usage(LaneNodeConfig, prog, (__doc__ or "").split("\n\n")[0], options))
-        return 0
-    unknown = [a for a in own if a != "--autostart"]
-    if unknown:
-        print(
-            "%s: unknown argument(s) %s; ROS arguments go after --ros-args (see --help)"
-            % (prog, " ".join(unknown)),
-            file=sys.stderr,
-        )
-        return 2
-    rclpy.init(args=args)
-    node = LaneSegmentationNode()
-    if "--autostart" in own and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-        node.trigger_activate()
-    spin_node(node)
-    return 0
+    return lifecycle_main(
+        argv,
+        "python -m edge_perception.ros.lane_node",
+        __doc__,
+        LaneNodeConfig,
+        LaneSegmentationNode,
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ from edge_perception.ros.convert import (
     stamp_to_ns,
 )
 from edge_perception.ros.detection_node import LABEL_QOS, PALETTE, manifest_of
-from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path, spin_node
+from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Instances
 from edge_perception.runtime.tracking import track_colour
@@ -302,32 +302,11 @@ class VisNode(PerceptionNodeBase):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script ``vis_node``; ``--autostart`` configures and activates at start-up,
     ``--help`` prints the parameters (descriptions, defaults, allowed values) and exits."""
-    import rclpy
-    from rclpy.utilities import remove_ros_args
+    from edge_perception.ros.spin import lifecycle_main
 
-    from edge_perception.ros.params import usage
-
-    args: List[str] = list(sys.argv if argv is None else argv)
-    own = remove_ros_args(args)[1:]
-    prog = "python -m edge_perception.ros.vis_node"
-    options = {"--autostart": "configure and activate at start-up (else a lifecycle manager does)"}
-    if "-h" in own or "--help" in own:
-        sys.stdout.write(usage(VisParams, prog, (__doc__ or "").split("\n\n")[0], options))
-        return 0
-    unknown = [a for a in own if a != "--autostart"]
-    if unknown:
-        print(
-            "%s: unknown argument(s) %s; ROS arguments go after --ros-args (see --help)"
-            % (prog, " ".join(unknown)),
-            file=sys.stderr,
-        )
-        return 2
-    rclpy.init(args=args)
-    node = VisNode()
-    if "--autostart" in own and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-        node.trigger_activate()
-    spin_node(node)
-    return 0
+    return lifecycle_main(
+        argv, "python -m edge_perception.ros.vis_node", __doc__, VisParams, VisNode
+    )
 
 
 if __name__ == "__main__":
