@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Dict, List
 
+from edge_perception.config import OBJECT_CLASS_NAMES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS: Dict[str, List[str]] = {
     "old": ["--no-ignore"],
@@ -39,7 +41,6 @@ ARMS: Dict[str, List[str]] = {
     "+mosaic": ["--mosaic", "0.5", "--mosaic-stop", "1.0"],
     "full": ["--dense-o2m", "--cls-loss", "mal", "--mosaic", "0.5", "--mosaic-stop", "1.0"],
 }
-CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 
 
 def run_arm(name: str, extra: List[str], args: argparse.Namespace) -> Dict[str, object]:
@@ -122,15 +123,15 @@ def write_tables(results: List[Dict[str, object]], args: argparse.Namespace) -> 
         f"{args.iters} iterations each (flat-cosine, seed 0), EMA weights on the standard "
         "240-frame val split. Machine: " + meta["machine"] + ".",
         "",
-        "| arm | mAP50:95 | mAP50 | mAP small | " + " | ".join(CLASSES) + " |",
-        "|---|---|---|---|" + "---|" * len(CLASSES),
+        "| arm | mAP50:95 | mAP50 | mAP small | " + " | ".join(OBJECT_CLASS_NAMES) + " |",
+        "|---|---|---|---|" + "---|" * len(OBJECT_CLASS_NAMES),
     ]
     for r in results:
         pc = r["per_class"]
         lines.append(
             f"| {r['arm']} | {r['map']:.4f} | {r['map50']:.4f} | "
             f"{(r['map_small'] or 0):.4f} | "
-            + " | ".join(f"{pc.get(c, float('nan')):.3f}" for c in CLASSES)
+            + " | ".join(f"{pc.get(c, float('nan')):.3f}" for c in OBJECT_CLASS_NAMES)
             + " |"
         )
     with open(os.path.join(ROOT, "bench", "det_recipe.md"), "w", encoding="utf-8") as f:

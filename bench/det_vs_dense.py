@@ -36,12 +36,13 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from edge_perception.config import OBJECT_CLASS_NAMES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from common import cpu_model, environment, summarize  # noqa: E402
 
 WORK = os.path.join(ROOT, "out", "det_vs_dense")
-CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 # the RT-DETR "full" arm's switches that also apply to YOLOX (the dense o2m head and MAL are
 # RT-DETR-only training aids)
 SHARED = ["--mosaic", "0.5", "--mosaic-stop", "1.0"]
@@ -368,17 +369,21 @@ def _markdown(data: Dict[str, Any]) -> str:
             f"hence {plan['iters']} iterations."
         )
         lines.append("")
-    header = "| model | iterations | CPU-s | mAP50:95 | mAP50 | " + " | ".join(CLASSES) + " |"
-    lines += [header, "|---|---|---|---|---|" + "---|" * len(CLASSES)]
+    header = (
+        "| model | iterations | CPU-s | mAP50:95 | mAP50 | "
+        + " | ".join(OBJECT_CLASS_NAMES)
+        + " |"
+    )
+    lines += [header, "|---|---|---|---|---|" + "---|" * len(OBJECT_CLASS_NAMES)]
     for name, r in (("det_small, recipe `full`", full), ("YOLOX-nano", yx)):
         if not r:
-            lines.append(f"| {name} | (not finished) |" + " |" * (3 + len(CLASSES)))
+            lines.append(f"| {name} | (not finished) |" + " |" * (3 + len(OBJECT_CLASS_NAMES)))
             continue
         pc = r.get("per_class", {})
         lines.append(
             f"| {name} | {r['iterations']} | {r['cpu_s']:.0f} | {r['map']:.4f} | "
             f"{r['map50']:.4f} | "
-            + " | ".join(f"{pc.get(c, float('nan')):.3f}" for c in CLASSES)
+            + " | ".join(f"{pc.get(c, float('nan')):.3f}" for c in OBJECT_CLASS_NAMES)
             + " |"
         )
     lines += ["", "Per-class columns: AP50:95 on the standard 240-frame val split (EMA weights)."]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_perception.detection.box_ops import cxcywh_to_xyxy, generalized_box_iou, paired_iou
-from edge_perception.detection.dense_head import dense_loss
+from edge_perception.detection.dense_head import dense_loss, points_in_boxes
 from edge_perception.detection.matcher import HungarianMatcher
 
 Indices = List[Tuple[Tensor, Tensor]]
@@ -72,11 +72,7 @@ def ignored_queries(boxes: Tensor, targets: List[Dict[str, Tensor]]) -> Optional
         ign = t.get("ignore_boxes")
         if ign is None or not ign.numel():
             continue
-        r = cxcywh_to_xyxy(ign)
-        c = boxes[i, :, :2].detach()
-        inside = (c[:, None, 0] > r[None, :, 0]) & (c[:, None, 0] < r[None, :, 2])
-        inside &= (c[:, None, 1] > r[None, :, 1]) & (c[:, None, 1] < r[None, :, 3])
-        out[i] = inside.any(1)
+        out[i] = points_in_boxes(boxes[i, :, :2].detach(), cxcywh_to_xyxy(ign)).any(0)
     return out
 
 

@@ -71,6 +71,32 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
+def hflip(image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mirror an image (a view) and its xyxy pixel boxes left-right."""
+    w = image.shape[1]
+    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    return image[:, ::-1], flipped.reshape(-1, 4)
+
+
+def crop_boxes(
+    boxes: np.ndarray, labels: np.ndarray, x0: int, y0: int, cw: int, ch: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """xyxy pixel boxes of the window ``(x0, y0, cw, ch)``: clipped to it; objects with < 40 %
+    of their area left or thinner than 2 px are dropped, ignore regions (label -1) stay while
+    any part is visible."""
+    if not len(boxes):
+        return boxes, labels
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    b = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, cw)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, ch)
+    new_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep = (new_area >= 0.4 * np.maximum(area, 1e-6)) & (b[:, 2] - b[:, 0] >= 2)
+    keep &= b[:, 3] - b[:, 1] >= 2
+    keep |= (labels < 0) & (new_area > 0)
+    return b[keep], labels[keep]
+
+
 def random_crop(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -84,18 +110,8 @@ def random_crop(
     ch, cw = max(8, int(h * f)), max(8, int(w * f))
     y0 = int(rng.integers(0, h - ch + 1))
     x0 = int(rng.integers(0, w - cw + 1))
-    image = image[y0 : y0 + ch, x0 : x0 + cw]
-    if len(boxes):
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        b = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
-        b[:, [0, 2]] = b[:, [0, 2]].clip(0, cw)
-        b[:, [1, 3]] = b[:, [1, 3]].clip(0, ch)
-        new_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        keep = (new_area >= 0.4 * np.maximum(area, 1e-6)) & (b[:, 2] - b[:, 0] >= 2)
-        keep &= b[:, 3] - b[:, 1] >= 2
-        keep |= (labels < 0) & (new_area > 0)  # ignore regions (label -1) stay while visible
-        boxes, labels = b[keep], labels[keep]
-    return image, boxes, labels
+    boxes, labels = crop_boxes(boxes, labels, x0, y0, cw, ch)
+    return image[y0 : y0 + ch, x0 : x0 + cw], boxes, labels
 
 
 class CocoDetection(Dataset):
@@ -198,11 +214,7 @@ class CocoDetection(Dataset):
         if rng.random() < 0.5:
             img, boxes, labels = random_crop(img, boxes, labels, rng)
         if rng.random() < 0.5:
-            img = img[:, ::-1]
-            w = img.shape[1]
-            boxes = np.stack(
-                [w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1
-            ).reshape(-1, 4)
+            img, boxes = hflip(img, boxes)
         return img, boxes, labels
 
     def _mosaic(
@@ -222,11 +234,7 @@ class CocoDetection(Dataset):
             j = idx if k == 0 else int(others[k - 1])
             img, boxes, labels, _ = self._raw(j)
             if rng.random() < 0.5:
-                img = img[:, ::-1]
-                w = img.shape[1]
-                boxes = np.stack(
-                    [w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1
-                ).reshape(-1, 4)
+                img, boxes = hflip(img, boxes)
             f = rng.uniform(0.6, 1.0)
             h, w = img.shape[:2]
             nh, nw = max(8, round(h * f)), max(8, round(w * f))
@@ -240,18 +248,9 @@ class CocoDetection(Dataset):
             py = qy1 - ch if k < 2 else qy0
             px = qx1 - cw if k % 2 == 0 else qx0
             canvas[py : py + ch, px : px + cw] = img[y0 : y0 + ch, x0 : x0 + cw]
-            if len(boxes):
-                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                b = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
-                b[:, [0, 2]] = b[:, [0, 2]].clip(0, cw)
-                b[:, [1, 3]] = b[:, [1, 3]].clip(0, ch)
-                new_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-                keep = (new_area >= 0.4 * np.maximum(area, 1e-6)) & (b[:, 2] - b[:, 0] >= 2)
-                keep &= b[:, 3] - b[:, 1] >= 2
-                keep |= (labels < 0) & (new_area > 0)  # any part of an ignore region stays
-                b = b[keep] + np.array([px, py, px, py], dtype=np.float32)
-                all_boxes.append(b)
-                all_labels.append(labels[keep])
+            b, lb = crop_boxes(boxes, labels, x0, y0, cw, ch)
+            all_boxes.append(b + np.array([px, py, px, py], dtype=np.float32))
+            all_labels.append(lb)
         boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
         labels = np.concatenate(all_labels) if all_labels else np.zeros((0,), np.int64)
         return canvas, boxes.astype(np.float32), labels
@@ -259,13 +258,13 @@ class CocoDetection(Dataset):
     def __getitem__(self, idx: int) -> Tuple[Tensor, Dict[str, Any]]:
         info = self.images[idx]
         rng = np.random.default_rng((self.seed, self.epoch, idx)) if self.augment else None
+        pre = float("nan")  # the pre-scale only defines target["scale"] without augmentation
         if rng is not None and self.mosaic_prob > 0 and rng.random() < self.mosaic_prob:
             img, boxes, labels = self._mosaic(idx, rng)
         else:
-            img, boxes, labels, _pre = self._raw(idx)
+            img, boxes, labels, pre = self._raw(idx)
             if rng is not None:
                 img, boxes, labels = self._augment(img, boxes, labels, rng)
-        pre = self._load(idx)[1]
         if rng is not None and rng.random() < 0.8:
             img = photometric(np.ascontiguousarray(img), rng)
         crop_h, crop_w = img.shape[:2]

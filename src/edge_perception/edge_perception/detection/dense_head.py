@@ -83,8 +83,8 @@ class DenseHead(nn.Module):
         }
 
 
-def _inside(points: Tensor, boxes_xyxy: Tensor) -> Tensor:
-    """[n, A] whether each point lies inside each box."""
+def points_in_boxes(points: Tensor, boxes_xyxy: Tensor) -> Tensor:
+    """[n, A] whether each point (x, y) [A, 2] lies strictly inside each box [n, 4]."""
     x, y = points[:, 0][None], points[:, 1][None]
     b = boxes_xyxy[:, :, None]
     return (x > b[:, 0]) & (x < b[:, 2]) & (y > b[:, 1]) & (y < b[:, 3])
@@ -116,7 +116,7 @@ def task_aligned_assign(
     if n == 0:
         return gt_index, score, best_iou
     gt_xyxy = cxcywh_to_xyxy(gt_boxes)
-    inside = _inside(points, gt_xyxy)
+    inside = points_in_boxes(points, gt_xyxy)
     near = ((points[None, :, 0] - gt_boxes[:, None, 0]).abs() < radius * strides[None, :, 0]) & (
         (points[None, :, 1] - gt_boxes[:, None, 1]).abs() < radius * strides[None, :, 1]
     )
@@ -183,7 +183,7 @@ def dense_loss(
             pos_w.append(score[pos])
         ign = t.get("ignore_boxes")
         if ign is not None and ign.numel():
-            in_ign = _inside(points, cxcywh_to_xyxy(ign)).any(0) & ~pos
+            in_ign = points_in_boxes(points, cxcywh_to_xyxy(ign)).any(0) & ~pos
             weight[i, in_ign] = 0.0
     norm = target.sum().clamp(min=1.0)
     lc = (cls_loss(logits, target) * weight).sum() / norm

@@ -22,13 +22,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from edge_perception.config import OBJECT_CLASS_NAMES
 from edge_perception.datafiles import load_torch
 from edge_perception.detection.model import RTDETR, count_parameters, model_from_checkpoint
 from edge_perception.export import check_parity, export_onnx, write_manifest
 
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["boxes", "scores", "labels"]
-CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 
 
 def export_detector(
@@ -137,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         "task": "detection",
         "model": getattr(model.cfg, "model", "rtdetr"),
         "variant": train_args.get("variant"),
-        "class_names": CLASS_NAMES[: model.cfg.num_classes],
+        "class_names": OBJECT_CLASS_NAMES[: model.cfg.num_classes],
         "input_size": list(size),
         "input_names": INPUT_NAMES,
         "output_names": OUTPUT_NAMES,

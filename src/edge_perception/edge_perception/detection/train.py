@@ -52,15 +52,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from edge_perception.config import OBJECT_CLASS_NAMES
 from edge_perception.datafiles import load_torch
 from edge_perception.detection.criterion import SetCriterion
 from edge_perception.detection.data import CocoDetection, collate
-from edge_perception.detection.model import NUM_OBJECT_CLASSES, RTDETR, build_rtdetr, config_dict
+from edge_perception.detection.model import RTDETR, build_rtdetr, config_dict
 from edge_perception.detection.yolox import build_yolox
 from edge_perception.detection.yolox_loss import YOLOXCriterion
 
-CLASS_NAMES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
-assert len(CLASS_NAMES) == NUM_OBJECT_CLASSES
+CLASS_NAMES = OBJECT_CLASS_NAMES
 CSV_FIELDS = ["epoch", "iteration", "lr", "loss", "map", "map50", "map75", "seconds"] + [
     f"ap_{c}" for c in CLASS_NAMES
 ]
@@ -420,6 +420,28 @@ def main(args: argparse.Namespace) -> int:
         state["batch_in_epoch"] = batch_in_epoch
         _save(last_path, state)
 
+    def new_row(epoch: int, loss: float) -> Dict[str, Any]:
+        row: Dict[str, Any] = {k: "" for k in CSV_FIELDS}
+        row.update(
+            epoch=epoch,
+            iteration=iteration,
+            lr=opt.param_groups[0]["lr"],
+            loss=loss,
+            seconds=round(time.time() - t0, 1),
+        )
+        return row
+
+    def validate_keep_best(row: Dict[str, Any], epoch: int) -> None:
+        """Validate the EMA weights into ``row``; a new best mAP50:95 is saved as best.pt."""
+        nonlocal best
+        assert val_ds is not None
+        metric, md = _validate(ema.module, val_ds, row, progress)
+        if metric > best:
+            best = metric
+            state = _state(model, ema, opt, epoch, iteration, best, args)
+            state["val_metrics"] = md
+            _save(os.path.join(args.out, "best.pt"), state)
+
     def write_row(row: Dict[str, Any]) -> None:
         with open(csv_path, "a", newline="", encoding="utf-8") as f:
             csv.DictWriter(f, CSV_FIELDS).writerow(row)
@@ -488,22 +510,10 @@ def main(args: argparse.Namespace) -> int:
                 and iteration % args.eval_every_iters == 0
                 and not end_of_run
             ):
-                row = {k: "" for k in CSV_FIELDS}
-                row.update(
-                    epoch=epoch,
-                    iteration=iteration,
-                    lr=opt.param_groups[0]["lr"],
-                    loss=running / max(count, 1),
-                    seconds=round(time.time() - t0, 1),
-                )
-                metric, md = _validate(ema.module, val_ds, row, progress)
+                row = new_row(epoch, running / max(count, 1))
+                validate_keep_best(row, epoch)
                 model.train()
                 tqdm.write(f"iteration {iteration}: val mAP50:95 {row['map']:.4f}")
-                if metric > best:
-                    best = metric
-                    st = _state(model, ema, opt, epoch, iteration, best, args)
-                    st["val_metrics"] = md
-                    _save(os.path.join(args.out, "best.pt"), st)
                 write_row(row)
             if end_of_run or timed_out:
                 stop = timed_out
@@ -516,26 +526,14 @@ def main(args: argparse.Namespace) -> int:
                 save_last(epoch, batch_in_epoch)
                 last_save = time.time()
         epoch_done = batch_in_epoch >= iters_per_epoch or iteration >= total_iters
-        row = {k: "" for k in CSV_FIELDS}
-        row.update(
-            epoch=epoch,
-            iteration=iteration,
-            lr=opt.param_groups[0]["lr"],
-            loss=running / max(count, 1),
-            seconds=round(time.time() - t0, 1),
-        )
+        row = new_row(epoch, running / max(count, 1))
         last_epoch = stop or epoch == epochs - 1 or iteration >= total_iters
         if main_proc and val_ds is not None and ((epoch + 1) % args.eval_every == 0 or last_epoch):
-            metric, md = _validate(ema.module, val_ds, row, progress)
+            validate_keep_best(row, epoch)
             tqdm.write(
                 f"epoch {epoch + 1}: loss {row['loss']:.4f} val mAP50:95 {row['map']:.4f} "
                 f"mAP50 {row['map50']:.4f}"
             )
-            if metric > best:
-                best = metric
-                state = _state(model, ema, opt, epoch, iteration, best, args)
-                state["val_metrics"] = md
-                _save(os.path.join(args.out, "best.pt"), state)
         if main_proc:
             save_last(epoch, None if epoch_done else batch_in_epoch)
             last_save = time.time()
