@@ -163,3 +163,30 @@ def test_ignore_flagged_objects_are_neither_missed_nor_false_positives():
     # Without the flag the same tiny car is a real target: missing it halves recall.
     del gt["annotations"][1]["ignore"]
     assert coco_map(gt, found_only_first).map == pytest.approx(51 / 101)
+
+
+def test_per_class_ap50_and_support_count_objects_and_tracks():
+    # car: two objects, each found with IoU 0.62 (AP50 1.0, AP50:95 3/10); truck: one object of
+    # track 7 seen in both images plus an ignore-flagged one that must not count as support
+    gt = _gt(
+        [
+            [(1, (0, 0, 100, 100)), (2, (200, 100, 50, 50))],
+            [(1, (0, 0, 100, 100)), (2, (210, 100, 50, 50)), (2, (300, 10, 8, 8))],
+        ]
+    )
+    for ann, tid in zip(gt["annotations"], (1, 7, 2, 7, 9)):
+        ann["track_id"] = tid
+    gt["annotations"][-1]["ignore"] = True
+    for im in gt["images"]:
+        im["video_id"] = 1
+    preds = _perfect(gt)[:-1]
+    for p in preds:
+        if p["category_id"] == 1:
+            p["bbox"] = [0, 0, 100, 62]  # IoU 0.62 with the 100x100 box
+    m = coco_map(gt, preds)
+    assert m.per_class_ap50 == {"car": pytest.approx(1.0), "truck": pytest.approx(1.0)}
+    assert m.per_class["car"] == pytest.approx(0.3)
+    assert m.support == {"car": 2, "truck": 2}
+    assert m.support_tracks == {"car": 2, "truck": 1}
+    only_first = coco_map(gt, preds, image_ids=[1])
+    assert only_first.support == {"car": 1, "truck": 1}

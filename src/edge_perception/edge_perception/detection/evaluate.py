@@ -99,7 +99,11 @@ def format_metrics(m: CocoMetrics) -> str:
         f"mAP50:95 {m.map:.4f}  mAP50 {m.map50:.4f}  mAP75 {m.map75:.4f}",
         f"small {m.map_small:.4f}  medium {m.map_medium:.4f}  large {m.map_large:.4f}",
     ]
-    lines += [f"  {k:<14s} {v:.4f}" for k, v in m.per_class.items()]
+    lines.append(f"  {'class':<14s} {'AP50:95':>7s} {'AP50':>7s} {'objects':>8s} {'tracks':>7s}")
+    for k, v in m.per_class.items():
+        ap50 = m.per_class_ap50.get(k, float("nan"))
+        n, t = m.support.get(k, 0), m.support_tracks.get(k, 0)
+        lines.append(f"  {k:<14s} {v:7.4f} {ap50:7.4f} {n:8d} {t:7d}")
     return "\n".join(lines)
 
 

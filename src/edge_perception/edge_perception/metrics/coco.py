@@ -49,6 +49,12 @@ class CocoMetrics:
     map_large: float
     ar100: float
     per_class: Dict[str, float] = field(default_factory=dict)
+    per_class_ap50: Dict[str, float] = field(default_factory=dict)
+    #: ground-truth objects per class that count (not crowd / ignore) in the evaluated images,
+    #: and how many distinct ``track_id`` they belong to (0 where annotations carry none): a
+    #: class AP over one object seen in 30 frames measures that object, not the class
+    support: Dict[str, int] = field(default_factory=dict)
+    support_tracks: Dict[str, int] = field(default_factory=dict)
     num_images: int = 0
     num_predictions: int = 0
     iou_type: str = "bbox"
@@ -217,9 +223,20 @@ def coco_map(
     m = len(ev.params.maxDets) - 1
 
     cat_names = {c["id"]: c["name"] for c in data["categories"]}
-    per_class = {}
+    per_class, per_class_ap50 = {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
         per_class[cat_names[cat_id]] = _mean_valid(prec[:, :, k, a_all, m])
+        per_class_ap50[cat_names[cat_id]] = _mean_valid(prec[t50, :, k, a_all, m])
+    evaluated = set(int(i) for i in ev.params.imgIds)
+    video_of = {int(im["id"]): im.get("video_id", im.get("sequence")) for im in data["images"]}
+    support = {n: 0 for n in per_class}
+    tracks: Dict[str, set] = {n: set() for n in per_class}
+    for ann in data["annotations"]:
+        name = cat_names.get(ann.get("category_id"))
+        if name in support and not ann.get("iscrowd") and int(ann["image_id"]) in evaluated:
+            support[name] += 1
+            if ann.get("track_id") is not None:
+                tracks[name].add((video_of.get(int(ann["image_id"])), ann["track_id"]))
 
     return CocoMetrics(
         map=_mean_valid(prec[:, :, :, a_all, m]),
@@ -230,6 +247,9 @@ def coco_map(
         map_large=_mean_valid(prec[:, :, :, a_large, m]),
         ar100=_mean_valid(recall[:, :, a_all, m]),
         per_class=per_class,
+        per_class_ap50=per_class_ap50,
+        support=support,
+        support_tracks={n: len(t) for n, t in tracks.items()},
         num_images=len(ev.params.imgIds),
         num_predictions=len(results),
         iou_type=iou_type,
