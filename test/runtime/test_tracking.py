@@ -167,3 +167,17 @@ def test_buffered_iou_keeps_a_small_fast_mover():
 
     assert [f[1] for f in run(0.0)[1:]] == [-1, -1, -1, -1]
     assert [f[1] for f in run(0.3)[1:]] == [-1, 2, 2, 2]
+
+
+def test_empty_frame_with_embeddings_keeps_tracks_and_bad_shapes_are_refused():
+    cfg = TrackerConfig(min_hits=1)
+    tracker = MultiObjectTracker(cfg)
+    e = np.array([[1.0, 0.0, 0.0, 0.0]])
+    first = tracker.update(np.array([_box(50, 50)]), np.array([0.9]), np.array([0]), embeddings=e)
+    # a frame with no detections: 0 x D embeddings (what a model emits then) is valid input
+    empty = tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), embeddings=np.zeros((0, 4)))
+    assert empty.shape == (0,)
+    again = tracker.update(np.array([_box(52, 50)]), np.array([0.9]), np.array([0]), embeddings=e)
+    assert again.tolist() == first.tolist() and first[0] >= 0
+    with pytest.raises(ValueError, match="embeddings"):
+        tracker.update(np.array([_box(52, 50)]), np.array([0.9]), np.array([0]), embeddings=np.zeros((2, 4)))

@@ -328,7 +328,13 @@ class MultiObjectTracker:
         scores = np.asarray(scores, np.float64).reshape(n)
         labels = np.asarray(labels, np.int64).reshape(n)
         if embeddings is not None:
-            embeddings = np.asarray(embeddings, np.float64).reshape(n, -1)
+            embeddings = np.asarray(embeddings, np.float64)
+            dim = embeddings.shape[-1] if embeddings.ndim == 2 else (embeddings.size // max(n, 1))
+            if embeddings.size != n * dim:
+                raise ValueError(
+                    f"embeddings has shape {embeddings.shape} for {n} detections (expected N x D)"
+                )
+            embeddings = embeddings.reshape(n, dim)
         if extras is not None and len(extras) != n:
             raise ValueError("extras has %d entries for %d detections" % (len(extras), n))
         self.frame += 1

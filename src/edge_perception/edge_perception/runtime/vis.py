@@ -342,7 +342,7 @@ class VISPipeline(Pipeline):
             boxes,
             scores,
             labels,
-            embeddings=emb if len(emb) else None,  # the tracker cannot reshape 0 x -1
+            embeddings=emb,
             similarity=mask_iou,
             extras=list(binary),
         )
