@@ -175,9 +175,13 @@ def test_empty_frame_with_embeddings_keeps_tracks_and_bad_shapes_are_refused():
     e = np.array([[1.0, 0.0, 0.0, 0.0]])
     first = tracker.update(np.array([_box(50, 50)]), np.array([0.9]), np.array([0]), embeddings=e)
     # a frame with no detections: 0 x D embeddings (what a model emits then) is valid input
-    empty = tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), embeddings=np.zeros((0, 4)))
+    empty = tracker.update(
+        np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), embeddings=np.zeros((0, 4))
+    )
     assert empty.shape == (0,)
     again = tracker.update(np.array([_box(52, 50)]), np.array([0.9]), np.array([0]), embeddings=e)
     assert again.tolist() == first.tolist() and first[0] >= 0
     with pytest.raises(ValueError, match="embeddings"):
-        tracker.update(np.array([_box(52, 50)]), np.array([0.9]), np.array([0]), embeddings=np.zeros((2, 4)))
+        tracker.update(
+            np.array([_box(52, 50)]), np.array([0.9]), np.array([0]), embeddings=np.zeros((2, 4))
+        )
