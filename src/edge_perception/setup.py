@@ -1,7 +1,9 @@
 """edge_perception: ament_python package whose Python package is a ROS-free core.
 
-`pip install src/edge_perception` gives the core without ROS; colcon also installs the top-level
-launch/, config/ and models/ folders under share/edge_perception so `ros2 launch` finds them.
+`pip install src/edge_perception` gives the core without ROS; colcon also installs the package's
+launch/, config/ and models/ folders under share/edge_perception so `ros2 launch` finds them. They
+live inside this package (the repository root's launch/, config/ and models/ are symbolic links to
+them), so a source release of this folder alone (bloom) carries everything the nodes need.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from setuptools import find_packages, setup
 
 PKG = "edge_perception"
 HERE = Path(__file__).resolve().parent
-TOP = HERE.parent.parent  # repository root: launch/, config/, models/ live there
 
 
 def _files(folder: str, pattern: str = "*") -> list[str]:
     # Relative to this package's folder (colcon and setuptools both resolve data files from it).
     return sorted(
-        os.path.relpath(p, HERE) for p in glob(str(TOP / folder / pattern)) if os.path.isfile(p)
+        os.path.relpath(p, HERE) for p in glob(str(HERE / folder / pattern)) if os.path.isfile(p)
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 from pathlib import Path
 from typing import Dict, Tuple
@@ -117,3 +118,44 @@ def test_rviz_config_shows_the_perception_topics_in_the_camera_frame():
     for topic in list(topics.values())[1:]:
         assert topic.split("/")[1] in names
     assert {p["Class"] for p in rviz["Panels"]} >= {"rviz_common/Displays"}
+
+
+def test_package_folder_alone_installs_launch_config_and_models(tmp_path):
+    """A source release of src/edge_perception alone (what bloom packages) must carry the launch
+    files, configs and bundled models it installs: none may come from outside its folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "edge_perception"
+    shutil.copytree(
+        REPO / "src" / "edge_perception",
+        pkg,
+        ignore=shutil.ignore_patterns("checkpoints", "__pycache__", "*.egg-info"),
+    )
+    code = (
+        "import json\n"
+        "from distutils.core import run_setup\n"
+        "d = run_setup('setup.py', stop_after='init')\n"
+        "print(json.dumps(d.data_files))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=pkg, capture_output=True, text=True, check=True
+    )
+    data_files = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    installed = {
+        f"{dest}/{Path(src).name}": src for dest, srcs in data_files.items() for src in srcs
+    }
+    for dest in (
+        "share/edge_perception/launch/xavier.launch.py",
+        "share/edge_perception/launch/cpu.launch.py",
+        "share/edge_perception/config/xavier.yaml",
+        "share/edge_perception/config/cpu.yaml",
+        "share/edge_perception/config/edge_perception.rviz",
+        "share/edge_perception/models/det_small.onnx",
+        "share/edge_perception/models/lane_small.onnx",
+    ):
+        assert dest in installed, f"{dest} is not installed from the package folder"
+    for src in installed.values():
+        assert not src.startswith(".."), f"{src} lies outside the package folder"
+        assert (pkg / src).is_file(), src
