@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The video instance segmentation model's training (issue 14): three stages chained, each resumable
+# (re-running the script continues the unfinished stage from its last.pt), at a low CPU priority.
+#
+#   bash scripts/vis_train_run.sh                     # all stages, then export + evaluate
+#   VIS_STAGES="image" bash scripts/vis_train_run.sh  # only some stages
+#
+# Data: 2000 clips of 4 frames at 10 Hz (config/scenarios/vis_train.yaml), regenerated when missing
+# (deterministic in its seed). Warm start: the detector's best checkpoint of the long run
+# (out/det_long/best.pt), else the committed resume checkpoint (its EMA weights).
+# Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/setup.sh >/dev/null
+set +u
+source env.sh
+set -u
+DATA=${VIS_DATA:-data/vis_train}
+OUT=${VIS_OUT:-out/vis}
+THREADS=${VIS_THREADS:-2}
+STAGES=${VIS_STAGES:-image flow video}
+DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
+[ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
+if [ ! -f "$DATA/manifest.json" ]; then
+  nice -n 19 carla-bridge generate --out "$DATA" --scenario config/scenarios/vis_train.yaml \
+    --train-sequences 2000 --workers 2 --seed 3
+fi
+COMMON=(--data "$DATA" --threads "$THREADS" --batch-size 8 --save-every-min 10 --seed 0)
+stage() {  # stage name, iterations, extra arguments...
+  local name=$1 iters=$2
+  shift 2
+  local out="$OUT/$name"
+  local resume=()
+  if [ -f "$out/last.pt" ]; then
+    local done_it
+    done_it=$(python -c "import torch,sys; print(torch.load(sys.argv[1], map_location='cpu', \
+weights_only=False)['iteration'])" "$out/last.pt")
+    [ "$done_it" -ge "$iters" ] && { echo "[vis] $name: done ($done_it iterations)"; return 0; }
+    resume=(--resume)
+  fi
+  echo "[vis] $name: $iters iterations -> $out"
+  nice -n 15 python -m edge_perception.vis.train --stage "$name" --out "$out" --iters "$iters" \
+    "${COMMON[@]}" "$@" "${resume[@]}"
+}
+for s in $STAGES; do
+  case $s in
+    image) stage image "${VIS_IMAGE_ITERS:-2000}" --det-checkpoint "$DET" --lr 2e-4 \
+      --warmup-iters 100 --ema-decay 0.999 --max-val-images 120 --eval-every 500 ;;
+    flow) stage flow "${VIS_FLOW_ITERS:-600}" --init "$OUT/image/best.pt" --frames 2 --max-gap 3 \
+      --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 0 ;;
+    video) stage video "${VIS_VIDEO_ITERS:-1000}" --init "$OUT/flow/last.pt" --frames 3 \
+      --max-gap 2 --lr 1e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 120 \
+      --eval-every 500 ;;
+    *) echo "[vis] unknown stage $s (image | flow | video)" >&2; exit 2 ;;
+  esac
+done
