@@ -163,4 +163,11 @@ def test_detection_pipeline_tracking_gives_stable_ids_and_keeps_low_score_contin
     assert kept.ids == ["1", "2", "3", "4"] and pipe.tracker.config.high_threshold == 0.75
     pipe.reset()
     pipe.score_threshold = 0.8  # births now need 0.85
-    assert pipe.process(_frame(32, 64)).result.ids == ["1"]  # ids restart after reset
+    # ids restart after reset; the 0.8 box passes the threshold but cannot start a track: it is
+    # still published (tracking adds ids, it does not withhold detections), with no id ...
+    res = pipe.process(_frame(32, 64)).result
+    assert res.ids == ["1", ""] and res.track_ids.tolist() == [1, -1]
+    np.testing.assert_allclose(res.scores, [0.9, 0.8], rtol=1e-6)
+    # ... unless only confirmed tracks are wanted
+    pipe.publish_unconfirmed = False
+    assert pipe.process(_frame(32, 64)).result.ids == ["1"]

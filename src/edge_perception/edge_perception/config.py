@@ -258,6 +258,12 @@ class DetectionNodeConfig(NodeConfig):
         max=100,
     )
 
+    track_publish_unconfirmed: bool = _f(
+        True,
+        "tracking: also publish detections at or above score_threshold that hold no confirmed "
+        "track yet (empty id); false publishes confirmed tracks only",
+    )
+
     def tracker_config(self) -> Any:
         """The tracker settings (``runtime.tracking.TrackerConfig``); None without tracking."""
         if not self.tracking:

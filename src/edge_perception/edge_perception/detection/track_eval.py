@@ -203,6 +203,7 @@ def main(args: argparse.Namespace) -> int:
         max_detections=node.max_detections,
         interpolation=args.interpolation,
         tracker=tracker_cfg,
+        publish_unconfirmed=False,  # MOT metrics score the tracker's output: tracks only
     )
     t0 = time.perf_counter()
     det_runs, gt_runs, post_ms = {}, {}, []

@@ -25,7 +25,8 @@ Parameters: :class:`DetectionParams` = :class:`edge_perception.config.DetectionN
 class filter, ``tracking``, ``track_*``, ...) plus ``decoder_layers``, ``overlay``,
 ``overlay_encoding``, ``markers`` and
 ``marker_scale``. A bad value is rejected with the reason (``SetParametersResult.reason``);
-``score_threshold``, ``max_detections``, ``classes``, ``overlay*`` and ``marker*`` change live,
+``score_threshold``, ``max_detections``, ``classes``, ``track_publish_unconfirmed``, ``overlay*``
+and ``marker*`` change live,
 the rest applies at the next configure.
 
 Class names come from the model's manifest (``<model>.json`` beside the ``.onnx``,
@@ -247,6 +248,7 @@ class DetectionNode(PerceptionNodeBase):
             max_detections=config.max_detections,
             classes=list(config.classes) or None,
             tracker=config.tracker_config(),
+            publish_unconfirmed=config.track_publish_unconfirmed,
         )
         self.class_names = list(names)
         self.model_path = wanted
@@ -273,6 +275,7 @@ class DetectionNode(PerceptionNodeBase):
         if isinstance(pipeline, DetectionPipeline):
             pipeline.score_threshold = float(config.score_threshold)
             pipeline.max_detections = int(config.max_detections)
+            pipeline.publish_unconfirmed = bool(config.track_publish_unconfirmed)
             names = pipeline.class_names
             pipeline.keep_labels = (
                 np.asarray([names.index(c) for c in config.classes], np.int64)

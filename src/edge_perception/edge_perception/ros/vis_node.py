@@ -186,6 +186,7 @@ class VisNode(PerceptionNodeBase):
                 mask_threshold=config.mask_threshold,
                 keyframes=config.keyframe_config(),
                 tracker=config.tracker_config(),
+                publish_unconfirmed=config.track_publish_unconfirmed,
             )
         except Exception:
             for b in others.values():
@@ -218,6 +219,7 @@ class VisNode(PerceptionNodeBase):
             return
         pipeline.score_threshold = float(config.score_threshold)
         pipeline.max_detections = int(config.max_detections)
+        pipeline.publish_unconfirmed = bool(config.track_publish_unconfirmed)
         pipeline.mask_threshold = float(config.mask_threshold)
         names = pipeline.class_names
         unknown = [c for c in config.classes if c not in names]

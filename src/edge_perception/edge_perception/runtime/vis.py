@@ -192,6 +192,7 @@ class VISPipeline(Pipeline):
         mask_threshold: float = 0.5,
         keyframes: Optional[KeyframePolicyConfig] = None,
         tracker: Optional[TrackerConfig] = None,
+        publish_unconfirmed: bool = True,
     ) -> None:
         _check_io(key_backend, "key", ["images"], KEY_OUTPUTS)
         _check_io(nonkey_backend, "nonkey", NONKEY_INPUTS, NONKEY_OUTPUTS)
@@ -216,6 +217,7 @@ class VISPipeline(Pipeline):
         self.mask_threshold = float(mask_threshold)
         self.policy = KeyframePolicy(keyframes)
         self.tracker = MultiObjectTracker(tracker) if tracker is not None else None
+        self.publish_unconfirmed = bool(publish_unconfirmed)
         self._track_low = tracker.low_threshold if tracker is not None else 0.0
         self._birth_margin = (
             tracker.new_track_threshold - tracker.high_threshold if tracker is not None else 0.0
@@ -302,7 +304,10 @@ class VISPipeline(Pipeline):
             self.last_lost = 0
         else:
             track_ids = self._track(out_boxes, scores[idx], labels[idx], emb[idx], low)
-            kept = np.flatnonzero(track_ids >= 0)
+            confirmed = track_ids >= 0
+            if self.publish_unconfirmed:  # as DetectionPipeline: ids added, nothing withheld
+                confirmed |= scores[idx] >= self.score_threshold
+            kept = np.flatnonzero(confirmed)
         self.policy.observe(self.last_mean_flow, self.last_lost)
         full = paste_masks(low[kept], out_boxes[kept], transform, self.mask_threshold)
         tids = track_ids[kept]

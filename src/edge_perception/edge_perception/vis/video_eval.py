@@ -15,8 +15,9 @@ frames' ``timestamp`` as stamps, reset between sequences). What the node would p
   distractors);
 - mean per-frame inference ms (the three graphs) and the share of keyframes.
 
-Only instances of confirmed tracks are published, so the frame AP here is the node's, a little
-below an untracked image-mode AP (``vis.evaluate.evaluate_image_mode``).
+The frame AP scores every instance the node publishes (confirmed tracks, and with the default
+``track_publish_unconfirmed`` the other instances at or above ``score_threshold``, without an id);
+video AP and the tracking metrics score the confirmed tracks only.
 """
 
 from __future__ import annotations
@@ -102,7 +103,13 @@ def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
             inst = out.result
             infer_ms.append(out.times.inference_ms)
             keys.append(out.keyframe)
-            pred_frames.append(FrameTracks(inst.track_ids, inst.boxes_xyxy, inst.labels))
+            # tracking metrics and video AP score the tracks; frame AP every published instance
+            tracked = np.flatnonzero(inst.track_ids >= 0)
+            pred_frames.append(
+                FrameTracks(
+                    inst.track_ids[tracked], inst.boxes_xyxy[tracked], inst.labels[tracked]
+                )
+            )
             for i in range(len(inst)):
                 rle = _rle(inst.masks[i])
                 x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
@@ -115,6 +122,8 @@ def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
                         "segmentation": rle,
                     }
                 )
+                if inst.track_ids[i] < 0:
+                    continue
                 t = per_track.setdefault(
                     int(inst.track_ids[i]), {"segs": [None] * len(frames), "s": [], "c": []}
                 )
