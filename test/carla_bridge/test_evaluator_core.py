@@ -98,6 +98,24 @@ def test_shifted_box_gives_the_expected_lower_ap():
     assert m["map50"] == pytest.approx(1.0) and m["map75"] == pytest.approx(0.0)
 
 
+def test_ignore_flagged_ground_truth_is_neither_a_miss_nor_a_false_positive():
+    # frame 1: a real car (score 1) found, a tiny ignore-flagged one (score 0) missed;
+    # frame 2: a prediction on the ignore-flagged object only (it must not count as an FP)
+    ev = ClosedLoopEvaluator()
+    ev.add_ground_truth("detection", 1, dets([[0, 0, 40, 40], [100, 10, 104, 14]], [0, 0], [1, 0]))
+    ev.add_prediction("detection", 1, dets([[0, 0, 40, 40]], [0], [0.9]))
+    ev.add_ground_truth("detection", 2, dets([[0, 0, 40, 40], [100, 10, 104, 14]], [0, 0], [1, 0]))
+    ev.add_prediction(
+        "detection", 2, dets([[100, 10, 104, 14], [0, 0, 40, 40]], [0, 0], [0.95, 0.9])
+    )
+    assert ev.summary()["detection"]["map50"] == pytest.approx(1.0)
+    # the same frames with the small object as a real target: a miss and AP drops
+    ev = ClosedLoopEvaluator()
+    ev.add_ground_truth("detection", 1, dets([[0, 0, 40, 40], [100, 10, 104, 14]], [0, 0]))
+    ev.add_prediction("detection", 1, dets([[0, 0, 40, 40]], [0], [0.9]))
+    assert ev.summary()["detection"]["map50"] < 0.6
+
+
 def test_wrong_lane_class_lowers_miou_and_pairs_out_of_order():
     ev = ClosedLoopEvaluator(lane_classes=["background", "drivable"])
     gt = np.zeros((4, 4), np.uint8)

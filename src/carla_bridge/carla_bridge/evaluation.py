@@ -8,7 +8,9 @@ both sides of a stamp are present the pair is scored and dropped. Pending entrie
 (``max_pending`` per side and task, oldest dropped and counted as unmatched).
 
 Metrics: lane mIoU / per-class IoU / lane-line F1 (``edge_perception.metrics.segmentation``), COCO
-box mAP and mask mAP (``edge_perception.metrics.coco``) over the paired frames, end-to-end latency
+box mAP and mask mAP (``edge_perception.metrics.coco``) over the paired frames (ground truth with
+a score below 0.5 -- the publisher's 0 for an ignore-flagged object -- is a crowd region, neither
+a miss nor a false positive, as in det-eval), end-to-end latency
 (arrival time at the evaluator minus the image stamp; both must come from the same clock, e.g.
 ``use_sim_time`` everywhere or wall time everywhere), output rate (FPS) per stream and the
 ``FrameTiming`` statistics the perception nodes report.
@@ -194,15 +196,19 @@ class ClosedLoopEvaluator:
         if task == "instance" and len(gt):
             h, w = (int(v) for v in gt.rles[0]["size"])
         coco["images"].append({"id": image_id, "height": h, "width": w, "stamp_ns": stamp})
+        gt_scores = getattr(gt, "scores", None)
         for i in range(len(gt)):
             x1, y1, x2, y2 = (float(v) for v in gt.boxes_xyxy[i])
+            # ground truth with score 0 is the data set's ignore flag (carla_bridge.ros.frames):
+            # a crowd region, neither a miss nor a false positive (as in training and det-eval)
+            crowd = gt_scores is not None and i < len(gt_scores) and float(gt_scores[i]) < 0.5
             ann: Dict[str, Any] = {
                 "id": len(coco["annotations"]) + 1,
                 "image_id": image_id,
                 "category_id": int(gt.labels[i]) + 1,
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0,
+                "iscrowd": int(crowd),
             }
             if task == "instance":
                 ann["segmentation"] = _compressed_rle(gt.rles[i])

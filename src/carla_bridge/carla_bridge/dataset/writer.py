@@ -88,6 +88,11 @@ def ignore_thresholds(width: int, height: int) -> Dict[str, int]:
     return {"min_area": max(16, width * height // 2500), "min_height": max(4, height // 48)}
 
 
+def is_ignored(area: int, bbox_height: float, thresholds: Dict[str, int]) -> bool:
+    """The ``ignore`` flag of an object of ``area`` visible pixels (:func:`ignore_thresholds`)."""
+    return bool(area < thresholds["min_area"] or bbox_height < thresholds["min_height"])
+
+
 def frame_record(frame: Frame) -> Dict[str, Any]:
     """JSON-ready labels of one frame (objects with RLE masks, lane polylines, meta)."""
     objs = []
@@ -104,7 +109,7 @@ def frame_record(frame: Frame) -> Dict[str, Any]:
                 "segmentation": _rle(o.mask, o.bbox, area),
                 "visible_fraction": float(o.visible_fraction),
                 "truncated": float(o.truncated),
-                "ignore": bool(area < ign["min_area"] or o.bbox[3] < ign["min_height"]),
+                "ignore": is_ignored(area, o.bbox[3], ign),
             }
         )
     lines = [
