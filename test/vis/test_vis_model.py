@@ -155,12 +155,16 @@ def test_export_three_graphs_with_ort_parity(tmp_path):
     nk = dict(zip(vx.NONKEY_OUTPUTS, sess["nonkey"].run(None, feeds)))
     head = dict(zip(vx.HEAD_OUTPUTS, sess["head"].run(None, {n: nk[n] for n in vx.HEAD_INPUTS})))
     model.eval()
+    kk = model.cfg.num_top
     with torch.no_grad():
         ko = model.forward_key(torch.from_numpy(f0))
-        ref = vx.HeadGraph(model)(
-            *vx._head_inputs(model.forward_nonkey(torch.from_numpy(f1), model.key_state(ko)))
-        )
-    kk = model.cfg.num_top
+        nko = model.forward_nonkey(torch.from_numpy(f1), model.key_state(ko))
+        ref = vx.HeadGraph(model)(*vx._head_inputs(nko, kk))
+    # the non-key decoder selects only nonkey_queries at inference; both paths hand the head
+    # the num_top best queries
+    assert ko["pred_queries"].shape[1] == model.det.cfg.num_queries
+    assert nko["pred_queries"].shape[1] == model.cfg.nonkey_queries < model.det.cfg.num_queries
+    assert k["queries"].shape[1] == nk["queries"].shape[1] == kk
     assert head["masks"].shape == (1, kk, 16, 24) and head["labels"].dtype == np.int64
     assert head["embeddings"].shape == (1, kk, model.cfg.embed_dim)
     np.testing.assert_allclose(head["boxes"], ref[0].numpy(), atol=1e-3)

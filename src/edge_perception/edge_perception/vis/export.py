@@ -5,7 +5,9 @@ backbone, protonet and flow net INT8; encoder / warping fuse, decoder and heads 
 runtime can pick the path per frame (names in docs/CONTRACTS.md, "Video instance segmentation"):
 
 - ``<name>_key.onnx`` (:class:`KeyGraph`): ``images`` -> ``p3``, ``s2``, ``queries``,
-  ``query_boxes``, ``query_logits`` (the head's inputs) and ``key_p4``, ``key_p5``,
+  ``query_boxes``, ``query_logits`` (the head's inputs: the ``num_top`` queries of highest class
+  score, of the decoder's full set here and of ``nonkey_queries`` on non-keyframes) and
+  ``key_p4``, ``key_p5``,
   ``key_flow_feat`` (the keyframe state the runtime keeps for later frames);
 - ``<name>_nonkey.onnx`` (:class:`NonKeyGraph`): ``images``, ``key_p4``, ``key_p5``,
   ``key_flow_feat`` -> ``p3``, ``s2``, ``queries``, ``query_boxes``, ``query_logits`` and
@@ -42,9 +44,19 @@ NONKEY_OUTPUTS = HEAD_INPUTS + ["mean_flow"]
 HEAD_OUTPUTS = ["boxes", "scores", "labels", "masks", "embeddings"]
 
 
-def _head_inputs(out: Dict[str, Any]) -> Tuple[Tensor, ...]:
+def _head_inputs(out: Dict[str, Any], k: int) -> Tuple[Tensor, ...]:
+    """The head's inputs with only the ``k`` queries of highest class score (the ones the head
+    keeps): both paths hand the head the same number of queries, whatever they decoded."""
     f = out["features"]
-    return f["p3"], f["s2"], out["pred_queries"], out["pred_boxes"], out["pred_logits"]
+    logits = out["pred_logits"]
+    k = min(int(k), int(logits.shape[1]))
+    idx = torch.topk(logits.max(-1).values, k, dim=1).indices[..., None]
+    queries = torch.gather(
+        out["pred_queries"], 1, idx.expand(-1, -1, out["pred_queries"].shape[-1])
+    )
+    boxes = torch.gather(out["pred_boxes"], 1, idx.expand(-1, -1, 4))
+    logits = torch.gather(logits, 1, idx.expand(-1, -1, logits.shape[-1]))
+    return f["p3"], f["s2"], queries, boxes, logits
 
 
 class KeyGraph(nn.Module):
@@ -59,7 +71,7 @@ class KeyGraph(nn.Module):
         feats = m.key_features(images)
         out = m.decode(feats)
         out["features"] = feats
-        return (*_head_inputs(out), feats["p4"], feats["p5"], feats["flow_feat"])
+        return (*_head_inputs(out, m.cfg.num_top), feats["p4"], feats["p5"], feats["flow_feat"])
 
 
 class NonKeyGraph(nn.Module):
@@ -75,10 +87,10 @@ class NonKeyGraph(nn.Module):
         m = self.model
         key = {"p4": key_p4, "p5": key_p5, "flow_feat": key_flow_feat}
         feats = m.nonkey_features(images, key)
-        out = m.decode(feats, layers=m.cfg.nonkey_layers)
+        out = m.decode(feats, layers=m.cfg.nonkey_layers, queries=m.cfg.nonkey_queries)
         out["features"] = feats
         mean_flow = feats["flow16"].norm(dim=1).flatten(1).mean(1)
-        return (*_head_inputs(out), mean_flow)
+        return (*_head_inputs(out, m.cfg.num_top), mean_flow)
 
 
 class HeadGraph(nn.Module):
