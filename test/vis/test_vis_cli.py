@@ -79,7 +79,15 @@ def test_export_then_eval_both_modes(tiny_ckpt, vis_data, tmp_path, capsys):
     img, vid = res["modes"]["image"], res["modes"]["video"]
     assert img["key_ratio"] == 1.0 and vid["key_ratio"] == pytest.approx(0.5)
     for m in (img, vid):
-        for k in ("frame_mask_ap", "video_ap", "hota", "idf1", "mota", "inference_ms_mean"):
+        for k in (
+            "frame_mask_ap",
+            "frame_box_ap",
+            "video_ap",
+            "hota",
+            "idf1",
+            "mota",
+            "inference_ms_mean",
+        ):
             assert k in m
         assert m["inference_ms_mean"] > 0
     assert res["video_vs_image_cost"] > 0

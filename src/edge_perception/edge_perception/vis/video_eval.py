@@ -7,7 +7,8 @@ frame through :class:`~edge_perception.runtime.vis.VISPipeline` (ONNX Runtime, t
 frames' ``timestamp`` as stamps, reset between sequences). What the node would publish is scored:
 
 - **frame mask AP** (COCO ``segm`` via :func:`edge_perception.metrics.vis.frame_mask_ap`) of the
-  published instances, every frame;
+  published instances, every frame, and their **frame box AP** (COCO ``bbox``: the shared
+  detector's accuracy after mask training, comparable to ``det-eval``);
 - **video AP** (YouTube-VIS, :func:`edge_perception.metrics.vis.video_ap`): one predicted track per
   track id (its masks per frame, mean score, majority class) against ``ytvis.json``;
 - **tracking** (HOTA / IDF1 / MOTA, :func:`edge_perception.metrics.tracking.evaluate_tracking`) of
@@ -149,6 +150,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     from edge_perception.config import VisNodeConfig
     from edge_perception.datafiles import read_json
     from edge_perception.detection.track_eval import cpu_name
+    from edge_perception.metrics.coco import coco_map
     from edge_perception.metrics.vis import frame_mask_ap, video_ap
     from edge_perception.runtime.vis import VISPipeline, sibling_paths
 
@@ -203,6 +205,12 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             [{k: v for k, v in r.items() if k != "bbox"} for r in run["results"]],
             image_ids=image_ids,
         )
+        box = coco_map(
+            coco_path,
+            [{k: v for k, v in r.items() if k != "segmentation"} for r in run["results"]],
+            "bbox",
+            image_ids=image_ids,
+        )
         vap = video_ap(gt_tracks, run["tracks"])
         trk = evaluate_tracking(run["seqs"], names)
         out["modes"][mode] = {
@@ -210,6 +218,8 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             "max_keyframe_age_s": cfg.max_keyframe_age_s,
             "frame_mask_ap": segm.map,
             "frame_mask_ap50": segm.map50,
+            "frame_box_ap": box.map,
+            "frame_box_ap50": box.map50,
             "video_ap": vap.ap,
             "video_ap50": vap.ap50,
             "hota": trk.hota,
@@ -235,16 +245,16 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
 def markdown(result: Dict[str, Any]) -> str:
     """The image-vs-video table of :func:`evaluate`'s result."""
     head = (
-        "| mode | K | frame mask AP | AP50 | video AP | HOTA | IDF1 | MOTA | IDSW | key ratio "
-        "| ms/frame |"
+        "| mode | K | frame mask AP | AP50 | frame box AP | video AP | HOTA | IDF1 | MOTA | IDSW "
+        "| key ratio | ms/frame |"
     )
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 12]
     for mode, m in result["modes"].items():
         rows.append(
-            "| %s | %d | %.4f | %.4f | %.4f | %.3f | %.3f | %.3f | %d | %.2f | %.2f |"
+            "| %s | %d | %.4f | %.4f | %.4f | %.4f | %.3f | %.3f | %.3f | %d | %.2f | %.2f |"
             % (mode, m["keyframe_interval"], m["frame_mask_ap"], m["frame_mask_ap50"],
-               m["video_ap"], m["hota"], m["idf1"], m["mota"], m["id_switches"], m["key_ratio"],
-               m["inference_ms_mean"])
+               m.get("frame_box_ap", float("nan")), m["video_ap"], m["hota"], m["idf1"],
+               m["mota"], m["id_switches"], m["key_ratio"], m["inference_ms_mean"])
         )  # fmt: skip
     lines = rows + [
         "",
