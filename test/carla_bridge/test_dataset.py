@@ -77,6 +77,11 @@ def test_layout_and_manifest(ref):
     assert m["generator"]["scenario"]["num_vehicles"] == 10
     assert m["generator"]["val_scenario"]["num_vehicles"] == ScenarioConfig().num_vehicles
     assert m["generator"]["val_scenario"]["camera"]["width"] == W
+    # ... and the default frame rate whatever the training scenario's (a strided 2 fps training
+    # scenario once made its "standard" val split another data set)
+    from carla_bridge.dataset.generate import validation_scenario
+
+    assert validation_scenario(ScenarioConfig(fps=2.0, frames=3)).fps == ScenarioConfig().fps
 
 
 def test_coco_loads_and_matches_a_fresh_render(ref):

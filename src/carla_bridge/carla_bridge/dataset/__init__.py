@@ -1,8 +1,9 @@
 """Datasets in the layout of docs/CONTRACTS.md: generation (writer) and readers.
 
 ``VALIDATION_SPLIT`` is the one validation split every benchmark uses: its sequences have the
-fixed scenario seeds ``1_000_000_000 + i`` and the default scenario (only image size, frame rate,
-backend and CARLA connection follow the training scenario, see ``generate.validation_scenario``);
+fixed scenario seeds ``1_000_000_000 + i`` and the default scenario, frame rate included (only
+image size, backend and CARLA connection follow the training scenario, see
+``generate.validation_scenario``);
 train seeds (``seed * 100_000 + i``, ``seed`` below 10_000) never reach them.
 """
 
