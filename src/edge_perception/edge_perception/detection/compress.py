@@ -121,7 +121,8 @@ def markdown_table(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         f"Command: `{meta['command']}`  ",
         f"Validation: {meta['val_images']} images of `{meta['data']}` (split `val`), input "
         f"{meta['input_size'][0]}x{meta['input_size'][1]}; calibration: {meta['calib_images']} "
-        f"training images ({meta['method']}); ONNX Runtime {meta['ort']} CPU, "
+        f"training images of `{meta.get('calib_data', meta['data'])}` ({meta['method']}); "
+        f"ONNX Runtime {meta['ort']} CPU, "
         f"{meta['threads']} thread(s), batch 1, {meta['runs']} timed runs in a fresh process.",
         "",
         "| model | mAP50:95 | mAP50 | size (MB) | latency median (ms) | FPS | peak RSS (MB) "
@@ -143,6 +144,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="carla_bridge data set root")
     parser.add_argument("--out-dir", default=None, help="default: the FP32 model's folder")
     parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument(
+        "--calib-data",
+        default=None,
+        help="data set whose train split calibrates (default: --data); e.g. the training data "
+        "when --data holds only the standard val split",
+    )
     parser.add_argument(
         "--symmetric",
         action="store_true",
@@ -175,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(fp32))
     stem = os.path.splitext(os.path.basename(fp32))[0]
     size = _input_size(fp32)
-    calib = calibration_images(args.data, size, args.calib_images)
+    calib = calibration_images(args.calib_data or args.data, size, args.calib_images)
     work = os.path.join(out_dir, f".{stem}_quant")
     os.makedirs(work, exist_ok=True)
     paths = {"fp32": fp32}
@@ -249,6 +256,7 @@ def main(args: argparse.Namespace) -> int:
         "val_images": len(val),
         "input_size": size,
         "calib_images": len(calib),
+        "calib_data": args.calib_data or args.data,
         "method": args.method,
         "ort": ort.__version__,
         "threads": args.threads,
