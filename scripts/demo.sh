@@ -8,8 +8,8 @@
 # bundled models/lane_small.onnx + models/det_small.onnx) -> closed-loop evaluator, over real
 # ROS 2 on this host only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain of its own
 # (EP_DEMO_DOMAIN_ID to choose it). Arguments go to `edge-perception demo` (see --help).
-# The video instance segmentation node joins when models/vis_small_key.onnx exists (or
-# --vis-model PATH); no trained VIS model is bundled yet, so it is skipped with a one-line notice.
+# The video instance segmentation node joins when models/vis_small_key.onnx exists (bundled; or
+# --vis-model PATH); where it is missing it is skipped with a one-line notice.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

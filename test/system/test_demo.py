@@ -54,6 +54,8 @@ def test_demo_pipeline_on_a_few_frames(tmp_path, tiny_models, ros_domain_id):
             str(tiny_models["lane_tiny"]),
             "--det-model",
             str(tiny_models["det_tiny"]),
+            "--vis-model",  # absent: the one-line notice (a bundled VIS model is not this test's)
+            str(tmp_path / "absent_vis_key.onnx"),
         ]  # fmt: skip
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -70,7 +72,8 @@ def test_demo_pipeline_on_a_few_frames(tmp_path, tiny_models, ros_domain_id):
     strip = cv2.imread(str(out / "strip.jpg"))
     assert strip is not None and strip.shape[0] > 100 and strip.shape[1] > 400
     assert (out / "evaluation.md").is_file() and (out / "logs" / "lifecycle_manager.log").is_file()
-    # No VIS model here: vis_node is not started, said in one line (and in the report).
+    # No VIS model at the given path: vis_node is not started, said in one line (and in the
+    # report).
     said = [ln for ln in res.stderr.splitlines() if "vis_node not started" in ln]
     assert len(said) == 1 and "vis-export" in said[0], res.stderr[-3000:]
     assert set(meta["not_started"]) == {"vis_node"} and "vis_node not started" in md

@@ -15,8 +15,9 @@ both perception nodes (or ``--seconds``), then leaves in ``--out`` (default ``ou
 
 A missing bundled model stops the demo before anything starts, naming the file and the fix.
 The video instance segmentation node (``vis_node``) runs when its model
-``models/vis_small_key.onnx`` (``--vis-model``) exists; until one is trained it is not started and
-the demo says so in one line (and in ``report.md``), with the commands that make the model.
+``models/vis_small_key.onnx`` (``--vis-model``) exists (bundled); where it is missing the node is
+not started and the demo says so in one line (and in ``report.md``), with the commands that make
+the model.
 Needs the built workspace (``scripts/setup.sh``; ``scripts/demo.sh`` does it all).
 """
 
