@@ -197,9 +197,8 @@ EOF
 # ---------------------------------------------------------------- colcon build
 # Inputs that need a (re)build: package manifests, CMake, messages, setup files, and the names of
 # the launch/config/models files that edge_perception installs (symlinked, so their contents may
-# change freely; they live in src/edge_perception/, the root's folders are links to them).
-SRC_HASH=$( (echo "$BASE_PATHS"; find src/edge_perception/launch src/edge_perception/config \
-  src/edge_perception/models -type f 2>/dev/null | sort
+# change freely; they live in src/edge_perception/share/, the root's folders are links to them).
+SRC_HASH=$( (echo "$BASE_PATHS"; find src/edge_perception/share -type f 2>/dev/null | sort
   find src third_party -type f \( -name package.xml -o -name CMakeLists.txt \
   -o -name '*.msg' -o -name setup.py -o -name setup.cfg \) | sort | xargs cat) | sha256sum | cut -c1-16)
 built_ok() {

@@ -2,8 +2,9 @@
 
 `pip install src/edge_perception` gives the core without ROS; colcon also installs the package's
 launch/, config/ and models/ folders under share/edge_perception so `ros2 launch` finds them. They
-live inside this package (the repository root's launch/, config/ and models/ are symbolic links to
-them), so a source release of this folder alone (bloom) carries everything the nodes need.
+live inside this package, under share/ (the repository root's launch/, config/ and models/ are
+symbolic links to them), so a source release of this folder alone (bloom) carries everything the
+nodes need.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ HERE = Path(__file__).resolve().parent
 def _files(folder: str, pattern: str = "*") -> list[str]:
     # Relative to this package's folder (colcon and setuptools both resolve data files from it).
     return sorted(
-        os.path.relpath(p, HERE) for p in glob(str(HERE / folder / pattern)) if os.path.isfile(p)
+        os.path.relpath(p, HERE)
+        for p in glob(str(HERE / "share" / folder / pattern))
+        if os.path.isfile(p)
     )
 
 
