@@ -212,6 +212,7 @@ def summarize(evaluation: Dict[str, Any], capture: Dict[str, Any]) -> Dict[str, 
     fps = evaluation.get("fps", {})
     lane = evaluation.get("lane") or {}
     det = evaluation.get("detection") or {}
+    inst = evaluation.get("instance") or {}
     timing = evaluation.get("timing", {})
     return {
         "frames_through_both_nodes": capture["frames"],
@@ -227,6 +228,9 @@ def summarize(evaluation: Dict[str, Any], capture: Dict[str, Any]) -> Dict[str, 
         "det_map": det.get("map"),
         "det_map50": det.get("map50"),
         "det_frames": det.get("frames"),
+        "mask_map": inst.get("map"),
+        "mask_map50": inst.get("map50"),
+        "mask_frames": inst.get("frames"),
     }
 
 
@@ -256,6 +260,12 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         % (_num(summary["det_map"], "%.4f"), _num(summary["det_map50"], "%.4f"),
            summary["det_frames"])
     )  # fmt: skip
+    if summary.get("mask_frames"):
+        lines.append(
+            "- instance mask mAP (vis_node): %s (AP50 %s) over %s frames"
+            % (_num(summary["mask_map"], "%.4f"), _num(summary["mask_map50"], "%.4f"),
+               summary["mask_frames"])
+        )  # fmt: skip
     lines += [
         "",
         "## Speed (this machine, this run)",

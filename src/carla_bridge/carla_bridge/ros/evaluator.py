@@ -12,7 +12,7 @@ gt_instances_topic       edge_perception_msgs/InstanceArray      /ground_truth/i
 lane_mask_topic          sensor_msgs/Image mono8                 /lane_node/class_mask
 lanes_topic              edge_perception_msgs/LaneSegmentation   "" (off; for embedded masks)
 detections_topic         vision_msgs/Detection2DArray            /detection_node/detections
-instances_topic          edge_perception_msgs/InstanceArray      /instance_node/instances
+instances_topic          edge_perception_msgs/InstanceArray      /vis_node/instances
 timing_topics (list)     edge_perception_msgs/FrameTiming        /<node>/timing of those three
 (fixed) ~/write_report   std_msgs/Empty                          write the report now
 =======================  ======================================  ==============================
@@ -64,9 +64,9 @@ DEFAULT_TOPICS = {
     "lane_mask_topic": "/lane_node/class_mask",
     "lanes_topic": "",
     "detections_topic": "/detection_node/detections",
-    "instances_topic": "/instance_node/instances",
+    "instances_topic": "/vis_node/instances",
 }
-DEFAULT_TIMING_TOPICS = ["/lane_node/timing", "/detection_node/timing", "/instance_node/timing"]
+DEFAULT_TIMING_TOPICS = ["/lane_node/timing", "/detection_node/timing", "/vis_node/timing"]
 
 
 def lane_remap(names: Sequence[str], table: Sequence[str]) -> np.ndarray:
