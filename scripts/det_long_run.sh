@@ -10,19 +10,10 @@
 # seed: the same frames) and the run resumes from the compact checkpoint committed under
 # models/checkpoints/ (weights and EMA in fp32, Adam moments in bfloat16: the continuation is
 # exact up to the moments' rounding). Extra arguments go to det-train.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-bash scripts/setup.sh >/dev/null
-set +u
-source env.sh
-set -u
+source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${DET_DATA:-data/det_train27k}
 OUT=${DET_OUT:-out/det_long}
-if [ ! -f "$DATA/manifest.json" ]; then
-  nice -n 19 carla-bridge generate --out "$DATA" --scenario config/scenarios/det_train.yaml \
-    --train-sequences 9000 --workers 2 --seed 2
-fi
+ensure_data "$DATA" config/scenarios/det_train.yaml 9000 2
 if [ ! -f "$OUT/last.pt" ] && [ -f models/checkpoints/det_long_last.pt ]; then
   mkdir -p "$OUT"
   python -m edge_perception.detection.checkpoint expand models/checkpoints/det_long_last.pt \

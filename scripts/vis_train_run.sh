@@ -9,23 +9,14 @@
 # (deterministic in its seed). Warm start: the detector's best checkpoint of the long run
 # (out/det_long/best.pt), else the committed resume checkpoint (its EMA weights).
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-bash scripts/setup.sh >/dev/null
-set +u
-source env.sh
-set -u
+source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
 STAGES=${VIS_STAGES:-image flow video}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
-if [ ! -f "$DATA/manifest.json" ]; then
-  nice -n 19 carla-bridge generate --out "$DATA" --scenario config/scenarios/vis_train.yaml \
-    --train-sequences 2000 --workers 2 --seed 3
-fi
+ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
 COMMON=(--data "$DATA" --threads "$THREADS" --batch-size 8 --save-every-min 10 --seed 0)
 stage() {  # stage name, iterations, extra arguments...
   local name=$1 iters=$2

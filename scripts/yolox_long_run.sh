@@ -7,19 +7,10 @@
 #
 #   bash scripts/yolox_long_run.sh                       # start, or resume out/yolox_long/last.pt
 #   bash scripts/yolox_long_run.sh --stop-after-iters 1000
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-bash scripts/setup.sh >/dev/null
-set +u
-source env.sh
-set -u
+source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${DET_DATA:-data/det_train27k}
 OUT=${YOLOX_OUT:-out/yolox_long}
-if [ ! -f "$DATA/manifest.json" ]; then
-  nice -n 19 carla-bridge generate --out "$DATA" --scenario config/scenarios/det_train.yaml \
-    --train-sequences 9000 --workers 2 --seed 2
-fi
+ensure_data "$DATA" config/scenarios/det_train.yaml 9000 2
 RESUME=()
 [ -f "$OUT/last.pt" ] && RESUME=(--resume)
 exec nice -n 19 python -m edge_perception.detection.train --data "$DATA" --out "$OUT" \
