@@ -124,7 +124,7 @@ def time_paths(
 ) -> Dict[str, Dict[str, List[float]]]:
     """Round-robin CPU and wall ms of the key, head, non-key graphs and the YolactEdge-class
     model: ``{"cpu": {name: [...]}, "wall": {...}}``."""
-    from edge_perception.runtime.vis import HEAD_INPUTS, STATE_NAMES
+    from edge_perception.runtime.vis import HEAD_INPUTS, PROPAGATED, keyframe_state
 
     b = {g: _backend(p) for g, p in models["vis_paths"].items()}
     yol = _backend(models["yolact_path"])
@@ -133,7 +133,7 @@ def time_paths(
     img1 = np.roll(img0, 2, axis=3)
     yimg = rng.random((1, 3, YOLACT_SIZE, YOLACT_SIZE), dtype=np.float32)
     key_out = b["key"]({"images": img0})
-    state = {n: key_out[n] for n in STATE_NAMES}
+    state = keyframe_state(key_out, all(n in b["nonkey"].input_names for n in PROPAGATED))
     nk_out = b["nonkey"](dict(state, images=img1))
     calls = {
         "key": lambda: b["key"]({"images": img0}),

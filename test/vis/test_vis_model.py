@@ -133,13 +133,16 @@ def test_path_costs_nonkey_cheaper():
     assert "protonet" in c["head"]["by_module"]
 
 
-def test_export_three_graphs_with_ort_parity(tmp_path):
-    model = build_vis("tiny")
+@pytest.mark.parametrize("propagate", [False, True], ids=["select", "propagate"])
+def test_export_three_graphs_with_ort_parity(tmp_path, propagate):
+    model = build_vis("tiny", nonkey_propagate=propagate)
     info = vx.export_vis(model, str(tmp_path / "vis_tiny"), (64, 96))
     assert all(r["ok"] for r in info["parity"].values())
+    nonkey_in = vx.NONKEY_INPUTS + (["key_queries", "key_boxes"] if propagate else [])
+    assert vx.nonkey_inputs(model) == nonkey_in
     io = {
         "key": (vx.KEY_INPUTS, vx.KEY_OUTPUTS),
-        "nonkey": (vx.NONKEY_INPUTS, vx.NONKEY_OUTPUTS),
+        "nonkey": (nonkey_in, vx.NONKEY_OUTPUTS),
         "head": (vx.HEAD_INPUTS, vx.HEAD_OUTPUTS),
     }
     sess = {k: ort_session(p) for k, p in info["paths"].items()}
@@ -152,6 +155,8 @@ def test_export_three_graphs_with_ort_parity(tmp_path):
     f1 = np.clip(f0 + 0.02 * rng.random(f0.shape, dtype=np.float32), 0, 1)
     k = dict(zip(vx.KEY_OUTPUTS, sess["key"].run(None, {"images": f0})))
     feeds = {"images": f1, **{n: k[n] for n in ("key_p4", "key_p5", "key_flow_feat")}}
+    if propagate:
+        feeds.update(key_queries=k["queries"], key_boxes=k["query_boxes"])
     nk = dict(zip(vx.NONKEY_OUTPUTS, sess["nonkey"].run(None, feeds)))
     head = dict(zip(vx.HEAD_OUTPUTS, sess["head"].run(None, {n: nk[n] for n in vx.HEAD_INPUTS})))
     model.eval()
@@ -160,16 +165,56 @@ def test_export_three_graphs_with_ort_parity(tmp_path):
         ko = model.forward_key(torch.from_numpy(f0))
         nko = model.forward_nonkey(torch.from_numpy(f1), model.key_state(ko))
         ref = vx.HeadGraph(model)(*vx._head_inputs(nko, kk))
-    # the non-key decoder selects only nonkey_queries at inference; both paths hand the head
-    # the num_top best queries
     assert ko["pred_queries"].shape[1] == model.det.cfg.num_queries
-    assert nko["pred_queries"].shape[1] == model.cfg.nonkey_queries < model.det.cfg.num_queries
+    if propagate:
+        # the non-key decoder refines exactly the keyframe's num_top queries
+        assert nko["pred_queries"].shape[1] == kk
+    else:
+        # it selects only nonkey_queries at inference; both paths hand the head num_top
+        assert nko["pred_queries"].shape[1] == model.cfg.nonkey_queries
+        assert model.cfg.nonkey_queries < model.det.cfg.num_queries
     assert k["queries"].shape[1] == nk["queries"].shape[1] == kk
     assert head["masks"].shape == (1, kk, 16, 24) and head["labels"].dtype == np.int64
     assert head["embeddings"].shape == (1, kk, model.cfg.embed_dim)
     np.testing.assert_allclose(head["boxes"], ref[0].numpy(), atol=1e-3)
     np.testing.assert_allclose(head["masks"], ref[3].numpy(), atol=1e-3)
     assert np.all(np.diff(head["scores"], axis=1) <= 1e-7)
+
+
+def test_propagated_boxes_follow_the_flow():
+    from edge_perception.vis.propagate import move_boxes
+
+    boxes = torch.tensor([[[0.25, 0.5, 0.1, 0.2], [0.75, 0.25, 0.3, 0.1]]])
+    flow = torch.zeros(1, 2, 4, 6)  # stride 16 of a 64x96 input
+    flow[:, 0, :, :3] = 9.6  # left half: the keyframe point lies 9.6 px (0.1 W) to the right
+    flow[:, 1, :, 3:] = -6.4  # right half: 6.4 px (0.1 H) above
+    moved = move_boxes(boxes, flow, (64, 96))
+    expect = torch.tensor([[[0.15, 0.5, 0.1, 0.2], [0.75, 0.35, 0.3, 0.1]]])
+    assert torch.allclose(moved, expect, atol=1e-6)
+
+
+def test_propagator_starts_as_the_last_decoder_layer_and_learns():
+    model = build_vis("tiny")
+    dec, prop = model.det.decoder, model.propagator
+    assert prop is not None
+    for a, b in zip(dec.layers[-1].parameters(), prop.layer.parameters()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()  # a copy, not shared
+    x = torch.rand(2, 3, 64, 96)
+    tg = _targets()
+    model.train()
+    crit = VISCriterion(model.num_classes)
+    out = model.forward_key(x, tg)
+    key = model.key_state(out)
+    assert key["queries"].shape == (2, model.cfg.num_top, model.det.cfg.hidden_dim)
+    assert not key["queries"].requires_grad
+    nk = model.forward_nonkey(x, key, tg)
+    assert nk["pred_boxes"].shape == (2, model.cfg.num_top, 4)
+    losses = crit(nk, tg)
+    sum(losses.values()).backward()
+    assert prop.bbox_head.layers[-1].weight.grad.abs().sum() > 0  # (zero-initialised layer)
+    assert prop.layer.cross_attn.value_proj.weight.grad.abs().sum() > 0
+    # the keyframe's decoder gets nothing from the non-key loss (its queries are detached)
+    assert all(p.grad is None for p in dec.layers[-1].parameters())
 
 
 def test_warp_equals_grid_sample_with_border_padding():

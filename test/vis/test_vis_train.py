@@ -39,21 +39,41 @@ def _run(data, out, stage, *extra):
 
 def test_stages_resume_and_curves(vis_data, tmp_path):
     a, b, c = tmp_path / "image", tmp_path / "flow", tmp_path / "video"
-    _run(vis_data, a, "image", "--iters", "2")
+    # the image stage without the propagating non-key decoder; the flow stage adds it (a copy of
+    # the trained decoder's last layer) and trains it with the flow net and the fuse
+    _run(vis_data, a, "image", "--iters", "2", "--nonkey-propagate", "off")
     assert (a / "curves.png").is_file() and (a / "best.pt").is_file()
     rows = list(csv.DictReader(open(a / "metrics.csv")))
     assert len(rows) == 2 and rows[-1]["mask_ap"] != ""
     ck = torch.load(a / "last.pt", weights_only=False)
     assert ck["iteration"] == 2 and ck["stage"] == "image"
     before = {k: v.clone() for k, v in ck["ema"].items()}  # --init starts from the EMA
+    assert not any(k.startswith("propagator.") for k in before)
     _run(
-        vis_data, b, "flow", "--init", str(a / "last.pt"), "--iters", "2", "--max-val-images", "0"
+        vis_data,
+        b,
+        "flow",
+        "--init",
+        str(a / "last.pt"),
+        "--iters",
+        "2",
+        "--max-val-images",
+        "0",
+        "--nonkey-propagate",
+        "on",
     )
-    after = torch.load(b / "last.pt", weights_only=False)["model"]
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    flow_ck = torch.load(b / "last.pt", weights_only=False)
+    assert flow_ck["vis_config"]["vis"]["nonkey_propagate"] is True
+    after = flow_ck["model"]
+    changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     assert changed and all(
-        k.startswith(("flow_net.", "fuse.lateral", "fuse.block")) for k in changed
+        k.startswith(("flow_net.", "fuse.lateral", "fuse.block", "propagator.")) for k in changed
     )
+    last = "det.decoder.layers.%d.ffn.0.weight" % (ck["vis_config"]["det"]["decoder_layers"] - 1)
+    prop = after["propagator.layer.ffn.0.weight"]
+    # started as the copy of the trained last layer, then learnt (2 steps)
+    assert prop.shape == before[last].shape and not torch.equal(prop, before[last])
+    assert (prop - before[last]).abs().max() < 0.05
     _run(
         vis_data,
         c,

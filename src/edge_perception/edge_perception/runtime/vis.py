@@ -51,6 +51,8 @@ STATE_NAMES = ["key_p4", "key_p5", "key_flow_feat"]
 KEY_OUTPUTS = HEAD_INPUTS + STATE_NAMES
 NONKEY_INPUTS = ["images"] + STATE_NAMES
 NONKEY_OUTPUTS = HEAD_INPUTS + ["mean_flow"]
+#: optional non-key inputs (a model that propagates the keyframe's queries) -> key outputs
+PROPAGATED = {"key_queries": "queries", "key_boxes": "query_boxes"}
 HEAD_OUTPUTS = ["boxes", "scores", "labels", "masks", "embeddings"]
 GRAPHS = ("key", "nonkey", "head")
 MASK_STRIDE = 4
@@ -82,6 +84,16 @@ def _check_io(
             % (backend.info.model_path, graph, miss_in, miss_out, backend.input_names,
                backend.output_names)
         )  # fmt: skip
+
+
+def keyframe_state(key_out: Arrays, propagates: bool) -> Arrays:
+    """What the non-key graph needs of a keyframe's outputs (copies: a backend may reuse its
+    output buffers on the next call): the :data:`STATE_NAMES` and, for a propagating model, the
+    :data:`PROPAGATED` queries and boxes."""
+    state = {n: np.array(key_out[n], copy=True) for n in STATE_NAMES}
+    if propagates:
+        state.update({n: np.array(key_out[src], copy=True) for n, src in PROPAGATED.items()})
+    return state
 
 
 def paste_masks(
@@ -199,6 +211,7 @@ class VISPipeline(Pipeline):
         _check_io(head_backend, "head", HEAD_INPUTS, HEAD_OUTPUTS)
         super().__init__(key_backend, input_size, resize, interpolation)
         self.nonkey_backend, self.head_backend = nonkey_backend, head_backend
+        self.propagates = all(n in nonkey_backend.input_names for n in PROPAGATED)
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError("score_threshold must be in [0, 1], got %r" % score_threshold)
         if not 0.0 < mask_threshold < 1.0:
@@ -256,8 +269,7 @@ class VISPipeline(Pipeline):
         t0 = time.perf_counter()
         if key:
             out = self.backend({"images": images})
-            # copies: a backend may reuse its output buffers on the next call
-            self._state = {n: np.array(out[n], copy=True) for n in STATE_NAMES}
+            self._state = keyframe_state(out, self.propagates)
             self.last_mean_flow = None
         else:
             state = self._state or {}

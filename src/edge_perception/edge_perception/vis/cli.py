@@ -65,6 +65,7 @@ def export_main(args: argparse.Namespace) -> int:
     from edge_perception.datafiles import load_torch
     from edge_perception.export import write_manifest
     from edge_perception.runtime import vis as rv
+    from edge_perception.vis import export as vx
     from edge_perception.vis.export import export_vis, path_costs
     from edge_perception.vis.model import vis_from_checkpoint
 
@@ -86,10 +87,11 @@ def export_main(args: argparse.Namespace) -> int:
         "graphs": {g: os.path.basename(p) for g, p in info["paths"].items()},
         "io": {
             "key": {"inputs": ["images"], "outputs": rv.KEY_OUTPUTS},
-            "nonkey": {"inputs": rv.NONKEY_INPUTS, "outputs": rv.NONKEY_OUTPUTS},
+            "nonkey": {"inputs": vx.nonkey_inputs(model), "outputs": rv.NONKEY_OUTPUTS},
             "head": {"inputs": rv.HEAD_INPUTS, "outputs": rv.HEAD_OUTPUTS},
         },
         "nonkey_layers": model.cfg.nonkey_layers,
+        "nonkey_propagate": model.propagator is not None,
         "macs": {
             "key_path": costs["key_path"]["macs"],
             "nonkey_path": costs["nonkey_path"]["macs"],

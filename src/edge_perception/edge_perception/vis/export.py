@@ -10,8 +10,10 @@ runtime can pick the path per frame (names in docs/CONTRACTS.md, "Video instance
   ``key_p4``, ``key_p5``,
   ``key_flow_feat`` (the keyframe state the runtime keeps for later frames);
 - ``<name>_nonkey.onnx`` (:class:`NonKeyGraph`): ``images``, ``key_p4``, ``key_p5``,
-  ``key_flow_feat`` -> ``p3``, ``s2``, ``queries``, ``query_boxes``, ``query_logits`` and
-  ``mean_flow`` [N] (mean flow magnitude in input pixels, for the keyframe policy);
+  ``key_flow_feat`` (and, for a model with ``nonkey_propagate``, ``key_queries`` /
+  ``key_boxes``: the key graph's ``queries`` / ``query_boxes``) -> ``p3``, ``s2``, ``queries``,
+  ``query_boxes``, ``query_logits`` and ``mean_flow`` [N] (mean flow magnitude in input pixels,
+  for the keyframe policy);
 - ``<name>_head.onnx`` (:class:`HeadGraph`): ``p3``, ``s2``, ``queries``, ``query_boxes``,
   ``query_logits`` -> ``boxes`` [N, K, 4] (x1, y1, x2, y2 input pixels), ``scores`` [N, K],
   ``labels`` [N, K] int64, ``masks`` [N, K, H/4, W/4] float32 probabilities (zero outside the box;
@@ -25,7 +27,7 @@ key path (key + head) and the non-key path (non-key + head).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +43,16 @@ KEY_INPUTS = ["images"]
 KEY_OUTPUTS = HEAD_INPUTS + ["key_p4", "key_p5", "key_flow_feat"]
 NONKEY_INPUTS = ["images", "key_p4", "key_p5", "key_flow_feat"]
 NONKEY_OUTPUTS = HEAD_INPUTS + ["mean_flow"]
+#: extra non-key inputs of a propagating model -> the key graph outputs they are fed from
+PROPAGATED = {"key_queries": "queries", "key_boxes": "query_boxes"}
+
+
+def nonkey_inputs(model: VISModel) -> List[str]:
+    """The non-key graph's input names for ``model`` (with :data:`PROPAGATED` when it
+    propagates the keyframe's queries)."""
+    return NONKEY_INPUTS + (list(PROPAGATED) if model.propagator is not None else [])
+
+
 HEAD_OUTPUTS = ["boxes", "scores", "labels", "masks", "embeddings"]
 
 
@@ -82,12 +94,24 @@ class NonKeyGraph(nn.Module):
         self.model = model
 
     def forward(
-        self, images: Tensor, key_p4: Tensor, key_p5: Tensor, key_flow_feat: Tensor
+        self,
+        images: Tensor,
+        key_p4: Tensor,
+        key_p5: Tensor,
+        key_flow_feat: Tensor,
+        key_queries: Optional[Tensor] = None,
+        key_boxes: Optional[Tensor] = None,
     ) -> Tuple[Tensor, ...]:
         m = self.model
         key = {"p4": key_p4, "p5": key_p5, "flow_feat": key_flow_feat}
         feats = m.nonkey_features(images, key)
-        out = m.decode(feats, layers=m.cfg.nonkey_layers, queries=m.cfg.nonkey_queries)
+        if m.propagator is not None:
+            if key_queries is None or key_boxes is None:
+                raise ValueError("a propagating model's non-key graph needs key_queries/boxes")
+            key.update(queries=key_queries, boxes=key_boxes)
+            out = m.propagate(feats, key, (int(images.shape[2]), int(images.shape[3])))
+        else:
+            out = m.decode(feats, layers=m.cfg.nonkey_layers, queries=m.cfg.nonkey_queries)
         out["features"] = feats
         mean_flow = feats["flow16"].norm(dim=1).flatten(1).mean(1)
         return (*_head_inputs(out, m.cfg.num_top), mean_flow)
@@ -131,6 +155,8 @@ def example_inputs(
         key_out = KeyGraph(model.eval())(img0)
     head = dict(zip(HEAD_INPUTS, key_out[: len(HEAD_INPUTS)]))
     state = dict(zip(KEY_OUTPUTS[len(HEAD_INPUTS) :], key_out[len(HEAD_INPUTS) :]))
+    if model.propagator is not None:
+        state.update({n: head[src] for n, src in PROPAGATED.items()})
     return {
         "key": {"images": img0},
         "nonkey": {"images": img1, **state},
@@ -160,7 +186,7 @@ def export_vis(
     ex = example_inputs(model, (h, w), seed=seed)
     graphs = {
         "key": (KeyGraph(model), KEY_INPUTS, KEY_OUTPUTS),
-        "nonkey": (NonKeyGraph(model), NONKEY_INPUTS, NONKEY_OUTPUTS),
+        "nonkey": (NonKeyGraph(model), nonkey_inputs(model), NONKEY_OUTPUTS),
         "head": (HeadGraph(model), HEAD_INPUTS, HEAD_OUTPUTS),
     }
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
@@ -189,7 +215,7 @@ def path_costs(model: VISModel, input_size: Tuple[int, int]) -> Dict[str, Dict[s
     ex = example_inputs(model, input_size)
     graphs = {
         "key": (KeyGraph(model), KEY_INPUTS),
-        "nonkey": (NonKeyGraph(model), NONKEY_INPUTS),
+        "nonkey": (NonKeyGraph(model), nonkey_inputs(model)),
         "head": (HeadGraph(model), HEAD_INPUTS),
     }
     res: Dict[str, Any] = {}

@@ -12,7 +12,10 @@ weights keep their names under ``det.``, so a ``det-train`` checkpoint warm-star
   S3, the keyframe's *final* encoder maps P4 / P5 warped to the current frame (plus per-channel
   scale / bias), a light stride-8 fuse rebuilding P3 from the current S3, then the decoder with
   only ``nonkey_layers`` layers over ``nonkey_queries`` selected queries (at inference; training
-  runs every layer over every query, deeply supervised) and the same heads.
+  runs every layer over every query, deeply supervised) and the same heads; or, with
+  ``nonkey_propagate``, no query selection at all: the keyframe's ``num_top`` decoded queries,
+  their boxes moved by the flow, refined by one decoder layer of their own
+  (:class:`~edge_perception.vis.propagate.QueryPropagator`).
 
 Each path's output dict is the decoder's (``pred_logits``, ``pred_boxes``, ``pred_queries``, aux /
 encoder / denoising outputs in training) plus ``pred_coeffs`` [B, Q, k], ``pred_embeds`` [B, Q, E]
@@ -26,13 +29,14 @@ Variants: ``tiny`` (tests only; on the detector's ``tiny``) and ``small`` (on ``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import Tensor, nn
 
 from edge_perception.detection.model import RTDETR, RTDETRConfig, build_rtdetr, config_dict
 from edge_perception.vis.flow import FeatFlowNet, WarpFuse, warp
 from edge_perception.vis.heads import ProtoNet, QueryHeads, SemanticHead
+from edge_perception.vis.propagate import QueryPropagator, top_queries
 
 KeyState = Dict[str, Tensor]
 
@@ -54,6 +58,9 @@ class VISConfig:
     #: of the key path; off by default (no retraining needed either way)
     nonkey_queries: int = 0
     num_top: int = 50
+    #: non-key path decodes the keyframe's ``num_top`` queries (moved by the flow, one layer of
+    #: their own) instead of selecting queries over all tokens (vis/propagate.py)
+    nonkey_propagate: bool = False
     semantic_head: bool = True
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -78,9 +85,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
             nonkey_layers=1,
             nonkey_queries=14,
             num_top=10,
+            nonkey_propagate=True,
         ),
     ),
-    "small": dict(det="small", vis={}),
+    "small": dict(det="small", vis=dict(nonkey_propagate=True)),
 }
 
 
@@ -109,6 +117,7 @@ class VISModel(nn.Module):
         )  # training only
         self.flow_net = FeatFlowNet(s3_ch, hidden, cfg.flow_reduce, cfg.flow_hidden)
         self.fuse = WarpFuse(det.encoder.input_proj[0], hidden)
+        self.propagator = QueryPropagator(det.decoder) if cfg.nonkey_propagate else None
 
     @property
     def num_classes(self) -> int:
@@ -203,14 +212,43 @@ class VISModel(nn.Module):
     ) -> Dict[str, Any]:
         """Non-keyframe path against the keyframe state ``key`` (module docstring)."""
         feats = self.nonkey_features(images, key)
-        out = self.decode(feats, targets, self.cfg.nonkey_layers, self.cfg.nonkey_queries)
+        if self.propagator is not None:
+            out = self.propagate(feats, key, (int(images.shape[2]), int(images.shape[3])))
+        else:
+            out = self.decode(feats, targets, self.cfg.nonkey_layers, self.cfg.nonkey_queries)
         return self.add_heads(out, feats)
 
-    @staticmethod
-    def key_state(out: Dict[str, Any]) -> KeyState:
-        """What a keyframe leaves for the following non-keyframes."""
+    def propagate(
+        self, feats: Dict[str, Tensor], key: KeyState, image_hw: Tuple[int, int]
+    ) -> Dict[str, Any]:
+        """The propagating non-key decoder (``key``: ``queries`` / ``boxes`` of the keyframe)."""
+        if self.propagator is None:
+            raise ValueError("this model was built without nonkey_propagate")
+        if "queries" not in key or "boxes" not in key:
+            raise ValueError("the keyframe state lacks 'queries' / 'boxes' (key_state of a "
+                             "keyframe output of a propagating model)")  # fmt: skip
+        return dict(
+            self.propagator(
+                self.det.decoder,
+                [feats["p3"], feats["p4"], feats["p5"]],
+                key["queries"],
+                key["boxes"],
+                feats["flow16"],
+                image_hw,
+            )
+        )
+
+    def key_state(self, out: Dict[str, Any]) -> KeyState:
+        """What a keyframe leaves for the following non-keyframes: ``p4``, ``p5``, ``flow_feat``
+        and, when propagating, the ``num_top`` best queries' ``queries`` / ``boxes`` (detached:
+        the non-key loss does not train the keyframe's decoder through them)."""
         f = out["features"]
-        return {"p4": f["p4"], "p5": f["p5"], "flow_feat": f["flow_feat"]}
+        state = {"p4": f["p4"], "p5": f["p5"], "flow_feat": f["flow_feat"]}
+        if self.propagator is not None:
+            top = top_queries(out, self.cfg.num_top)
+            state["queries"] = top["queries"].detach()
+            state["boxes"] = top["boxes"].detach()
+        return state
 
     def forward(
         self,

@@ -24,6 +24,7 @@ epoch is a function of (seed, epoch), the clip's gaps and augmentations of (seed
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -42,7 +43,13 @@ from edge_perception.detection.model import model_from_checkpoint
 from edge_perception.detection.train import ModelEMA, lr_factor, param_groups, seed_everything
 from edge_perception.vis.criterion import VISCriterion, embedding_loss, flow_losses
 from edge_perception.vis.data import ClipDataset, collate_clips, frames_as_images
-from edge_perception.vis.model import VISModel, build_vis, vis_config_dict, vis_from_checkpoint
+from edge_perception.vis.model import (
+    VISModel,
+    build_vis,
+    vis_config_dict,
+    vis_from_checkpoint,
+    vis_from_config,
+)
 
 STAGES = ("image", "flow", "video")
 CSV_FIELDS = ["iteration", "lr", "loss", "loss_det", "loss_mask", "loss_embed", "loss_flow"]
@@ -60,13 +67,21 @@ def _sum(losses: Dict[str, Tensor], part: Dict[str, float], name: str) -> Tensor
     return total
 
 
+def flow_stage_modules(model: VISModel) -> List[nn.Module]:
+    """What the flow stage trains: the flow net, the fuse's own layers and the propagator."""
+    mods: List[nn.Module] = [model.flow_net, model.fuse.lateral, model.fuse.block]
+    if model.propagator is not None:
+        mods.append(model.propagator)
+    return mods
+
+
 def set_trainable(model: VISModel, stage: str) -> None:
-    """Flow stage: only the flow net and the fuse's own layers learn (BN of the rest frozen)."""
+    """Flow stage: only :func:`flow_stage_modules` learn (BN of the rest frozen)."""
     flow_only = stage == "flow"
     for p in model.parameters():
         p.requires_grad_(not flow_only)
     if flow_only:
-        for mod in (model.flow_net, model.fuse.lateral, model.fuse.block):
+        for mod in flow_stage_modules(model):
             for p in mod.parameters():
                 p.requires_grad_(True)
 
@@ -75,7 +90,7 @@ def train_mode(model: VISModel, stage: str) -> None:
     model.train()
     if stage == "flow":
         model.eval()
-        for mod in (model.flow_net, model.fuse.lateral, model.fuse.block):
+        for mod in flow_stage_modules(model):
             mod.train()
 
 
@@ -110,6 +125,11 @@ def stage_loss(
             for k, v in fl.items():
                 parts[k] = parts.get(k, 0.0) + float(v.detach())
             total = total + sum(fl.values())
+            if model.propagator is not None:
+                # the propagator learns from the start, on the flow it gets (detection + masks)
+                hw = (int(images.shape[3]), int(images.shape[4]))
+                out = model.add_heads(model.propagate(nk, key, hw), nk)
+                total = total + _sum(criterion(out, tgs[t]), parts, "loss_det")
         return {"loss": total, "parts": parts}
     # video: joint fine-tune
     out0 = model.forward_key(images[:, 0], tgs[0])
@@ -201,18 +221,40 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every-min", type=float, default=10.0)
     p.add_argument("--stop-after-iters", type=int, default=None, help="stop (and save) early")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument(
+        "--nonkey-propagate",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="non-key decoder from the keyframe's queries (auto: the variant's / --init's choice;"
+        " on: add it to an --init model without one)",
+    )
 
 
 def build_model(args: Any) -> VISModel:
     """Fresh model of ``--variant``, detector from ``--det-checkpoint``, or ``--init`` weights."""
     torch.manual_seed(args.seed)
+    prop = getattr(args, "nonkey_propagate", "auto")
     if args.init:
-        return vis_from_checkpoint(torch.load(args.init, map_location="cpu", weights_only=False))
+        ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
+        if prop == "auto":
+            return vis_from_checkpoint(ckpt)
+        cfg = copy.deepcopy(ckpt["vis_config"])
+        cfg["vis"]["nonkey_propagate"] = prop == "on"
+        model = vis_from_config(cfg)
+        weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        bad = [k for k in missing + unexpected if not k.startswith("propagator.")]
+        if bad:
+            raise SystemExit(f"{args.init}: weights do not fit the model: {bad[:5]}")
+        if missing and model.propagator is not None:
+            model.propagator.init_from(model.det.decoder)
+        return model
     det = None
     if args.det_checkpoint:
         ckpt = torch.load(args.det_checkpoint, map_location="cpu", weights_only=False)
         det = model_from_checkpoint(ckpt)
-    return build_vis(args.variant, det=det)
+    overrides = {} if prop == "auto" else {"nonkey_propagate": prop == "on"}
+    return build_vis(args.variant, det=det, **overrides)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -222,6 +264,9 @@ def main(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     size = (int(args.input_size[0]), int(args.input_size[1]))
     model = build_model(args)
+    if args.stage == "flow" and model.propagator is not None and not args.resume:
+        # the key path was trained since the propagator was copied from its last layer
+        model.propagator.init_from(model.det.decoder)
     set_trainable(model, args.stage)
     ema = ModelEMA(model, args.ema_decay)
     criterion = VISCriterion(model.num_classes)

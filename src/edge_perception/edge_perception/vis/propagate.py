@@ -1,0 +1,103 @@
+"""Keyframe query propagation: the non-key path's decoder without per-token query selection.
+
+The detector's query selection scores and projects *every* encoder token (~2800 at 288x480 for
+``small``), which made the decoder the largest part of the non-key path (122 of 223 MMAC) even
+with one decoder layer. On a non-keyframe the objects are, with few exceptions, the ones the
+keyframe already found, so :class:`QueryPropagator` starts from the keyframe's ``num_top``
+decoded queries instead:
+
+1. each keyframe box is moved to the current frame with the non-key path's own stride-16 flow
+   (backward flow, current -> keyframe: a keyframe point ``q`` is at about ``q - flow(q)`` now;
+   the flow is sampled bilinearly at the box centre, the box size is kept);
+2. one decoder layer (self-attention among the propagated queries, deformable cross-attention
+   around the moved box into the current frame's warped / fused maps, FFN) refines the keyframe
+   query's hidden state, and its own class and box heads give the current frame's logits and box
+   (a delta in inverse-sigmoid space on the moved box).
+
+The layer and heads are the propagator's own (the keyframe decoder is not shared, so the key path
+is unchanged by training them) and start as copies of the detector's last decoder layer, whose
+input distribution (a previous layer's LayerNorm output) the keyframe's final hidden states match.
+Objects that enter between two keyframes are found at the next keyframe (the keyframe policy's
+interval / age / lost-track triggers bound the wait).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_perception.detection.box_ops import inverse_sigmoid
+from edge_perception.detection.decoder import RTDETRDecoder
+
+
+def top_queries(out: Dict[str, Any], k: int) -> Dict[str, Tensor]:
+    """The ``k`` queries of highest class score of a decoder output: ``queries`` [B, k, D],
+    ``boxes`` [B, k, 4] (cxcywh in [0, 1]) and ``logits`` [B, k, C], in descending score."""
+    logits = out["pred_logits"]
+    k = min(int(k), int(logits.shape[1]))
+    idx = torch.topk(logits.max(-1).values, k, dim=1).indices[..., None]
+    hid = out["pred_queries"]
+    return {
+        "queries": torch.gather(hid, 1, idx.expand(-1, -1, hid.shape[-1])),
+        "boxes": torch.gather(out["pred_boxes"], 1, idx.expand(-1, -1, 4)),
+        "logits": torch.gather(logits, 1, idx.expand(-1, -1, logits.shape[-1])),
+    }
+
+
+def move_boxes(boxes: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor:
+    """Keyframe boxes [B, K, 4] (cxcywh, normalised) moved by the backward ``flow`` [B, 2, h, w]
+    (image pixels) sampled at their centres: centre - flow(centre), size kept."""
+    grid = (boxes[..., :2] * 2.0 - 1.0)[:, :, None, :]  # [B, K, 1, 2], x then y
+    f = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    f = f[..., 0].transpose(1, 2)  # [B, K, 2] image pixels
+    scale = torch.tensor(
+        [1.0 / float(image_hw[1]), 1.0 / float(image_hw[0])], dtype=boxes.dtype,
+        device=boxes.device,
+    )  # fmt: skip
+    centre = (boxes[..., :2] - f * scale).clamp(0.0, 1.0)
+    return torch.cat([centre, boxes[..., 2:]], dim=-1)
+
+
+class QueryPropagator(nn.Module):
+    """One decoder layer + heads refining propagated keyframe queries (module docstring)."""
+
+    def __init__(self, decoder: RTDETRDecoder) -> None:
+        super().__init__()
+        self.layer = copy.deepcopy(decoder.layers[-1])
+        self.score_head = copy.deepcopy(decoder.score_heads[-1])
+        self.bbox_head = copy.deepcopy(decoder.bbox_heads[-1])
+
+    def init_from(self, decoder: RTDETRDecoder) -> None:
+        """(Re)start as a copy of ``decoder``'s last layer and heads."""
+        self.layer.load_state_dict(decoder.layers[-1].state_dict())
+        self.score_head.load_state_dict(decoder.score_heads[-1].state_dict())
+        self.bbox_head.load_state_dict(decoder.bbox_heads[-1].state_dict())
+
+    def forward(
+        self,
+        decoder: RTDETRDecoder,
+        feats: List[Tensor],
+        queries: Tensor,
+        boxes: Tensor,
+        flow16: Tensor,
+        image_hw: Tuple[int, int],
+    ) -> Dict[str, Tensor]:
+        """``feats`` the current frame's ``[p3, p4, p5]``; ``queries`` / ``boxes`` the keyframe's
+        (detached by the caller in training). Returns ``pred_logits``, ``pred_boxes``,
+        ``pred_queries`` like a decoder output, plus ``prop_boxes`` (the moved references)."""
+        shapes = [(int(f.shape[2]), int(f.shape[3])) for f in feats]
+        memory = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], dim=1)
+        ref = move_boxes(boxes, flow16, image_hw)
+        pos = decoder.query_pos_head(ref)
+        x = self.layer(queries, pos, ref, memory, shapes)
+        out_boxes = (self.bbox_head(x) + inverse_sigmoid(ref)).sigmoid()
+        return {
+            "pred_logits": self.score_head(x),
+            "pred_boxes": out_boxes,
+            "pred_queries": x,
+            "prop_boxes": ref,
+        }
