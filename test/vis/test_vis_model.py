@@ -234,3 +234,25 @@ def test_warp_equals_grid_sample_with_border_padding():
         grid = torch.stack([gx, gy], -1)[None] + flow.permute(0, 2, 3, 1) * scale
         ref = F.grid_sample(feat, grid, "bilinear", padding_mode="border", align_corners=False)
         assert torch.allclose(warp(feat, flow, hw), ref, atol=1e-5)
+
+
+def test_head_keeps_the_best_query_class_pairs():
+    # like the detector's postprocess: an ambiguous query keeps both labels, each with its own
+    # score; the pair's mask and box are its query's
+    model = build_vis("tiny").eval()
+    kk, c = model.cfg.num_top, model.num_classes
+    g = torch.Generator().manual_seed(0)
+    p3 = torch.rand(1, model.det.cfg.hidden_dim, 8, 12, generator=g)
+    s2 = torch.rand(1, model.det.backbone.out_channels[0], 16, 24, generator=g)
+    queries = torch.randn(1, kk, model.det.cfg.hidden_dim, generator=g)
+    boxes = torch.rand(1, kk, 4, generator=g) * 0.4 + 0.1
+    logits = torch.full((1, kk, c), -8.0)
+    logits[0, 3, 1], logits[0, 3, 2] = 2.0, 1.0  # query 3: truck 0.88, bus 0.73
+    logits[0, 5, 0] = 1.5  # query 5: car 0.82
+    with torch.no_grad():
+        out_boxes, scores, labels, masks, emb = vx.HeadGraph(model)(p3, s2, queries, boxes, logits)
+    assert labels[0, :3].tolist() == [1, 0, 2]
+    assert torch.allclose(scores[0, :3], torch.sigmoid(torch.tensor([2.0, 1.5, 1.0])))
+    assert torch.equal(out_boxes[0, 0], out_boxes[0, 2]) and torch.equal(masks[0, 0], masks[0, 2])
+    assert torch.equal(emb[0, 0], emb[0, 2]) and not torch.equal(emb[0, 0], emb[0, 1])
+    assert scores.shape == (1, kk) and bool(torch.all(scores[0, :-1] >= scores[0, 1:]))

@@ -133,9 +133,22 @@ def register_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-keyframe-age", type=float, default=0.0, help="video mode: s (0 = off: K only)"
     )
-    parser.add_argument("--score-threshold", type=float, default=0.3)
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="publish threshold (default: the node's score_threshold)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="a vis_node parameter for both modes (repeat), e.g. track_appearance_weight=0.5; "
+        "YAML values, validated like the node's parameters",
+    )
     add_interpolation_argument(parser)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--md", default=None, help="write the Markdown tables here")
@@ -144,8 +157,13 @@ def register_eval(parser: argparse.ArgumentParser) -> None:
 
 def eval_main(args: argparse.Namespace) -> int:
     """Body of ``vis-eval`` (see :mod:`edge_perception.vis.video_eval`)."""
-    from edge_perception.vis.video_eval import evaluate, markdown
+    from edge_perception.vis.video_eval import evaluate, markdown, node_overrides
 
+    try:
+        node_overrides(args.set)
+    except ValueError as exc:
+        print("vis-eval: error: --set: %s" % exc, file=sys.stderr)
+        return 2
     result = evaluate(args)
     text = markdown(result)
     print(text)

@@ -17,8 +17,9 @@ runtime can pick the path per frame (names in docs/CONTRACTS.md, "Video instance
 - ``<name>_head.onnx`` (:class:`HeadGraph`): ``p3``, ``s2``, ``queries``, ``query_boxes``,
   ``query_logits`` -> ``boxes`` [N, K, 4] (x1, y1, x2, y2 input pixels), ``scores`` [N, K],
   ``labels`` [N, K] int64, ``masks`` [N, K, H/4, W/4] float32 probabilities (zero outside the box;
-  threshold 0.5 after upsampling), ``embeddings`` [N, K, E] (L2-normalised). ``K`` queries with
-  the highest class score (one label per query), sorted, no NMS.
+  threshold 0.5 after upsampling), ``embeddings`` [N, K, E] (L2-normalised). The ``K`` best
+  (query, class) pairs (a query may appear with two labels, as in the detector's graph), sorted,
+  no NMS.
 
 :func:`path_costs` counts parameters and MACs (:mod:`edge_perception.flops` convention) of the
 key path (key + head) and the non-key path (non-key + head).
@@ -129,10 +130,13 @@ class HeadGraph(nn.Module):
     ) -> Tuple[Tensor, ...]:
         m = self.model
         protos = m.protonet(p3, s2)
-        k = min(m.cfg.num_top, int(queries.shape[1]))
-        best, labels = query_logits.sigmoid().max(-1)
-        scores, idx = torch.topk(best, k, dim=1)
-        labels = torch.gather(labels, 1, idx)
+        # top K over (query, class) pairs, as the detector's own postprocess: a query whose
+        # class is ambiguous (truck / bus) keeps both labels, each with its score and the mask
+        c = int(query_logits.shape[2])
+        k = min(m.cfg.num_top, int(queries.shape[1]) * c)
+        scores, index = torch.topk(query_logits.sigmoid().flatten(1), k, dim=1)
+        labels = index % c
+        idx = torch.div(index, c, rounding_mode="floor")
         q = torch.gather(queries, 1, idx[..., None].expand(-1, -1, queries.shape[-1]))
         boxes = torch.gather(query_boxes, 1, idx[..., None].expand(-1, -1, 4))
         coeffs, emb = m.query_heads(q)

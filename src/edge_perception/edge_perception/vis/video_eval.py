@@ -144,10 +144,26 @@ def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
     return {"results": results, "tracks": tracks, "seqs": seqs, "ms": infer_ms, "keys": keys}
 
 
+def node_overrides(items: List[str]) -> Dict[str, Any]:
+    """``["name=value", ...]`` (YAML values) -> checked :class:`VisNodeConfig` values; ValueError
+    with one line naming the parameter and what is allowed."""
+    import yaml
+
+    from edge_perception.config import VisNodeConfig, check_value
+
+    out: Dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("--set expects PARAM=VALUE, got %r" % item)
+        out[name.strip()] = check_value(VisNodeConfig, name.strip(), yaml.safe_load(text))
+    return out
+
+
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Both modes over the split (module docstring); a JSON-ready dict."""
     from edge_perception.backends.factory import create_backend
-    from edge_perception.config import VisNodeConfig
+    from edge_perception.config import VisNodeConfig, config_from_dict
     from edge_perception.datafiles import read_json
     from edge_perception.detection.track_eval import cpu_name
     from edge_perception.metrics.coco import coco_map
@@ -174,12 +190,16 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         "modes": {},
         "machine": {"cpu": cpu_name(), "platform": platform.platform(), "threads": args.threads},
     }
+    overrides = node_overrides(list(getattr(args, "set", None) or []))
+    if overrides:
+        out["node_parameters"] = overrides
     for mode in args.modes:
-        cfg = VisNodeConfig(
-            score_threshold=args.score_threshold,
-            keyframe_interval=1 if mode == "image" else args.keyframe_interval,
-            max_keyframe_age_s=0.0 if mode == "image" else args.max_keyframe_age,
-        ).validate()
+        values = dict(overrides)
+        if args.score_threshold is not None:
+            values["score_threshold"] = args.score_threshold
+        values["keyframe_interval"] = 1 if mode == "image" else args.keyframe_interval
+        values["max_keyframe_age_s"] = 0.0 if mode == "image" else args.max_keyframe_age
+        cfg = config_from_dict(VisNodeConfig, values)
         backends = {
             g: create_backend("onnxruntime", p, intra_op_threads=args.threads)
             for g, p in paths.items()
@@ -191,8 +211,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             class_names=names,
             score_threshold=cfg.score_threshold,
             interpolation=args.interpolation,
+            mask_threshold=cfg.mask_threshold,
             keyframes=cfg.keyframe_config(),
             tracker=cfg.tracker_config(),
+            publish_unconfirmed=cfg.track_publish_unconfirmed,
         )
         pipeline.warmup(1)
         t0 = time.perf_counter()
