@@ -256,3 +256,29 @@ def test_head_keeps_the_best_query_class_pairs():
     assert torch.equal(out_boxes[0, 0], out_boxes[0, 2]) and torch.equal(masks[0, 0], masks[0, 2])
     assert torch.equal(emb[0, 0], emb[0, 2]) and not torch.equal(emb[0, 0], emb[0, 1])
     assert scores.shape == (1, kk) and bool(torch.all(scores[0, :-1] >= scores[0, 1:]))
+
+
+def test_propagator_layer_equals_the_decoder_layer():
+    # sample-then-project is the same function of the same weights as the decoder layer over the
+    # flattened memory (value projection first), also near and past the map borders
+    from edge_perception.vis.propagate import QueryPropagator
+
+    torch.manual_seed(0)
+    model = build_vis("tiny").eval()
+    prop = QueryPropagator(model.det.decoder).eval()
+    ca = prop.layer.cross_attn
+    with torch.no_grad():  # random (not zero-initialised) offsets, weights and biases
+        for lin in (ca.sampling_offsets, ca.attention_weights, ca.value_proj):
+            lin.weight.normal_(0, 0.3)
+            lin.bias.normal_(0, 0.5)
+    c = model.det.cfg.hidden_dim
+    feats = [torch.randn(2, c, h, w) for h, w in ((8, 12), (4, 6), (2, 3))]
+    shapes = [(int(f.shape[2]), int(f.shape[3])) for f in feats]
+    memory = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], dim=1)
+    x, pos = torch.randn(2, 10, c), torch.randn(2, 10, c)
+    ref = torch.rand(2, 10, 4)
+    ref[:, :3, :2] = torch.tensor([0.0, 0.99])  # at the border
+    with torch.no_grad():
+        want = prop.layer(x, pos, ref, memory, shapes)
+        got = prop.layer_forward(x, pos, ref, feats)
+    assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
