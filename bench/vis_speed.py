@@ -79,6 +79,7 @@ def export_models(work: str) -> Dict[str, Any]:
         ycost = count_cost(yol, x)
     return {
         "vis_paths": paths,
+        "nonkey_propagate": vis.propagator is not None,
         "yolact_path": ypath,
         "macs": {
             "vis_key_path": costs["key_path"]["macs"],
@@ -247,6 +248,7 @@ def main() -> int:
         },  # fmt: skip
         "macs": models["macs"],
         "params": models["params"],
+        "nonkey_propagate": models["nonkey_propagate"],
         "paths_cpu_ms": {k: summarize(v) for k, v in paths["cpu"].items()},
         "paths_wall_ms": {k: summarize(v) for k, v in paths["wall"].items()},
         "key_path_ms": key_path,
@@ -326,10 +328,10 @@ def render(
             env["lscpu_model_name"], env["cpu_count"], env["load_avg_1m"],
             env["load_avg_1m_end"], env["onnxruntime"], env["time_utc"], env["git"]),
         "",
-        "**Random weights (seeded)**: speed only. No trained VIS model exists yet; weights do "
-        "not change the work of these graphs. **ms = thread CPU time** of the calls "
-        "(`time.thread_time`; ORT with one intra-op thread computes on the calling thread), "
-        "which a shared machine disturbs far less than wall time; wall ms beside it. Paths: "
+        "**Random weights (seeded)**: speed only; weights do not change the work of these "
+        "graphs (the trained model's accuracy is in bench/vis_eval.md). **ms = thread CPU "
+        "time** of the calls (`time.thread_time`; ORT with one intra-op thread computes on the "
+        "calling thread), which a shared machine disturbs far less than wall time; wall ms beside it. Paths: "
         "median of %d round-robin rounds; modes: mean over %d frames each, alternating frame by "
         "frame; YolactEdge-class: median of %d calls in the same rounds. Video mode = the "
         "keyframe policy at K = 5 (interval only)." % (
@@ -342,10 +344,12 @@ def render(
         "Non-key / key path by wall time: %.3f; by MACs: %.3f. The head graph (protonet at "
         "stride 4, masks of the top-K queries) runs on every frame and is %.0f %% of the key "
         "path, so the non-key path can reach 0.40 only if the non-key graph (partial backbone, "
-        "flow, warp, fuse, the decoder's query selection over all tokens and one layer) drops "
+        "flow, warp, fuse and the non-key decoder: %s) drops "
         "from %.2f to %.2f ms. With K = 5 the video / image ratio is 0.2 + 0.8 x (non-key / "
         "key path)." % (
             r["nonkey_vs_key_path_wall"], macs["vis_ratio"],
+            "one layer over the keyframe's propagated queries" if data.get("nonkey_propagate")
+            else "query selection over all tokens and one layer",
             100.0 * med["head_after_key"] / data["key_path_ms"], med["nonkey"],
             0.4 * data["key_path_ms"] - med["head_after_nonkey"]),
         "",
