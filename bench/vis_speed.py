@@ -331,10 +331,10 @@ def render(
         "**Random weights (seeded)**: speed only; weights do not change the work of these "
         "graphs (the trained model's accuracy is in bench/vis_eval.md). **ms = thread CPU "
         "time** of the calls (`time.thread_time`; ORT with one intra-op thread computes on the "
-        "calling thread), which a shared machine disturbs far less than wall time; wall ms beside it. Paths: "
-        "median of %d round-robin rounds; modes: mean over %d frames each, alternating frame by "
-        "frame; YolactEdge-class: median of %d calls in the same rounds. Video mode = the "
-        "keyframe policy at K = 5 (interval only)." % (
+        "calling thread), which a shared machine disturbs far less than wall time; wall ms "
+        "beside it. Paths: median of %d round-robin rounds; modes: mean over %d frames each, "
+        "alternating frame by frame; YolactEdge-class: median of %d calls in the same rounds. "
+        "Video mode = the keyframe policy at K = 5 (interval only)." % (
             s["runs"], s["frames"], s["yolact_runs"]),
         "",
         markdown_table(rows, ["what", "input", "CPU ms", "parts / note", "wall ms", "GMAC"]),
