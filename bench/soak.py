@@ -1,6 +1,14 @@
-"""Soak test: both perception nodes under 100 Hz camera input for 10 minutes.
+"""Soak test: the perception nodes under 100 Hz camera input for 10 minutes.
 
-    python bench/soak.py [--minutes 10] [--rate 100] [--threads 1] [--name soak]
+    python bench/soak.py [--minutes 10] [--rate 100] [--threads 1] [--name soak] \
+        [--nodes lane_node detection_node vis_node]
+
+The same tool measures the node frame rates of issue 14 (the VIS node alone, then all three
+nodes sharing the 2 cores, on a 15 Hz 640x480 replay)::
+
+    python bench/soak.py --nodes vis_node --rate 15 --minutes 1 --bin-s 20 --name vis_fps_alone
+    python bench/soak.py --nodes lane_node detection_node vis_node --rate 15 --minutes 1 \
+        --bin-s 20 --name vis_fps_three
 
 What runs (as ``config/cpu.yaml`` deploys them, minus the lifecycle manager):
 
@@ -8,7 +16,8 @@ What runs (as ``config/cpu.yaml`` deploys them, minus the lifecycle manager):
   ``carla_bridge``'s synthetic camera (a loop of ``--clip`` frames, rendered before the clock
   starts) on ``/soak/image`` at ``--rate`` Hz, each stamped with the time it is sent, best-effort
   as a camera driver does;
-* ``lane_node`` and ``detection_node`` (``python -m edge_perception.ros.<node> --autostart``), the
+* ``lane_node`` and ``detection_node`` by default, or the ``--nodes`` chosen (``vis_node`` too)
+  (``python -m edge_perception.ros.<node> --autostart``), the
   bundled models in ``models/``, ONNX Runtime, ``threads`` and the other node parameters from
   ``config/cpu.yaml``, default (best-effort, keep-latest) input QoS;
 * this process subscribes to both nodes' ``~/timing`` (``FrameTiming``: stage times, node-side
@@ -58,10 +67,12 @@ from common import environment, markdown_table, summarize, write_results  # noqa
 TOPIC = "/soak/image"
 COLUMNS = ["output Hz", "capacity Hz", "processing ms", "gap ms p50", "gap ms mean", "dropped",
            "latency p50 ms", "latency p99 ms", "RSS MiB", "load"]  # fmt: skip
-NODES: Dict[str, str] = {
+ALL_NODES: Dict[str, str] = {
     "lane_node": "edge_perception.ros.lane_node",
     "detection_node": "edge_perception.ros.detection_node",
+    "vis_node": "edge_perception.ros.vis_node",
 }
+NODES: Dict[str, str] = {k: ALL_NODES[k] for k in ("lane_node", "detection_node")}
 
 
 def node_parameters(name: str, threads: int) -> Dict[str, Any]:
@@ -142,6 +153,39 @@ def publisher(rate: float, clip: int, width: int, height: int, ready_file: str) 
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
+
+
+def bare_vis(params: Dict[str, Any], frames: List[np.ndarray], rate: float) -> Dict:
+    """The VIS node's pipeline (node defaults: keyframe policy, tracker) timed in this process
+    over the clip at ``rate`` Hz stamps, twice round: mean per frame, video mode as deployed."""
+    from edge_perception.backends.factory import create_backend
+    from edge_perception.config import VisNodeConfig
+    from edge_perception.runtime.vis import VISPipeline, sibling_paths
+
+    cfg = VisNodeConfig()
+    threads = int(params["threads"])
+    b = {
+        g: create_backend("onnxruntime", p, intra_op_threads=threads)
+        for g, p in sibling_paths(str(params["model"])).items()
+    }
+    pipe = VISPipeline(
+        b["key"], b["nonkey"], b["head"], score_threshold=cfg.score_threshold,
+        keyframes=cfg.keyframe_config(), tracker=cfg.tracker_config(),
+    )  # fmt: skip
+    pipe.warmup(1)
+    full, infer, keys = [], [], []
+    for i in range(2 * len(frames)):
+        t0 = time.perf_counter()
+        out = pipe.process(frames[i % len(frames)], i / rate)
+        full.append((time.perf_counter() - t0) * 1e3)
+        infer.append(out.times.inference_ms)
+        keys.append(bool(out.keyframe))
+    pipe.close()
+    return {
+        "pipeline_ms": summarize(full),
+        "inference_ms": summarize(infer),
+        "key_ratio": round(float(np.mean(keys)), 3),
+    }
 
 
 def bare_capacity(params: Dict[str, Any], kind: str, frame: np.ndarray, runs: int) -> Dict:
@@ -332,7 +376,7 @@ def report(args: argparse.Namespace, data: Dict[str, Any]) -> str:
     env, pub = data["environment"], data["publisher"]
     sent = pub.get("sent", 0)
     lines = [
-        f"# Soak: lane_node + detection_node, {args.minutes:g} min at {args.rate:g} Hz",
+        f"# Soak: {' + '.join(NODES)}, {args.minutes:g} min at {args.rate:g} Hz",
         "",
         f"Input: {args.width}x{args.height} rgb8 synthetic-camera frames ({args.clip}-frame "
         f"loop) from a publisher process, best-effort; {sent} frames sent in "
@@ -367,7 +411,12 @@ def report(args: argparse.Namespace, data: Dict[str, Any]) -> str:
             f"**{100 * res['output_over_capacity']:.1f} %** "
             f"({'pass' if ok['output_within_5pct_of_capacity'] else 'FAIL'}: within 5 %); bare "
             f"pipeline in-process before the soak: p50 {bare['p50']} ms, mean {bare['mean']} "
-            f"ms ({1000 / bare['mean']:.1f} Hz alone on the machine)",
+            f"ms ({1000 / bare['mean']:.1f} Hz alone on the machine"
+            + (
+                f"; keyframes {data['bare'][name]['key_ratio']:.2f} of the frames)"
+                if "key_ratio" in data["bare"][name]
+                else ")"
+            ),
             f"- {res['processed']} frames processed, {res['dropped']} dropped as superseded "
             f"(processed + dropped = {res['processed'] + res['dropped']} of {sent} sent); "
             f"latency p99 last / first {unit} {res['last_over_first_p99']} "
@@ -405,14 +454,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--training-paused", default="unknown", help="recorded in the report")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     ap.add_argument("--name", default="soak")
+    ap.add_argument(
+        "--nodes", nargs="+", choices=list(ALL_NODES), default=list(NODES),
+        help="nodes to run (default: lane_node detection_node)",
+    )  # fmt: skip
     ap.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ready-file", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.publisher:
         return publisher(args.rate, args.clip, args.width, args.height, args.ready_file)
-    frame = render_clip(1, args.width, args.height)[0]
+    NODES.clear()
+    NODES.update({k: ALL_NODES[k] for k in args.nodes})
+    clip = render_clip(args.clip, args.width, args.height)
     bare = {
-        name: bare_capacity(node_parameters(name, args.threads), name.split("_")[0], frame, 40)
+        name: bare_vis(node_parameters(name, args.threads), clip, args.rate)
+        if name == "vis_node"
+        else bare_capacity(node_parameters(name, args.threads), name.split("_")[0], clip[0], 40)
         for name in NODES
     }
     raw = run(args)
