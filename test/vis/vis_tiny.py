@@ -30,6 +30,8 @@ def export_tiny_vis(folder: Path, size: Tuple[int, int] = (64, 96), seed: int = 
         for name, lin in model.det.decoder.named_modules():
             if name.startswith("bbox_heads") and getattr(lin, "out_features", 0) == 4:
                 lin.bias[2:] += 2.0  # larger boxes (several mask cells each)
+        if model.propagator is not None:  # the non-key decoder starts as the last layer
+            model.propagator.init_from(model.det.decoder)
         # masks = the boxes: constant prototypes, coefficients all ~1 (sigmoid(8) inside the box)
         model.protonet.out.weight.zero_()
         model.protonet.out.bias.fill_(1.0)
