@@ -54,6 +54,8 @@ def test_yolact_preset_on_the_vis_graph_names():
         "/model/fuse/lateral/lateral.0/Conv": "fp16",
         "/model/det/decoder/layers.0/cross_attn/GridSample": "fp16",
         "/model/query_heads/coeff/coeff.0/Gemm": "fp16",
+        "/model/propagator/layer/ffn/ffn.0/MatMul": "fp16",
+        "/model/propagator/GridSample_1": "fp16",
     }
     assert {n: pol.precision_for(n) for n in names} == names
 

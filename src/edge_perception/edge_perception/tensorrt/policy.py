@@ -112,7 +112,7 @@ PRESETS: Dict[str, PrecisionPolicy] = {
     # prediction module FP16): the convolutional feature extractors tolerate INT8, the FPN / the
     # warping fuse and the prediction heads, whose outputs go straight into boxes, classes and
     # mask coefficients, stay FP16. Matches YOLACT module names and this project's VIS graphs
-    # (det/backbone, protonet, flow_net; det/encoder, fuse, det/decoder, query_heads).
+    # (det/backbone, protonet, flow_net; det/encoder, fuse, det/decoder, propagator, query_heads).
     "yolact": PrecisionPolicy(
         name="yolact",
         rules=_rules(
@@ -120,7 +120,7 @@ PRESETS: Dict[str, PrecisionPolicy] = {
                 (r"(^|/)(backbone|proto_?net|protonet|proto|flow_?net|flownet)(/|\.|$)", "int8"),
                 (r"(^|/)(fpn|neck|encoder|fuse|warp\w*)(/|\.|$)", "fp16"),
                 (
-                    r"(^|/)(prediction_layers?|pred_layers?|heads?|predict\w*|decoder|"
+                    r"(^|/)(prediction_layers?|pred_layers?|heads?|predict\w*|decoder|propagator|"
                     r"query_heads|semantic\w*)(/|\.|$)",
                     "fp16",
                 ),
