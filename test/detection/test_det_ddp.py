@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -40,11 +39,17 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _worker(rank, world, store_file, out_dir):
+    # A FileStore, not the default TCPStore: c10d formats every peer address of its store's
+    # sockets with getnameinfo, and for the IPv4-mapped / IPv6 addresses its dual-stack sockets
+    # use, the C library asks the DNS server (PTR 1.0.0.127.in-addr.arpa) on the non-loopback
+    # interface, which the network rule forbids (issue 12; /etc/hosts answers only plain
+    # 127.0.0.1). Gloo's own pairs on the loopback interface make no such lookup.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store_file}", rank=rank, world_size=world
+    )
     try:
         images, targets = _batch()
         model = _model()
@@ -58,12 +63,6 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_gradients_equal_single_process(tmp_path):
     images, targets = _batch()
     model = _model()
@@ -71,7 +70,8 @@ def test_ddp_gradients_equal_single_process(tmp_path):
     loss.backward()
     single = _grads(model)
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    store = tmp_path / "store"
+    mp.spawn(_worker, args=(2, str(store), str(tmp_path)), nprocs=2, join=True)
     g0 = torch.load(tmp_path / "grads0.pt")
     g1 = torch.load(tmp_path / "grads1.pt")
     assert set(g0) == set(single)
