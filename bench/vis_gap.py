@@ -1,0 +1,121 @@
+"""Where the VIS non-key path loses: box / mask AP against the distance to the keyframe.
+
+For every frame ``i`` of the split's sequences and every gap ``g`` (frames since the keyframe),
+the exported non-key graph runs on frame ``i`` against the key graph's state of frame ``i - g``,
+then the head graph; all head outputs (the ``K`` best query-class pairs, no score threshold, no
+tracker) are scored with COCO box and mask AP over the frames that have such a keyframe. Row
+``key`` is the key path on every frame. So the table separates the non-key path's own loss
+(gap 1) from what motion adds (gap 2, 3, 4) -- the keyframe policy trades exactly this::
+
+    python bench/vis_gap.py --model models/vis_small_key.onnx --data data/vis_train --split val
+
+Writes ``bench/results/<name>.{json,md}`` (default ``vis_gap``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import environment, markdown_table, write_results  # noqa: E402
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="models/vis_small_key.onnx")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--max-gap", type=int, default=4)
+    ap.add_argument("--name", default="vis_gap")
+    ap.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = ap.parse_args(argv)
+
+    import cv2
+    from edge_perception.backends.factory import create_backend
+    from edge_perception.metrics.coco import coco_map
+    from edge_perception.metrics.vis import frame_mask_ap
+    from edge_perception.runtime.vis import (
+        HEAD_INPUTS,
+        VISPipeline,
+        keyframe_state,
+        sibling_paths,
+    )
+    from edge_perception.vis.video_eval import _rle, load_frames
+
+    videos, names, coco_path = load_frames(args.data, args.split)
+    b = {g: create_backend("onnxruntime", p, intra_op_threads=1)
+         for g, p in sibling_paths(args.model).items()}  # fmt: skip
+    # the node's own pre- and post-processing (resize, box scaling, mask pasting), no tracker
+    pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
+    gaps = list(range(1, args.max_gap + 1))
+    res: Dict[str, List[Dict[str, Any]]] = {k: [] for k in ["key", *map(str, gaps)]}
+    ids: Dict[str, List[int]] = {k: [] for k in res}
+
+    def score(key: str, image_id: int, head: Any, transform: Any) -> None:
+        inst = pipe.postprocess(head, transform)
+        ids[key].append(image_id)
+        for i in range(len(inst)):
+            x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
+            res[key].append({
+                "image_id": image_id, "category_id": int(inst.labels[i]) + 1,
+                "score": float(inst.scores[i]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "segmentation": _rle(inst.masks[i]),
+            })  # fmt: skip
+
+    for frames in videos.values():
+        feeds, outs, tfs = [], [], []
+        for fr in frames:
+            rgb = cv2.cvtColor(cv2.imread(fr["path"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            f, t = pipe.preprocess(rgb)
+            feeds.append(np.array(f[pipe.input_name], copy=True))  # the buffer is reused
+            tfs.append(t)
+            outs.append(b["key"]({"images": feeds[-1]}))
+            head = b["head"]({n: outs[-1][n] for n in HEAD_INPUTS})
+            score("key", fr["image_id"], head, t)
+        for i, fr in enumerate(frames):
+            for g in gaps:
+                if i - g < 0:
+                    continue
+                state = keyframe_state(outs[i - g], pipe.propagates)
+                nk = b["nonkey"](dict(state, images=feeds[i]))
+                head = b["head"]({n: nk[n] for n in HEAD_INPUTS})
+                score(str(g), fr["image_id"], head, tfs[i])
+    rows = []
+    for key in res:
+        box = coco_map(coco_path, [{k: v for k, v in r.items() if k != "segmentation"}
+                                   for r in res[key]], "bbox", image_ids=ids[key])  # fmt: skip
+        segm = frame_mask_ap(coco_path, [{k: v for k, v in r.items() if k != "bbox"}
+                                         for r in res[key]], image_ids=ids[key])  # fmt: skip
+        rows.append({"path": "key path" if key == "key" else f"non-key, gap {key}",
+                     "frames": len(ids[key]), "box_ap": box.map, "box_ap50": box.map50,
+                     "mask_ap": segm.map, "mask_ap50": segm.map50})  # fmt: skip
+    cmd = "python bench/vis_gap.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {"command": cmd, "model": args.model, "data": args.data, "split": args.split,
+            "rows": rows, "environment": environment()}  # fmt: skip
+    table = markdown_table(
+        [[r["path"], r["frames"], "%.4f" % r["box_ap"], "%.4f" % r["box_ap50"],
+          "%.4f" % r["mask_ap"], "%.4f" % r["mask_ap50"]] for r in rows],
+        ["path", "frames", "box AP", "box AP50", "mask AP", "mask AP50"],
+    )  # fmt: skip
+    md = "\n".join([
+        "# VIS non-key path against the distance to its keyframe", "",
+        f"Command: `{cmd}`  ",
+        f"Model `{args.model}`, data `{args.data}` split `{args.split}`; every head output "
+        "scored (no score threshold, no tracker), so these APs sit above what the node "
+        "publishes (bench/vis_eval.md).", "", table, "",
+    ]) + "\n"  # fmt: skip
+    paths = write_results(args.name, data, md, args.out)
+    print(md)
+    print(f"wrote {paths['json']} and {paths['md']}")
+    pipe.close()
+    return 0 if np.isfinite([r["box_ap"] for r in rows]).all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
