@@ -348,9 +348,10 @@ def render(
         "from %.2f to %.2f ms. With K = 5 the video / image ratio is 0.2 + 0.8 x (non-key / "
         "key path)." % (
             r["nonkey_vs_key_path_wall"], macs["vis_ratio"],
+            100.0 * med["head_after_key"] / data["key_path_ms"],
             "one layer over the keyframe's propagated queries" if data.get("nonkey_propagate")
             else "query selection over all tokens and one layer",
-            100.0 * med["head_after_key"] / data["key_path_ms"], med["nonkey"],
+            med["nonkey"],
             0.4 * data["key_path_ms"] - med["head_after_nonkey"]),
         "",
         *[line + "\n" for line in data.get("notes", [])],
