@@ -8,7 +8,10 @@
 # Data: 2000 clips of 4 frames at 10 Hz (config/scenarios/vis_train.yaml), regenerated when missing
 # (deterministic in its seed). Warm start: the detector's best checkpoint of the long run
 # (out/det_long/best.pt), else the committed resume checkpoint (its EMA weights).
-# Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS.
+# Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS (defaults: the bundled
+# model's 2000 / 600 / 1200). models/checkpoints/vis_video_ema.pt holds the bundled model's EMA
+# weights (fp16): `python -m edge_perception.vis.train --stage video --init <it> ...` continues
+# from it without the image and flow stages.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
@@ -40,7 +43,7 @@ for s in $STAGES; do
       --warmup-iters 100 --ema-decay 0.999 --max-val-images 120 --eval-every 500 ;;
     flow) stage flow "${VIS_FLOW_ITERS:-600}" --init "$OUT/image/best.pt" --frames 2 --max-gap 3 \
       --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 0 ;;
-    video) stage video "${VIS_VIDEO_ITERS:-1000}" --init "$OUT/flow/last.pt" --frames 3 \
+    video) stage video "${VIS_VIDEO_ITERS:-1200}" --init "$OUT/flow/last.pt" --frames 3 \
       --max-gap 2 --lr 1e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 120 \
       --eval-every 500 ;;
     *) echo "[vis] unknown stage $s (image | flow | video)" >&2; exit 2 ;;
