@@ -340,7 +340,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vis-model",
         default="models/vis_small_key.onnx",
-        help="VIS key graph; vis_node runs only when it exists (no trained one is bundled yet)",
+        help="VIS key graph (default: the bundled one); vis_node runs only when it exists",
     )
     parser.set_defaults(run=run)
 
@@ -392,6 +392,13 @@ def _run(args: argparse.Namespace) -> int:
     plan = resolve(find_config("cpu.yaml"), overrides)
     for n in plan.skipped_nodes:  # vis_node while no VIS model is trained
         print("[demo] %s" % n.skipped, file=sys.stderr)
+    if any(n.name == "vis_node" for n in plan.enabled_nodes):
+        from edge_perception.runtime.vis import sibling_paths
+
+        # the report names every model the run used: the VIS model's three graphs too
+        for graph, path in sibling_paths(overrides["vis_model"]).items():
+            if os.path.isfile(path):
+                models["vis_%s" % graph] = path
     # The demo (unlike `edge-perception run`) keeps to this host, in a domain of its own.
     domain = args.domain_id if args.domain_id is not None else random_domain_id()
     env = ros_environment(domain, "LOCALHOST")
