@@ -111,3 +111,13 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
     assert torch.load(c / "last.pt", weights_only=False)["iteration"] == 3
     assert len(list(csv.DictReader(open(c / "metrics.csv")))) == 3
     assert os.path.isfile(c / "curves.png")
+    # a flow stage started from a video checkpoint keeps its trained propagator (only an image
+    # checkpoint's untrained copy is replaced by the decoder's last layer); lr 0: no update
+    d = tmp_path / "flow2"
+    _run(vis_data, d, "flow", "--init", str(c / "last.pt"), "--iters", "1", "--lr", "0",
+         "--max-val-images", "0")  # fmt: skip
+    video_w = torch.load(c / "last.pt", weights_only=False)["ema"]
+    flow2_w = torch.load(d / "last.pt", weights_only=False)["model"]
+    key = "propagator.layer.ffn.0.weight"
+    assert torch.equal(flow2_w[key], video_w[key])
+    assert not torch.equal(flow2_w[key], video_w[last])

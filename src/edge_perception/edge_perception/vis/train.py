@@ -265,8 +265,13 @@ def main(args: argparse.Namespace) -> int:
     size = (int(args.input_size[0]), int(args.input_size[1]))
     model = build_model(args)
     if args.stage == "flow" and model.propagator is not None and not args.resume:
-        # the key path was trained since the propagator was copied from its last layer
-        model.propagator.init_from(model.det.decoder)
+        init_stage = None
+        if args.init:
+            init_stage = torch.load(args.init, map_location="cpu", weights_only=False).get("stage")
+        if init_stage in (None, "image"):
+            # the key path was trained since the propagator was copied from its last layer; a
+            # flow / video checkpoint's propagator was trained itself and is kept
+            model.propagator.init_from(model.det.decoder)
     set_trainable(model, args.stage)
     ema = ModelEMA(model, args.ema_decay)
     criterion = VISCriterion(model.num_classes)
