@@ -134,3 +134,13 @@ def write_results(
     with open(paths["md"], "w", encoding="utf-8") as fh:
         fh.write(markdown.rstrip() + "\n")
     return paths
+
+
+def publish_results(
+    name: str, data: Dict[str, Any], markdown: str, out_dir: Optional[str] = None
+) -> Dict[str, str]:
+    """:func:`write_results`, then print the Markdown and where both files went."""
+    paths = write_results(name, data, markdown, out_dir)
+    print(markdown)
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return paths

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import environment, markdown_table, write_results  # noqa: E402
+from common import environment, markdown_table, publish_results  # noqa: E402
 
 
 def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -131,9 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Best F1 {best['f1']:.3f} at {best['threshold']:.2f}; the node's default "
         f"`score_threshold` is {node:.2f}.",
     ]) + "\n"  # fmt: skip
-    paths = write_results(args.name, data, md, args.out)
-    print(md)
-    print(f"wrote {paths['json']} and {paths['md']}")
+    publish_results(args.name, data, md, args.out)
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import environment, markdown_table, write_results  # noqa: E402
+from common import environment, markdown_table, publish_results  # noqa: E402
 
 
 def _feed(session: Any, rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -99,9 +99,7 @@ def main(argv: List[str] = None) -> int:
     )
     data = {"benchmark": "ort_op_profile", "runs": args.runs, "threads": args.threads}
     data.update({"models": results, "environment": env})
-    paths = write_results(args.name, data, md, args.out)
-    print(md)
-    print(f"wrote {paths['json']} and {paths['md']}")
+    publish_results(args.name, data, md, args.out)
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import environment, markdown_table, write_results  # noqa: E402
+from common import environment, markdown_table, publish_results  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -110,9 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "scored (no score threshold, no tracker), so these APs sit above what the node "
         "publishes (bench/vis_eval.md).", "", table, "",
     ]) + "\n"  # fmt: skip
-    paths = write_results(args.name, data, md, args.out)
-    print(md)
-    print(f"wrote {paths['json']} and {paths['md']}")
+    publish_results(args.name, data, md, args.out)
     pipe.close()
     return 0 if np.isfinite([r["box_ap"] for r in rows]).all() else 1
 

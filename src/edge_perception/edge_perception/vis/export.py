@@ -36,16 +36,16 @@ from torch import Tensor, nn
 from edge_perception.detection.box_ops import cxcywh_to_xyxy
 from edge_perception.export import check_parity, export_onnx
 from edge_perception.flops import count_cost
+from edge_perception.runtime.vis import PROPAGATED
 from edge_perception.vis.heads import assemble_masks
 from edge_perception.vis.model import VISModel
+from edge_perception.vis.propagate import top_queries
 
 HEAD_INPUTS = ["p3", "s2", "queries", "query_boxes", "query_logits"]
 KEY_INPUTS = ["images"]
 KEY_OUTPUTS = HEAD_INPUTS + ["key_p4", "key_p5", "key_flow_feat"]
 NONKEY_INPUTS = ["images", "key_p4", "key_p5", "key_flow_feat"]
 NONKEY_OUTPUTS = HEAD_INPUTS + ["mean_flow"]
-#: extra non-key inputs of a propagating model -> the key graph outputs they are fed from
-PROPAGATED = {"key_queries": "queries", "key_boxes": "query_boxes"}
 
 
 def nonkey_inputs(model: VISModel) -> List[str]:
@@ -60,16 +60,9 @@ HEAD_OUTPUTS = ["boxes", "scores", "labels", "masks", "embeddings"]
 def _head_inputs(out: Dict[str, Any], k: int) -> Tuple[Tensor, ...]:
     """The head's inputs with only the ``k`` queries of highest class score (the ones the head
     keeps): both paths hand the head the same number of queries, whatever they decoded."""
+    top = top_queries(out, k)
     f = out["features"]
-    logits = out["pred_logits"]
-    k = min(int(k), int(logits.shape[1]))
-    idx = torch.topk(logits.max(-1).values, k, dim=1).indices[..., None]
-    queries = torch.gather(
-        out["pred_queries"], 1, idx.expand(-1, -1, out["pred_queries"].shape[-1])
-    )
-    boxes = torch.gather(out["pred_boxes"], 1, idx.expand(-1, -1, 4))
-    logits = torch.gather(logits, 1, idx.expand(-1, -1, logits.shape[-1]))
-    return f["p3"], f["s2"], queries, boxes, logits
+    return f["p3"], f["s2"], top["queries"], top["boxes"], top["logits"]
 
 
 class KeyGraph(nn.Module):
