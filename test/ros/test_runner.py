@@ -62,6 +62,10 @@ def test_resolve_applies_arguments_and_paths():
     pub = next(n for n in replay.nodes if n.name == "scenario_publisher")
     assert (pub.parameters["source"], pub.parameters["dataset_dir"]) == ("dataset", "/d")
     assert pub.parameters["split"] == "val"
+    assert pub.parameters["sequences"] == 1  # one clip of the scenario unless asked
+    clips = resolve(str(REPO / "config" / "cpu.yaml"), {"sequences": "4"})
+    pub = next(n for n in clips.nodes if n.name == "scenario_publisher")
+    assert pub.parameters["sequences"] == 4 and isinstance(pub.parameters["sequences"], int)
 
 
 def test_resolve_rejects_bad_input(tmp_path):

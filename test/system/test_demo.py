@@ -67,6 +67,9 @@ def test_demo_pipeline_on_a_few_frames(tmp_path, tiny_models, ros_domain_id):
     assert set(summary["inference_ms"]) == {"lane_node", "detection_node"}
     md = (out / "report.md").read_text()
     assert "lane mIoU" in md and "box mAP" in md and "latency p50" in md
+    # the default: 4 clips (seeds 0..3) of the default scenario, named in the report
+    assert meta["scenes"] == "seeds 0..3 of config/scenarios/default.yaml (4 clips of 30 frames)"
+    assert "Scenes: seeds 0..3" in md
     import cv2
 
     strip = cv2.imread(str(out / "strip.jpg"))

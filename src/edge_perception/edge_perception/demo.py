@@ -96,6 +96,12 @@ def write_scenario(
     return path
 
 
+def _clip_frames(out_dir: str) -> int:
+    """Frames per clip of the scenario copy the demo wrote to ``out_dir``."""
+    with open(os.path.join(out_dir, "scenario.yaml"), encoding="utf-8") as f:
+        return int(yaml.safe_load(f).get("frames", 0))
+
+
 def rviz_topics(name: str = "edge_perception.rviz") -> Dict[str, str]:
     """Topic -> display class of every display in the project's RViz config that names a topic."""
     from edge_perception.ros.launch_common import find_config
@@ -244,6 +250,11 @@ def report_markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         "Backend: %s; camera %s at %s Hz; %d frames through both nodes in %.1f s" % (
             meta["backend"], meta.get("camera", "?"), meta.get("rate_hz", "?"),
             summary["frames_through_both_nodes"], meta["seconds"]),
+    ]  # fmt: skip
+    if meta.get("scenes"):
+        lines[-1] += "  "
+        lines.append("Scenes: %s" % meta["scenes"])
+    lines += [
         "",
         "| model | file | sha256 | size |",
         "| --- | --- | --- | --- |",
@@ -311,11 +322,20 @@ def _camera_size(text: str) -> Tuple[int, int]:
 def register(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-perception demo``."""
     parser.description = __doc__.split("\n\n")[0]
-    parser.add_argument("--frames", type=int, default=20, help="frames through both nodes")
+    parser.add_argument(
+        "--frames", type=int, default=120, help="frames through both nodes (default 120)"
+    )
     parser.add_argument("--seconds", type=float, default=120.0, help="stop after N s at most")
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     parser.add_argument("--rate", type=float, default=4.0, help="camera frame rate, Hz")
-    parser.add_argument("--seed", type=int, default=0, help="scenario seed")
+    parser.add_argument("--seed", type=int, default=0, help="scenario seed of the first clip")
+    parser.add_argument(
+        "--sequences",
+        type=int,
+        default=4,
+        help="clips of the default scenario played in turn, seeds SEED, SEED+1, ... (default 4: "
+        "one 30-frame clip is one scene, and its box AP50 ranges 0.47..0.75 from seed to seed)",
+    )
     parser.add_argument(
         "--camera",
         type=_camera_size,
@@ -362,6 +382,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise DemoError("--frames must be >= 1", cannot_start=True)
+    if args.sequences < 1:
+        raise DemoError("--sequences must be >= 1", cannot_start=True)
     root = repo_root()
     models = check_models({"lane_model": args.lane_model, "det_model": args.det_model}, root)
     out = os.path.abspath(args.out)
@@ -380,6 +402,7 @@ def _run(args: argparse.Namespace) -> int:
         else args.vis_model,
         "scenario": scenario_path,
         "rate_hz": str(args.rate),
+        "sequences": str(args.sequences),
         "enable_evaluator": "true",
         "output_dir": out,
     }
@@ -460,6 +483,10 @@ def _run(args: argparse.Namespace) -> int:
         if not args.replay
         else "dataset %s" % os.path.abspath(args.replay),
         "rate_hz": args.rate,
+        "scenes": None
+        if args.replay
+        else "seeds %d..%d of config/scenarios/default.yaml (%d clips of %d frames)"
+        % (args.seed, args.seed + args.sequences - 1, args.sequences, _clip_frames(out)),
         "models": {
             k: {"path": p, "sha256": _sha(p), "mb": os.path.getsize(p) / 1e6}
             for k, p in models.items()
