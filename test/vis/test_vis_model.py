@@ -8,7 +8,7 @@ import torch
 from edge_perception.export import ort_session
 from edge_perception.vis import export as vx
 from edge_perception.vis.criterion import VISCriterion, embedding_loss, flow_losses, mask_cost
-from edge_perception.vis.flow import warp
+from edge_perception.vis.flow import FeatFlowNet, local_correlation, warp
 from edge_perception.vis.keyframe import KeyframePolicy, KeyframePolicyConfig
 from edge_perception.vis.model import build_vis
 
@@ -133,9 +133,14 @@ def test_path_costs_nonkey_cheaper():
     assert "protonet" in c["head"]["by_module"]
 
 
-@pytest.mark.parametrize("propagate", [False, True], ids=["select", "propagate"])
-def test_export_three_graphs_with_ort_parity(tmp_path, propagate):
-    model = build_vis("tiny", nonkey_propagate=propagate)
+@pytest.mark.parametrize(
+    "propagate,corr", [(False, 0), (True, 0), (True, 2)], ids=["select", "propagate", "corr"]
+)
+def test_export_three_graphs_with_ort_parity(tmp_path, propagate, corr):
+    torch.manual_seed(0)
+    model = build_vis("tiny", nonkey_propagate=propagate, flow_corr_radius=corr)
+    if corr:  # a cost volume that matters (its projection starts at zero)
+        torch.nn.init.normal_(model.flow_net.corr_proj.weight, std=0.5)
     info = vx.export_vis(model, str(tmp_path / "vis_tiny"), (64, 96))
     assert all(r["ok"] for r in info["parity"].values())
     nonkey_in = vx.NONKEY_INPUTS + (["key_queries", "key_boxes"] if propagate else [])
@@ -282,3 +287,52 @@ def test_propagator_layer_equals_the_decoder_layer():
         want = prop.layer(x, pos, ref, memory, shapes)
         got = prop.layer_forward(x, pos, ref, feats)
     assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+
+
+def test_local_correlation_matches_a_loop_over_displacements():
+    g = torch.Generator().manual_seed(0)
+    cur, key = torch.randn(2, 5, 4, 7, generator=g), torch.randn(2, 5, 4, 7, generator=g)
+    r = 2
+    got = local_correlation(cur, key, r)
+    assert got.shape == (2, 25, 4, 7)
+    want = torch.zeros_like(got)
+    k = 0
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            for y in range(4):
+                for x in range(7):
+                    if 0 <= y + dy < 4 and 0 <= x + dx < 7:
+                        want[:, k, y, x] = (cur[:, :, y, x] * key[:, :, y + dy, x + dx]).mean(1)
+            k += 1
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # a key map shifted by (+1, -2) cells: the best match of an inner cell is that displacement
+    # (unit vectors per cell, as the flow net feeds it: cosine similarity, 1 at the match)
+    cur = torch.nn.functional.normalize(cur, dim=1)
+    shifted = torch.roll(cur, shifts=(1, -2), dims=(2, 3))
+    best = local_correlation(cur, shifted, r)[:, :, 1, 2].argmax(1)
+    assert best.tolist() == [(1 + r) * (2 * r + 1) + (-2 + r)] * 2
+
+
+def test_cost_volume_starts_as_a_no_op_and_learns():
+    torch.manual_seed(0)
+    plain = FeatFlowNet(12, 16, reduce=8, hidden=8)
+    torch.manual_seed(0)
+    corr = FeatFlowNet(12, 16, reduce=8, hidden=8, corr_radius=2)
+    # same weights elsewhere (the cost volume's projection is extra and starts at zero)
+    missing, unexpected = corr.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("corr_proj.") for k in missing) and missing
+    for m in (plain, corr):  # non-zero flow heads, so the outputs depend on the input
+        torch.nn.init.normal_(m.head16.flow.weight, std=0.1)
+    corr.head16.load_state_dict(plain.head16.state_dict())
+    plain.eval(), corr.eval()
+    g = torch.Generator().manual_seed(1)
+    cur, key = torch.randn(1, 8, 12, 20, generator=g), torch.randn(1, 8, 12, 20, generator=g)
+    with torch.no_grad():
+        a, b = plain(cur, key), corr(cur, key)
+    torch.testing.assert_close(a["flow16"], b["flow16"])
+    corr.train()
+    b = corr(cur, key)
+    b["flow16"].square().mean().backward()
+    assert corr.corr_proj.weight.grad.abs().sum() > 0  # it gets gradient from the start
+    with pytest.raises(ValueError, match="corr_radius"):
+        FeatFlowNet(12, 16, corr_radius=-1)

@@ -61,9 +61,14 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
         "0",
         "--nonkey-propagate",
         "on",
+        "--flow-corr-radius",
+        "1",
     )
     flow_ck = torch.load(b / "last.pt", weights_only=False)
     assert flow_ck["vis_config"]["vis"]["nonkey_propagate"] is True
+    # the cost volume was added (zero-initialised) and trained with the rest of the flow net
+    assert flow_ck["vis_config"]["vis"]["flow_corr_radius"] == 1
+    assert flow_ck["model"]["flow_net.corr_proj.weight"].abs().sum() > 0
     after = flow_ck["model"]
     changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     assert changed and all(

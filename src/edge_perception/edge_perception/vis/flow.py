@@ -7,7 +7,13 @@
   (current frame -> keyframe, in input-image pixels; the stride-32 flow, upsampled, is the base of
   the stride-16 one) and a per-channel scale and bias of the warped features
   (``warped * (1 + scale) + bias``, YolactEdge's feature "scale"). Flow and scale/bias heads start
-  at zero, so an untrained net copies the keyframe's features.
+  at zero, so an untrained net copies the keyframe's features. With ``corr_radius`` > 0 the
+  stride-16 level also sees a local cost volume (:func:`local_correlation` of both frames'
+  reduced maps, average-pooled to stride 16: cosine similarity at every displacement within
+  ``radius`` cells, i.e. +-16 * radius input pixels), added through a zero-initialised 1x1 conv
+  (so it can be added to a trained net without changing it). Measured motivation
+  (bench/results/vis_gap.md): the concatenation-only net's flow error stays ~12 px against the
+  15-25 px inter-frame motion at 10 Hz; explicit matching is what optical-flow networks rely on.
 - :func:`warp`: bilinear sampling of a keyframe feature map at ``p + flow(p)``, exactly
   ``grid_sample(bilinear, border padding, align_corners=False)``, written as four row gathers
   (``Gather`` of whole channel vectors) and a weighted sum: ONNX Runtime's GridSample kernel took
@@ -56,6 +62,34 @@ def warp(feat: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor:
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def correlation_index(h: int, w: int, radius: int) -> Tensor:
+    """[h * w, (2r+1)^2] int64: for each cell (row-major) the flat index of the cell displaced
+    by (dy, dx), dy and dx in -r..r (dy outer), or ``h * w`` where that falls off the map."""
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = ys.reshape(-1, 1), xs.reshape(-1, 1)
+    d = torch.arange(-radius, radius + 1)
+    dy = d.repeat_interleave(2 * radius + 1)[None]
+    dx = d.repeat(2 * radius + 1)[None]
+    ty, tx = ys + dy, xs + dx
+    inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+    return torch.where(inside, ty * w + tx, torch.full_like(ty, h * w))
+
+
+def local_correlation(cur: Tensor, key: Tensor, radius: int) -> Tensor:
+    """Cost volume [B, (2r+1)^2, h, w]: ``<cur(p), key(p + d)> / C`` for every displacement
+    ``d = (dy, dx)`` in ``-radius..radius`` (dy outer, dx inner), zero where ``p + d`` is off the
+    map. One MatMul of all cell pairs and one Gather of the local ones (a handful of ONNX ops,
+    where a loop over displacements would export 3 ops per displacement); the all-pairs matrix
+    is [h*w, h*w], so this is meant for a coarse level (stride 16: 540 cells at 288x480)."""
+    b, c, h, w = cur.shape
+    cost = torch.bmm(cur.flatten(2).transpose(1, 2), key.flatten(2)) * (1.0 / c)  # [B, N, N]
+    cost = F.pad(cost, (0, 1))  # column N: zero, for displacements off the map
+    index = correlation_index(h, w, radius).to(cur.device)
+    d = int(index.shape[1])
+    out = torch.gather(cost, 2, index[None].expand(b, -1, -1))  # [B, N, D]
+    return out.transpose(1, 2).reshape(b, d, h, w)
+
+
 class _LevelHead(nn.Module):
     """Flow (2 channels, image pixels) and per-channel scale / bias (2 x ``channels``)."""
 
@@ -81,8 +115,18 @@ class FeatFlowNet(nn.Module):
     "bias32"}`` [B, channels, ...].
     """
 
-    def __init__(self, s3_ch: int, channels: int, reduce: int = 32, hidden: int = 32) -> None:
+    def __init__(
+        self, s3_ch: int, channels: int, reduce: int = 32, hidden: int = 32, corr_radius: int = 0
+    ) -> None:
         super().__init__()
+        if corr_radius < 0:
+            raise ValueError(f"corr_radius must be >= 0, got {corr_radius}")
+        self.corr_radius = int(corr_radius)
+        self.corr_proj = None
+        if corr_radius:
+            self.corr_proj = nn.Conv2d((2 * corr_radius + 1) ** 2, hidden, 1)
+            nn.init.zeros_(self.corr_proj.weight)
+            nn.init.zeros_(self.corr_proj.bias)
         self.reduce_conv = ConvBNAct(s3_ch, reduce, 1)
         self.down16 = ConvBNAct(3 * reduce, hidden, 3, 2)
         self.conv16 = ConvBNAct(hidden, hidden, 3)
@@ -95,7 +139,13 @@ class FeatFlowNet(nn.Module):
         return self.reduce_conv(s3)
 
     def forward(self, cur: Tensor, key: Tensor) -> Dict[str, Tensor]:
-        x16 = self.conv16(self.down16(torch.cat([cur, key, cur - key], dim=1)))
+        x16 = self.down16(torch.cat([cur, key, cur - key], dim=1))
+        if self.corr_proj is not None:
+            a = F.normalize(F.avg_pool2d(cur, 2, ceil_mode=True), dim=1, eps=1e-6)
+            b = F.normalize(F.avg_pool2d(key, 2, ceil_mode=True), dim=1, eps=1e-6)
+            corr = local_correlation(a, b, self.corr_radius) * float(a.shape[1])  # cosine
+            x16 = x16 + self.corr_proj(corr)
+        x16 = self.conv16(x16)
         x32 = self.down32(x16)
         flow32, scale32, bias32 = self.head32(x32)
         up = F.interpolate(self.lat32(x32), size=x16.shape[-2:], mode="nearest")

@@ -50,6 +50,8 @@ class VISConfig:
     embed_dim: int = 32
     flow_reduce: int = 16
     flow_hidden: int = 32
+    #: radius (stride-16 cells) of the flow net's local cost volume; 0 = none (vis/flow.py)
+    flow_corr_radius: int = 0
     nonkey_layers: int = 1
     #: queries the non-key decoder selects from the encoder tokens at inference (0: the
     #: detector's own number, 100 for ``small``). Measured (MACs, 288x480): the decoder's cost is
@@ -115,7 +117,9 @@ class VISModel(nn.Module):
         self.semantic_head = (
             SemanticHead(hidden, det.cfg.num_classes) if cfg.semantic_head else None
         )  # training only
-        self.flow_net = FeatFlowNet(s3_ch, hidden, cfg.flow_reduce, cfg.flow_hidden)
+        self.flow_net = FeatFlowNet(
+            s3_ch, hidden, cfg.flow_reduce, cfg.flow_hidden, cfg.flow_corr_radius
+        )
         self.fuse = WarpFuse(det.encoder.input_proj[0], hidden)
         self.propagator = QueryPropagator(det.decoder) if cfg.nonkey_propagate else None
 

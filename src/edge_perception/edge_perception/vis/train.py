@@ -228,32 +228,49 @@ def register(p: argparse.ArgumentParser) -> None:
         help="non-key decoder from the keyframe's queries (auto: the variant's / --init's choice;"
         " on: add it to an --init model without one)",
     )
+    p.add_argument(
+        "--flow-corr-radius",
+        type=int,
+        default=None,
+        help="the flow net's local cost volume radius in stride-16 cells (default: the variant's"
+        " / --init's; N > 0 adds it, zero-initialised, to an --init model without one)",
+    )
 
 
 def build_model(args: Any) -> VISModel:
     """Fresh model of ``--variant``, detector from ``--det-checkpoint``, or ``--init`` weights."""
     torch.manual_seed(args.seed)
     prop = getattr(args, "nonkey_propagate", "auto")
+    corr = getattr(args, "flow_corr_radius", None)
+    if corr is not None and corr < 0:
+        raise SystemExit(f"--flow-corr-radius must be >= 0, got {corr}")
     if args.init:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
-        if prop == "auto":
+        if prop == "auto" and corr is None:
             return vis_from_checkpoint(ckpt)
         cfg = copy.deepcopy(ckpt["vis_config"])
-        cfg["vis"]["nonkey_propagate"] = prop == "on"
+        if prop != "auto":
+            cfg["vis"]["nonkey_propagate"] = prop == "on"
+        if corr is not None:
+            cfg["vis"]["flow_corr_radius"] = int(corr)
         model = vis_from_config(cfg)
         weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
         missing, unexpected = model.load_state_dict(weights, strict=False)
-        bad = [k for k in missing + unexpected if not k.startswith("propagator.")]
+        # parts the options add or remove: the propagator, the cost volume's projection
+        added = ("propagator.", "flow_net.corr_proj.")
+        bad = [k for k in missing + unexpected if not k.startswith(added)]
         if bad:
             raise SystemExit(f"{args.init}: weights do not fit the model: {bad[:5]}")
-        if missing and model.propagator is not None:
+        if any(k.startswith("propagator.") for k in missing) and model.propagator is not None:
             model.propagator.init_from(model.det.decoder)
         return model
     det = None
     if args.det_checkpoint:
         ckpt = torch.load(args.det_checkpoint, map_location="cpu", weights_only=False)
         det = model_from_checkpoint(ckpt)
-    overrides = {} if prop == "auto" else {"nonkey_propagate": prop == "on"}
+    overrides: Dict[str, Any] = {} if prop == "auto" else {"nonkey_propagate": prop == "on"}
+    if corr is not None:
+        overrides["flow_corr_radius"] = int(corr)
     return build_vis(args.variant, det=det, **overrides)
 
 
