@@ -8,16 +8,35 @@ Both runs (``scripts/det_long_run.sh``, ``scripts/yolox_long_run.sh``) use the s
 1000 iterations on ``data/det_train27k``'s val split (the 2 fps rendering of the val seeds; see
 bench/det_heldout.md). This table puts their rows side by side where both have one, and copies the
 YOLOX metrics next to it so it can be re-made from the repository.
+
+At equal training CPU: ``--calibrate`` first measures each model's CPU-seconds per iteration of
+exactly those training commands (a 4- and a 14-iteration run each, no validation, same data;
+the difference / 10, so start-up cancels), written to ``<out stem>_calibration.json`` and reused;
+the second table then sets each det_small row against YOLOX-nano at the iteration with the same
+CPU-seconds (linear between YOLOX's validated rows; none where YOLOX has not got that far).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
-from typing import Dict, List
+import tempfile
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the training arguments of scripts/det_long_run.sh and scripts/yolox_long_run.sh (kept equal)
+SHARED = ["--input-size", "288", "480", "--batch-size", "8", "--iters", "30000", "--schedule",
+          "flatcos", "--flat-frac", "0.5", "--warmup-iters", "500", "--lr", "1e-3",
+          "--ema-decay", "0.9995", "--mosaic", "0.5", "--mosaic-stop", "0.8", "--threads", "2",
+          "--seed", "0", "--no-progress", "--max-val-images", "0"]  # fmt: skip
+ARMS = {"det_small": ["--variant", "small", "--dense-o2m", "--cls-loss", "mal"],
+        "YOLOX-nano": ["--variant", "yolox_nano"]}  # fmt: skip
 
 CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 
@@ -28,11 +47,65 @@ def rows_by_iteration(path: str) -> Dict[int, Dict[str, str]]:
         return {int(r["iteration"]): r for r in csv.DictReader(f) if r.get("map")}
 
 
+def _cpu_s(cmd: List[str]) -> float:
+    """User + system CPU-seconds of running ``cmd`` (a child process) to the end."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def calibrate(data: str, path: str) -> Dict[str, float]:
+    """CPU-s per training iteration of each arm (module docstring); cached in ``path``."""
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["cpu_per_iter"]
+    runs: Dict[str, Dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (4, 14):  # alternate the arms, so a drifting machine disturbs both alike
+            for arm, extra in ARMS.items():
+                cmd = [sys.executable, "-m", "edge_perception.detection.train", "--data", data,
+                       "--out", os.path.join(tmp, f"{arm}_{n}"), *SHARED, *extra,
+                       "--stop-after-iters", str(n)]  # fmt: skip
+                runs.setdefault(arm, {})[str(n)] = _cpu_s(cmd)
+                print(f"calibration: {arm} {n} iterations {runs[arm][str(n)]:.1f} CPU-s",
+                      file=sys.stderr)  # fmt: skip
+    per = {arm: (r["14"] - r["4"]) / 10.0 for arm, r in runs.items()}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(
+            {
+                "cpu_per_iter": per,
+                "runs_cpu_s": runs,
+                "data": data,
+                "command": "python bench/det_vs_dense_long.py --calibrate",
+            },
+            f,
+            indent=2,
+        )
+    return per
+
+
+def at_iteration(rows: Dict[int, Dict[str, str]], it: float, key: str) -> Optional[float]:
+    """``rows``' metric ``key`` at (fractional) iteration ``it``: linear between validated rows
+    (and from 0 at iteration 0); None beyond the last row."""
+    pts = [(0.0, 0.0)] + [(float(i), float(r[key])) for i, r in sorted(rows.items())]
+    for (i0, v0), (i1, v1) in zip(pts, pts[1:]):
+        if i0 <= it <= i1:
+            return v0 + (v1 - v0) * (it - i0) / (i1 - i0)
+    return None
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--det", default="models/checkpoints/det_long_metrics.csv")
     p.add_argument("--yolox", default="out/yolox_long/metrics.csv")
     p.add_argument("--out", default="bench/results/det_vs_dense_long.md")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure CPU-s per iteration of both training commands (or reuse)",
+    )
+    p.add_argument("--data", default="data/det_train27k", help="for --calibrate")
     args = p.parse_args(argv)
     for path in (args.det, args.yolox):
         if not os.path.isfile(path):
@@ -59,6 +132,32 @@ def main(argv: List[str] | None = None) -> int:
             cells = [f"{float(r['map']):.3f}", f"{float(r['map50']):.3f}"]
             cells += [f"{float(r['ap_' + c]):.3f}" for c in CLASSES]
             lines.append(f"| {it} | {name} | " + " | ".join(cells) + " |")
+    cal_path = os.path.splitext(args.out)[0] + "_calibration.json"
+    if args.calibrate or os.path.isfile(cal_path):
+        per = calibrate(args.data, cal_path)
+        ratio = per["det_small"] / per["YOLOX-nano"]
+        lines += [
+            "",
+            "## At equal training CPU",
+            "",
+            f"CPU-s per iteration of the two training commands on this machine "
+            f"(`{os.path.relpath(cal_path, ROOT)}`): det_small {per['det_small']:.2f}, "
+            f"YOLOX-nano {per['YOLOX-nano']:.2f}, so one det_small iteration buys "
+            f"{ratio:.2f} YOLOX-nano iterations. YOLOX-nano's metrics at that iteration are "
+            "linear between its validated rows (every 1000 iterations).",
+            "",
+            "| det_small iteration | CPU-h | det_small mAP50:95 / mAP50 | YOLOX-nano iteration "
+            "| YOLOX-nano mAP50:95 / mAP50 |",
+            "|---|---|---|---|---|",
+        ]
+        for it in sorted(det):
+            y_it = it * ratio
+            ym, y50 = at_iteration(yolox, y_it, "map"), at_iteration(yolox, y_it, "map50")
+            yolo = "not trained that far" if ym is None else f"{ym:.3f} / {y50:.3f}"
+            lines.append(
+                f"| {it} | {it * per['det_small'] / 3600:.2f} | {float(det[it]['map']):.3f} / "
+                f"{float(det[it]['map50']):.3f} | {y_it:.0f} | {yolo} |"
+            )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
