@@ -120,9 +120,12 @@ def main(argv: List[str] | None = None) -> int:
         "",
         "Command: `python bench/det_vs_dense_long.py " + " ".join(sys.argv[1:]) + "`  ",
         f"Runs: `{args.det}` (scripts/det_long_run.sh), `{args.yolox}` "
-        "(scripts/yolox_long_run.sh); same data, batch, threads, schedule; val = "
-        "data/det_train27k's val split (2 fps rendering of the val seeds), EMA weights, "
-        "per-class AP50:95.",
+        "(scripts/yolox_long_run.sh); same training data, batch, threads, schedule; EMA "
+        "weights, per-class AP50:95; val = the 2 fps rendering of the val seeds on which "
+        "det_small's long run validated (`python bench/val_2fps.py`: det-eval of the bundled "
+        "det_small on it gives that run's iteration-5000 row, 0.4235 / 0.6743, exactly; "
+        "YOLOX-nano's run validated on it directly, `DET_DATA` = data/det_train27k's train "
+        "split + data/val_2fps's val split).",
         "",
         head,
         "|" + "---|" * (4 + len(CLASSES)),
@@ -142,21 +145,32 @@ def main(argv: List[str] | None = None) -> int:
             "",
             f"CPU-s per iteration of the two training commands on this machine "
             f"(`{os.path.relpath(cal_path, ROOT)}`): det_small {per['det_small']:.2f}, "
-            f"YOLOX-nano {per['YOLOX-nano']:.2f}, so one det_small iteration buys "
-            f"{ratio:.2f} YOLOX-nano iterations. YOLOX-nano's metrics at that iteration are "
-            "linear between its validated rows (every 1000 iterations).",
+            f"YOLOX-nano {per['YOLOX-nano']:.2f}, so one det_small iteration costs as much as "
+            f"{ratio:.2f} YOLOX-nano iterations. Each validated row of either run is set against "
+            "the other model at the same CPU-seconds; a value marked ~ is linear between that "
+            "run's validated rows (every 1000 iterations, from 0 at iteration 0).",
             "",
-            "| det_small iteration | CPU-h | det_small mAP50:95 / mAP50 | YOLOX-nano iteration "
+            "| CPU-h | det_small iteration | det_small mAP50:95 / mAP50 | YOLOX-nano iteration "
             "| YOLOX-nano mAP50:95 / mAP50 |",
             "|---|---|---|---|---|",
         ]
-        for it in sorted(det):
-            y_it = it * ratio
-            ym, y50 = at_iteration(yolox, y_it, "map"), at_iteration(yolox, y_it, "map50")
-            yolo = "not trained that far" if ym is None else f"{ym:.3f} / {y50:.3f}"
+
+        def cell(rows: Dict[int, Dict[str, str]], it: float) -> str:
+            if int(it) == it and int(it) in rows:
+                r = rows[int(it)]
+                return f"{float(r['map']):.3f} / {float(r['map50']):.3f}"
+            m, m50 = at_iteration(rows, it, "map"), at_iteration(rows, it, "map50")
+            return "not trained that far" if m is None else f"~{m:.3f} / ~{m50:.3f}"
+
+        points = sorted({it * per["det_small"] for it in det}
+                        | {it * per["YOLOX-nano"] for it in yolox})  # fmt: skip
+        for cpu in points:
+            d_it, y_it = cpu / per["det_small"], cpu / per["YOLOX-nano"]
+            d_it = round(d_it) if abs(d_it - round(d_it)) < 1e-6 else d_it
+            y_it = round(y_it) if abs(y_it - round(y_it)) < 1e-6 else y_it
             lines.append(
-                f"| {it} | {it * per['det_small'] / 3600:.2f} | {float(det[it]['map']):.3f} / "
-                f"{float(det[it]['map50']):.3f} | {y_it:.0f} | {yolo} |"
+                f"| {cpu / 3600:.2f} | {d_it:.0f} | {cell(det, d_it)} | {y_it:.0f} "
+                f"| {cell(yolox, y_it)} |"
             )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
-# The video instance segmentation model's training (issue 14): three stages chained, each resumable
+# The video instance segmentation model's training (issue 14): stages chained, each resumable
 # (re-running the script continues the unfinished stage from its last.pt), at a low CPU priority.
 #
-#   bash scripts/vis_train_run.sh                     # all stages, then export + evaluate
+#   bash scripts/vis_train_run.sh                     # all stages (export: edge-perception vis-export)
 #   VIS_STAGES="image" bash scripts/vis_train_run.sh  # only some stages
 #
 # Data: 2000 clips of 4 frames at 10 Hz (config/scenarios/vis_train.yaml), regenerated when missing
 # (deterministic in its seed). Warm start: the detector's best checkpoint of the long run
 # (out/det_long/best.pt), else the committed resume checkpoint (its EMA weights).
-# Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS (defaults: the bundled
-# model's 2000 / 600 / 1200). models/checkpoints/vis_video_ema.pt holds the bundled model's EMA
-# weights (fp16): `python -m edge_perception.vis.train --stage video --init <it> ...` continues
-# from it without the image and flow stages.
+# Stages: image (masks on the detector), flow (flow net + fuse + non-key decoder), video (joint),
+# then corrflow: a second flow stage that adds the flow net's local cost volume (radius 3,
+# zero-initialised; session 8) to the video stage's model, and corrvideo: the joint stage again.
+# Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
+# VIS_CORRVIDEO_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 / 1200).
+# models/checkpoints/vis_video_ema.pt holds the bundled model's EMA weights (fp16):
+# `python -m edge_perception.vis.train --stage video --init <it> ...` continues from it.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
-STAGES=${VIS_STAGES:-image flow video}
+STAGES=${VIS_STAGES:-image flow video corrflow corrvideo}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
 COMMON=(--data "$DATA" --threads "$THREADS" --batch-size 8 --save-every-min 10 --seed 0)
-stage() {  # stage name, iterations, extra arguments...
-  local name=$1 iters=$2
-  shift 2
+stage() {  # stage (image | flow | video), output folder name, iterations, extra arguments...
+  local kind=$1 name=$2 iters=$3
+  shift 3
   local out="$OUT/$name"
   local resume=()
   if [ -f "$out/last.pt" ]; then
@@ -34,18 +37,24 @@ weights_only=False)['iteration'])" "$out/last.pt")
     resume=(--resume)
   fi
   echo "[vis] $name: $iters iterations -> $out"
-  nice -n 15 python -m edge_perception.vis.train --stage "$name" --out "$out" --iters "$iters" \
+  nice -n 15 python -m edge_perception.vis.train --stage "$kind" --out "$out" --iters "$iters" \
     "${COMMON[@]}" "$@" "${resume[@]}"
 }
 for s in $STAGES; do
   case $s in
-    image) stage image "${VIS_IMAGE_ITERS:-2000}" --det-checkpoint "$DET" --lr 2e-4 \
+    image) stage image image "${VIS_IMAGE_ITERS:-2000}" --det-checkpoint "$DET" --lr 2e-4 \
       --warmup-iters 100 --ema-decay 0.999 --max-val-images 120 --eval-every 500 ;;
-    flow) stage flow "${VIS_FLOW_ITERS:-600}" --init "$OUT/image/best.pt" --frames 2 --max-gap 3 \
-      --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 0 ;;
-    video) stage video "${VIS_VIDEO_ITERS:-1200}" --init "$OUT/flow/last.pt" --frames 3 \
+    flow) stage flow flow "${VIS_FLOW_ITERS:-600}" --init "$OUT/image/best.pt" --frames 2 \
+      --max-gap 3 --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 0 ;;
+    video) stage video video "${VIS_VIDEO_ITERS:-1200}" --init "$OUT/flow/last.pt" --frames 3 \
       --max-gap 2 --lr 1e-4 --warmup-iters 50 --ema-decay 0.998 --max-val-images 120 \
       --eval-every 500 ;;
-    *) echo "[vis] unknown stage $s (image | flow | video)" >&2; exit 2 ;;
+    corrflow) stage flow flow_corr "${VIS_CORRFLOW_ITERS:-700}" --init "$OUT/video/last.pt" \
+      --flow-corr-radius 3 --frames 2 --max-gap 3 --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 \
+      --max-val-images 0 --seed 1 ;;
+    corrvideo) stage video video_corr "${VIS_CORRVIDEO_ITERS:-1200}" \
+      --init "$OUT/flow_corr/last.pt" --frames 3 --max-gap 2 --lr 1e-4 --warmup-iters 50 \
+      --ema-decay 0.998 --max-val-images 120 --eval-every 500 ;;
+    *) echo "[vis] unknown stage $s (image | flow | video | corrflow | corrvideo)" >&2; exit 2 ;;
   esac
 done

@@ -41,14 +41,24 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
     a, b, c = tmp_path / "image", tmp_path / "flow", tmp_path / "video"
     # the image stage without the propagating non-key decoder; the flow stage adds it (a copy of
     # the trained decoder's last layer) and trains it with the flow net and the fuse
-    _run(vis_data, a, "image", "--iters", "2", "--nonkey-propagate", "off")
+    _run(
+        vis_data,
+        a,
+        "image",
+        "--iters",
+        "2",
+        "--nonkey-propagate",
+        "off",
+        "--flow-corr-radius",
+        "0",
+    )
     assert (a / "curves.png").is_file() and (a / "best.pt").is_file()
     rows = list(csv.DictReader(open(a / "metrics.csv")))
     assert len(rows) == 2 and rows[-1]["mask_ap"] != ""
     ck = torch.load(a / "last.pt", weights_only=False)
     assert ck["iteration"] == 2 and ck["stage"] == "image"
     before = {k: v.clone() for k, v in ck["ema"].items()}  # --init starts from the EMA
-    assert not any(k.startswith("propagator.") for k in before)
+    assert not any(k.startswith(("propagator.", "flow_net.corr_proj.")) for k in before)
     _run(
         vis_data,
         b,

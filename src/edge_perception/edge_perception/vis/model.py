@@ -88,9 +88,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
             nonkey_queries=14,
             num_top=10,
             nonkey_propagate=True,
+            flow_corr_radius=1,
         ),
     ),
-    "small": dict(det="small", vis=dict(nonkey_propagate=True)),
+    "small": dict(det="small", vis=dict(nonkey_propagate=True, flow_corr_radius=3)),
 }
 
 
