@@ -62,9 +62,10 @@ def warp(feat: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor:
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
-def correlation_index(h: int, w: int, radius: int) -> Tensor:
-    """[h * w, (2r+1)^2] int64: for each cell (row-major) the flat index of the cell displaced
-    by (dy, dx), dy and dx in -r..r (dy outer), or ``h * w`` where that falls off the map."""
+def correlation_index(h: int, w: int, radius: int) -> Tuple[Tensor, Tensor]:
+    """For each cell (row-major) and displacement (dy, dx), dy and dx in -r..r (dy outer): the
+    flat index [h * w, (2r+1)^2] int64 of the displaced cell (0 where it falls off the map) and
+    a float mask of the same shape, 1 where it is on the map."""
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     ys, xs = ys.reshape(-1, 1), xs.reshape(-1, 1)
     d = torch.arange(-radius, radius + 1)
@@ -72,21 +73,22 @@ def correlation_index(h: int, w: int, radius: int) -> Tensor:
     dx = d.repeat(2 * radius + 1)[None]
     ty, tx = ys + dy, xs + dx
     inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
-    return torch.where(inside, ty * w + tx, torch.full_like(ty, h * w))
+    return torch.where(inside, ty * w + tx, torch.zeros_like(ty)), inside.float()
 
 
 def local_correlation(cur: Tensor, key: Tensor, radius: int) -> Tensor:
     """Cost volume [B, (2r+1)^2, h, w]: ``<cur(p), key(p + d)> / C`` for every displacement
     ``d = (dy, dx)`` in ``-radius..radius`` (dy outer, dx inner), zero where ``p + d`` is off the
-    map. One MatMul of all cell pairs and one Gather of the local ones (a handful of ONNX ops,
-    where a loop over displacements would export 3 ops per displacement); the all-pairs matrix
-    is [h*w, h*w], so this is meant for a coarse level (stride 16: 540 cells at 288x480)."""
+    map. One MatMul of all cell pairs, one Gather of the local ones and a constant mask (a
+    handful of ONNX ops, where a loop over displacements would export 3 ops per displacement);
+    the all-pairs matrix is [h*w, h*w], so this is meant for a coarse level (stride 16: 540
+    cells at 288x480)."""
     b, c, h, w = cur.shape
     cost = torch.bmm(cur.flatten(2).transpose(1, 2), key.flatten(2)) * (1.0 / c)  # [B, N, N]
-    cost = F.pad(cost, (0, 1))  # column N: zero, for displacements off the map
-    index = correlation_index(h, w, radius).to(cur.device)
+    index, inside = correlation_index(h, w, radius)
     d = int(index.shape[1])
-    out = torch.gather(cost, 2, index[None].expand(b, -1, -1))  # [B, N, D]
+    out = torch.gather(cost, 2, index.to(cur.device)[None].expand(b, -1, -1))  # [B, N, D]
+    out = out * inside.to(cost)
     return out.transpose(1, 2).reshape(b, d, h, w)
 
 
