@@ -103,8 +103,9 @@ def test_masks_are_pasted_back_inside_their_boxes(tiny_vis, resize):
         inside = np.zeros_like(m)
         inside[int(np.floor(y1)) : int(np.ceil(y2)), int(np.floor(x1)) : int(np.ceil(x2))] = True
         assert not (m & ~inside).any()  # cropped to the box
-        # the tiny model's mask is the whole box (probability ~1 in every cell it covers)
-        assert m.sum() >= 0.8 * inside.sum()
+        # the tiny model's mask is ~1 on the whole grid (the head does not crop): the published
+        # mask is then the whole box, edges included (no erosion by a stride-4 crop)
+        assert (m == inside).all()
     pipe.close()
 
 
@@ -119,6 +120,26 @@ def test_paste_masks_geometry():
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (16, 31, 24, 47)  # exactly the cells
     clipped = rv.paste_masks(low, np.array([[30, 0, 40, 64]], np.float32), t)[0]
     assert clipped.any() and not clipped[:, :30].any() and not clipped[:, 40:].any()
+    # an uncropped mask (the head's output) pasted into a box whose edges cut through cells:
+    # every camera pixel of the box, none outside
+    ones = np.ones((1, 8, 12), np.float32)
+    box = np.array([[13.0, 5.0, 70.0, 41.0]], np.float32)
+    full = rv.paste_masks(ones, box, t)[0]
+    want = np.zeros((64, 96), bool)
+    want[5:41, 13:70] = True
+    assert (full == want).all()
+    # cropping at stride 4 first (zero cells whose centre is outside) erodes that edge
+    eroded = rv.paste_masks(rv.crop_to_boxes(ones, box * 0.5), box, t)[0]
+    assert eroded.sum() < full.sum() and not (eroded & ~want).any()
+
+
+def test_crop_to_boxes_keeps_cells_with_centres_inside():
+    low = np.ones((2, 8, 12), np.float32)
+    boxes = np.array([[4.0, 0.0, 12.0, 8.0], [0.0, 0.0, 48.0, 32.0]], np.float32)  # input px
+    out = rv.crop_to_boxes(low, boxes)
+    # centres at 2, 6, 10, ...: x in [4, 12] -> columns 1, 2; y in [0, 8] -> rows 0, 1
+    assert out[0].sum() == 4 and out[0, 0:2, 1:3].all()
+    assert out[1].all()  # a box over the whole input keeps everything
 
 
 # ------------------------------------------------------------------------------ scripted model

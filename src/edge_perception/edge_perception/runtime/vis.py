@@ -103,8 +103,9 @@ def paste_masks(
     threshold: float = 0.5,
     stride: int = MASK_STRIDE,
 ) -> np.ndarray:
-    """Stride-``stride`` mask probabilities [N, h, w] (input-image grid) -> bool masks [N, H, W]
-    at camera size, computed (bilinear) only inside each camera-pixel box and zero outside."""
+    """Stride-``stride`` mask probabilities [N, h, w] (input-image grid, not cropped) -> bool
+    masks [N, H, W] at camera size, computed (bilinear, edge cells extended) only inside each
+    camera-pixel box and zero outside: the crop happens here, per camera pixel."""
     import cv2
 
     masks = np.asarray(masks, np.float32)
@@ -126,11 +127,28 @@ def paste_masks(
             m,
             (bx1 - bx0, by1 - by0),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0.0,
+            # the grid covers the whole input: beyond its outer cell centres (the outer half
+            # cell) extend the edge, do not fade to zero (masks of objects at the image border)
+            borderMode=cv2.BORDER_REPLICATE,
         )
         out[i, by0:by1, bx0:bx1] = region > threshold
     return out
+
+
+def crop_to_boxes(
+    masks: np.ndarray, boxes_xyxy: np.ndarray, stride: int = MASK_STRIDE
+) -> np.ndarray:
+    """Stride-``stride`` masks [N, h, w] (input-image grid) zeroed outside their input-pixel
+    ``boxes_xyxy`` [N, 4] (a cell is kept when its centre is inside, as ``vis.heads.box_mask``):
+    the head's masks are not cropped (``vis.heads.mask_probs``)."""
+    masks = np.asarray(masks)
+    n, h, w = masks.shape
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    xs = (np.arange(w, dtype=np.float32) + 0.5) * stride
+    ys = (np.arange(h, dtype=np.float32) + 0.5) * stride
+    inx = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])  # [N, w]
+    iny = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4])  # [N, h]
+    return masks * (iny[:, :, None] & inx[:, None, :]).astype(masks.dtype)
 
 
 def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -315,7 +333,8 @@ class VISPipeline(Pipeline):
             kept = np.arange(idx.size)
             self.last_lost = 0
         else:
-            track_ids = self._track(out_boxes, scores[idx], labels[idx], emb[idx], low)
+            low_in_box = crop_to_boxes(low, boxes[idx])  # mask IoU inside the boxes only
+            track_ids = self._track(out_boxes, scores[idx], labels[idx], emb[idx], low_in_box)
             confirmed = track_ids >= 0
             if self.publish_unconfirmed:  # as DetectionPipeline: ids added, nothing withheld
                 confirmed |= scores[idx] >= self.score_threshold

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Tuple
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
 from edge_perception.metrics.coco import coco_map
 from edge_perception.metrics.vis import frame_mask_ap
+from edge_perception.runtime.preprocess import Transform
+from edge_perception.runtime.vis import MASK_STRIDE, paste_masks
 from edge_perception.vis.data import ClipDataset
 from edge_perception.vis.export import HeadGraph, KeyGraph
 from edge_perception.vis.model import VISModel
@@ -32,17 +33,19 @@ def to_results(
 ) -> List[Dict[str, Any]]:
     """COCO result dicts (``bbox`` and ``segmentation``) of one image's head outputs."""
     boxes, scores, labels, masks, _ = (o.numpy() for o in outputs)
+    keep = np.flatnonzero(scores >= min_score)
     h0, w0 = orig_hw
+    # the node's own pasting: upsample inside each box at the original size, threshold 0.5
+    grid = (int(masks.shape[1]) * MASK_STRIDE, int(masks.shape[2]) * MASK_STRIDE)
+    tf = Transform(src_hw=(h0, w0), dst_hw=grid, scale_x=scale, scale_y=scale)
+    cam_boxes = tf.boxes_to_source(boxes[keep])
+    full_masks = paste_masks(masks[keep], cam_boxes, tf)
     res = []
-    for b, s, c, m in zip(boxes, scores, labels, masks):
-        if s < min_score:
-            continue
-        up = cv2.resize(m, (m.shape[1] * 4, m.shape[0] * 4), interpolation=cv2.INTER_LINEAR)
-        nh, nw = round(h0 * scale), round(w0 * scale)
-        full = cv2.resize(up[:nh, :nw], (w0, h0), interpolation=cv2.INTER_LINEAR) > 0.5
+    for j, i in enumerate(keep):
+        b, s, c, full = cam_boxes[j], scores[i], labels[i], full_masks[j]
         rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
-        x1, y1, x2, y2 = (float(v) / scale for v in b)
+        x1, y1, x2, y2 = (float(v) for v in b)
         res.append(
             {
                 "image_id": image_id,

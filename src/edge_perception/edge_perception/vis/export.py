@@ -16,8 +16,9 @@ runtime can pick the path per frame (names in docs/CONTRACTS.md, "Video instance
   for the keyframe policy);
 - ``<name>_head.onnx`` (:class:`HeadGraph`): ``p3``, ``s2``, ``queries``, ``query_boxes``,
   ``query_logits`` -> ``boxes`` [N, K, 4] (x1, y1, x2, y2 input pixels), ``scores`` [N, K],
-  ``labels`` [N, K] int64, ``masks`` [N, K, H/4, W/4] float32 probabilities (zero outside the box;
-  threshold 0.5 after upsampling), ``embeddings`` [N, K, E] (L2-normalised). The ``K`` best
+  ``labels`` [N, K] int64, ``masks`` [N, K, H/4, W/4] float32 probabilities over the whole grid
+  (not cropped: upsample, crop to the box, threshold 0.5 -- ``runtime.vis.paste_masks``; see
+  ``vis.heads.mask_probs``), ``embeddings`` [N, K, E] (L2-normalised). The ``K`` best
   (query, class) pairs (a query may appear with two labels, as in the detector's graph), sorted,
   no NMS.
 
@@ -37,7 +38,7 @@ from edge_perception.detection.box_ops import cxcywh_to_xyxy
 from edge_perception.export import check_parity, export_onnx
 from edge_perception.flops import count_cost
 from edge_perception.runtime.vis import PROPAGATED
-from edge_perception.vis.heads import assemble_masks
+from edge_perception.vis.heads import mask_probs
 from edge_perception.vis.model import VISModel
 from edge_perception.vis.propagate import top_queries
 
@@ -133,7 +134,7 @@ class HeadGraph(nn.Module):
         q = torch.gather(queries, 1, idx[..., None].expand(-1, -1, queries.shape[-1]))
         boxes = torch.gather(query_boxes, 1, idx[..., None].expand(-1, -1, 4))
         coeffs, emb = m.query_heads(q)
-        masks = assemble_masks(coeffs, protos, boxes)
+        masks = mask_probs(coeffs, protos)
         h, w = int(protos.shape[2]) * 4, int(protos.shape[3]) * 4
         scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
         return cxcywh_to_xyxy(boxes) * scale, scores, labels.to(torch.int64), masks, emb

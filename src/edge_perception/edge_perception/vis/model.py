@@ -21,7 +21,8 @@ Each path's output dict is the decoder's (``pred_logits``, ``pred_boxes``, ``pre
 encoder / denoising outputs in training) plus ``pred_coeffs`` [B, Q, k], ``pred_embeds`` [B, Q, E]
 (also per aux output), ``protos`` [B, k, H/4, W/4], ``semantic`` (training only) and
 ``features`` (``s2``, ``s3``, ``p3``, ``p4``, ``p5``, ``flow_feat``; non-key also the flows).
-Masks are :func:`~edge_perception.vis.heads.assemble_masks` of coefficients, prototypes and boxes.
+Masks are :func:`~edge_perception.vis.heads.mask_probs` of coefficients and prototypes, cropped to
+the box at the output resolution.
 
 Variants: ``tiny`` (tests only; on the detector's ``tiny``) and ``small`` (on ``det_small``).
 """
