@@ -95,6 +95,40 @@ def at_iteration(rows: Dict[int, Dict[str, str]], it: float, key: str) -> Option
     return None
 
 
+def plot(
+    det: Dict[int, Dict[str, str]],
+    yolox: Dict[int, Dict[str, str]],
+    per: Optional[Dict[str, float]],
+    png: str,
+) -> None:
+    """Both runs' val mAP50:95 and mAP50 against iteration and (with ``per``) training CPU-h."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if per else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    for name, rows, style in (("det_small", det, "o-"), ("YOLOX-nano", yolox, "s--")):
+        its = sorted(rows)
+        for key in ("map", "map50"):
+            ys = [float(rows[i][key]) for i in its]
+            label = f"{name} {'mAP50:95' if key == 'map' else 'mAP50'}"
+            axes[0][0].plot(its, ys, style, label=label)
+            if per:
+                cpu_h = [i * per[name] / 3600 for i in its]
+                axes[0][1].plot(cpu_h, ys, style, label=label)
+    axes[0][0].set(xlabel="iteration", ylabel="val AP (2 fps val)", title="equal iterations")
+    if per:
+        axes[0][1].set(xlabel="training CPU-hours (calibrated)", title="equal CPU")
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--det", default="models/checkpoints/det_long_metrics.csv")
@@ -136,6 +170,7 @@ def main(argv: List[str] | None = None) -> int:
             cells += [f"{float(r['ap_' + c]):.3f}" for c in CLASSES]
             lines.append(f"| {it} | {name} | " + " | ".join(cells) + " |")
     cal_path = os.path.splitext(args.out)[0] + "_calibration.json"
+    per: Optional[Dict[str, float]] = None
     if args.calibrate or os.path.isfile(cal_path):
         per = calibrate(args.data, cal_path)
         ratio = per["det_small"] / per["YOLOX-nano"]
@@ -173,6 +208,16 @@ def main(argv: List[str] | None = None) -> int:
                 f"| {cell(yolox, y_it)} |"
             )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    stem = os.path.splitext(args.out)[0]
+    plot(det, yolox, per, stem + ".png")
+    from edge_perception.detection.train import plot_curves
+
+    plot_curves(args.det, stem + "_det_curve.png")  # loss, val mAP, per class of det_small
+    lines += [
+        "",
+        f"Curves: `{os.path.basename(stem)}.png` (both runs against iterations and CPU-hours), "
+        f"`{os.path.basename(stem)}_det_curve.png` (det_small's loss, val mAP and per-class AP).",
+    ]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     shutil.copyfile(args.yolox, os.path.splitext(args.out)[0] + "_yolox_metrics.csv")
