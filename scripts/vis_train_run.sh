@@ -12,14 +12,16 @@
 # then corrflow: a second flow stage that adds the flow net's local cost volume (radius 3,
 # zero-initialised; session 8) to the video stage's model, and corrvideo: the joint stage again.
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
-# VIS_CORRVIDEO_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 / 1200).
-# models/checkpoints/vis_video_ema.pt holds the bundled model's EMA weights (fp16):
-# `python -m edge_perception.vis.train --stage video --init <it> ...` continues from it.
+# VIS_CORRVIDEO_ITERS (defaults 2000 / 600 / 1200 / 700 / 1200). The bundled model is the
+# corrflow stage's (VIS_STAGES="image flow video corrflow", the default); corrvideo is the next
+# step, not run yet. models/checkpoints/vis_ema.pt holds the bundled model's EMA weights (fp16):
+# `python -m edge_perception.vis.train --stage video --init models/checkpoints/vis_ema.pt ...`
+# continues from it.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
-STAGES=${VIS_STAGES:-image flow video corrflow corrvideo}
+STAGES=${VIS_STAGES:-image flow video corrflow}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3

@@ -305,10 +305,11 @@ class VisNodeConfig(DetectionNodeConfig):
     max_stamp_gap_s: float = _f(
         0.25, "a keyframe after a gap between frame stamps above this (0 = off)", min=0.0
     )
-    # chosen on a tuning split (data/trk_tune, bench/results/vis_keyframe_tune.md): 12 and 20
-    # px scored within 0.5 mask-AP point of each other, 20 at 7 % less cost; 30 / off lost 8-10
+    # chosen on a tuning split (data/trk_tune, bench/results/vis_keyframe_tune.md) for the
+    # bundled model: 16 px keeps the mask AP of 12 (-0.4 point) with 6 % fewer keyframes; 20
+    # lost 2, 25 5, off 9 points
     max_mean_flow_px: float = _f(
-        20.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
+        16.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
         min=0.0,
     )  # fmt: skip
     max_lost_tracks: int = _f(
