@@ -12,16 +12,15 @@
 # then corrflow: a second flow stage that adds the flow net's local cost volume (radius 3,
 # zero-initialised; session 8) to the video stage's model, and corrvideo: the joint stage again.
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
-# VIS_CORRVIDEO_ITERS (defaults 2000 / 600 / 1200 / 700 / 1200). The bundled model is the
-# corrflow stage's (VIS_STAGES="image flow video corrflow", the default); corrvideo is the next
-# step, not run yet. models/checkpoints/vis_ema.pt holds the bundled model's EMA weights (fp16):
-# `python -m edge_perception.vis.train --stage video --init models/checkpoints/vis_ema.pt ...`
-# continues from it.
+# VIS_CORRVIDEO_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 / 600; it is the
+# corrvideo stage's last.pt). models/checkpoints/vis_ema.pt holds the corrflow stage's EMA weights
+# (fp16): `python -m edge_perception.vis.train --stage video --init models/checkpoints/vis_ema.pt
+# --out out/vis/video_corr --iters 600 ...` (the corrvideo arguments below) continues from it.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
-STAGES=${VIS_STAGES:-image flow video corrflow}
+STAGES=${VIS_STAGES:-image flow video corrflow corrvideo}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
@@ -54,9 +53,9 @@ for s in $STAGES; do
     corrflow) stage flow flow_corr "${VIS_CORRFLOW_ITERS:-700}" --init "$OUT/video/last.pt" \
       --flow-corr-radius 3 --frames 2 --max-gap 3 --lr 5e-4 --warmup-iters 50 --ema-decay 0.998 \
       --max-val-images 0 --seed 1 ;;
-    corrvideo) stage video video_corr "${VIS_CORRVIDEO_ITERS:-1200}" \
+    corrvideo) stage video video_corr "${VIS_CORRVIDEO_ITERS:-600}" \
       --init "$OUT/flow_corr/last.pt" --frames 3 --max-gap 2 --lr 1e-4 --warmup-iters 50 \
-      --ema-decay 0.998 --max-val-images 120 --eval-every 500 ;;
+      --ema-decay 0.998 --max-val-images 0 --eval-every 1000 ;;
     *) echo "[vis] unknown stage $s (image | flow | video | corrflow | corrvideo)" >&2; exit 2 ;;
   esac
 done

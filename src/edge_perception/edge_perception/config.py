@@ -306,10 +306,10 @@ class VisNodeConfig(DetectionNodeConfig):
         0.25, "a keyframe after a gap between frame stamps above this (0 = off)", min=0.0
     )
     # chosen on a tuning split (data/trk_tune, bench/results/vis_keyframe_tune.md) for the
-    # bundled model: 16 px keeps the mask AP of 12 (-0.4 point) with 6 % fewer keyframes; 20
-    # lost 2, 25 5, off 9 points
+    # bundled model: 20 px keeps the mask AP of 12 (-0.5 point) with 10 % fewer keyframes; 25
+    # lost 3, off 8 points
     max_mean_flow_px: float = _f(
-        16.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
+        20.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
         min=0.0,
     )  # fmt: skip
     max_lost_tracks: int = _f(
