@@ -107,18 +107,27 @@ def test_live_errors_name_parameter_value_and_range(rclpy_context, name, value, 
 
 
 def _read_until(proc: subprocess.Popen, wanted: int, timeout_s: float) -> list:
-    """Error lines the process writes, until ``wanted`` of them or ``timeout_s``."""
+    """Error lines the process writes, until ``wanted`` of them or ``timeout_s``.
+
+    Reads the pipe's file descriptor directly: a buffered ``readline`` after ``select`` can pull
+    both error lines into Python's buffer at once, and ``select`` then never fires for the
+    second one (this test failed that way once, on a fresh clone)."""
+    import os
     import selectors
 
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     errors: list = []
+    pending = b""
     end = time.monotonic() + timeout_s
     while len(errors) < wanted and time.monotonic() < end and proc.poll() is None:
         if sel.select(timeout=0.5):
-            line = proc.stdout.readline()
-            if "[ERROR]" in line:
-                errors.append(line.strip())
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            errors += [ln.decode("utf-8", "replace").strip() for ln in lines if b"[ERROR]" in ln]
     return errors
 
 
