@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
 
     from carla_bridge.classes import OBJECT_CLASSES
-    from carla_bridge.dataset.writer import ignore_thresholds, is_ignored
+    from carla_bridge.dataset.writer import ignore_flags
     from carla_bridge.evaluation import ClosedLoopEvaluator
     from carla_bridge.replay import load_scenario, scenario_frames
     from edge_perception.backends.factory import create_backend
@@ -67,13 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         for k, fr in enumerate(scenario_frames(base.replace(seed=seed))):
             meta = {"weather": fr.meta.get("weather"), "time_of_day": fr.meta.get("time_of_day")}
             h, w = fr.image.shape[:2]
-            ign = ignore_thresholds(w, h)
             objs = fr.objects
             boxes = [[o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]]
                      for o in objs]  # fmt: skip
             # score 0 = the data set's ignore flag (a crowd region), as the publisher sends it
-            keep = [0.0 if is_ignored(int(np.count_nonzero(o.mask)), o.bbox[3], ign) else 1.0
-                    for o in objs]  # fmt: skip
+            keep = [0.0 if ignored else 1.0 for ignored in ignore_flags(fr)]
             objects += int(sum(keep))
             gt = Detections(
                 np.asarray(boxes, np.float32).reshape(-1, 4),

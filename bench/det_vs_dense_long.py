@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,13 +31,8 @@ import tempfile
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: the training arguments of scripts/det_long_run.sh and scripts/yolox_long_run.sh (kept equal)
-SHARED = ["--input-size", "288", "480", "--batch-size", "8", "--iters", "30000", "--schedule",
-          "flatcos", "--flat-frac", "0.5", "--warmup-iters", "500", "--lr", "1e-3",
-          "--ema-decay", "0.9995", "--mosaic", "0.5", "--mosaic-stop", "0.8", "--threads", "2",
-          "--seed", "0", "--no-progress", "--max-val-images", "0"]  # fmt: skip
-ARMS = {"det_small": ["--variant", "small", "--dense-o2m", "--cls-loss", "mal"],
-        "YOLOX-nano": ["--variant", "yolox_nano"]}  # fmt: skip
+#: the long-run scripts whose training command each arm times (read from them, one copy)
+SCRIPTS = {"det_small": "scripts/det_long_run.sh", "YOLOX-nano": "scripts/yolox_long_run.sh"}
 
 CLASSES = ["car", "truck", "bus", "motorcycle", "bicycle", "pedestrian", "traffic_sign"]
 
@@ -45,6 +41,28 @@ def rows_by_iteration(path: str) -> Dict[int, Dict[str, str]]:
     """Validated rows of a det-train metrics.csv, keyed by iteration."""
     with open(path, encoding="utf-8") as f:
         return {int(r["iteration"]): r for r in csv.DictReader(f) if r.get("map")}
+
+
+def script_train_args(script: str) -> List[str]:
+    """The ``edge_perception.detection.train`` arguments of a long-run script, less its data,
+    output and resume arguments (the calibration supplies its own)."""
+    with open(os.path.join(ROOT, script), encoding="utf-8") as f:
+        text = f.read()
+    try:
+        seg = text.split("-m edge_perception.detection.train", 1)[1].split('"${RESUME[@]}"')[0]
+    except IndexError:
+        raise SystemExit(f"{script}: no `-m edge_perception.detection.train` command") from None
+    toks = shlex.split(seg.replace("\\\n", " "))
+    out: List[str] = []
+    skip = False
+    for t in toks:
+        if skip:
+            skip = False
+        elif t in ("--data", "--out"):
+            skip = True  # and its "$DATA" / "$OUT"
+        else:
+            out.append(t)
+    return out
 
 
 def _cpu_s(cmd: List[str]) -> float:
@@ -63,10 +81,11 @@ def calibrate(data: str, path: str) -> Dict[str, float]:
     runs: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (4, 14):  # alternate the arms, so a drifting machine disturbs both alike
-            for arm, extra in ARMS.items():
+            for arm, script in SCRIPTS.items():
+                # the script's own arguments; no validation, stop after n (argparse: last wins)
                 cmd = [sys.executable, "-m", "edge_perception.detection.train", "--data", data,
-                       "--out", os.path.join(tmp, f"{arm}_{n}"), *SHARED, *extra,
-                       "--stop-after-iters", str(n)]  # fmt: skip
+                       "--out", os.path.join(tmp, f"{arm}_{n}"), *script_train_args(script),
+                       "--max-val-images", "0", "--stop-after-iters", str(n)]  # fmt: skip
                 runs.setdefault(arm, {})[str(n)] = _cpu_s(cmd)
                 print(f"calibration: {arm} {n} iterations {runs[arm][str(n)]:.1f} CPU-s",
                       file=sys.stderr)  # fmt: skip

@@ -302,7 +302,7 @@ def test_local_correlation_matches_a_loop_over_displacements():
             for y in range(4):
                 for x in range(7):
                     if 0 <= y + dy < 4 and 0 <= x + dx < 7:
-                        want[:, k, y, x] = (cur[:, :, y, x] * key[:, :, y + dy, x + dx]).mean(1)
+                        want[:, k, y, x] = (cur[:, :, y, x] * key[:, :, y + dy, x + dx]).sum(1)
             k += 1
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     # a key map shifted by (+1, -2) cells: the best match of an inner cell is that displacement

@@ -254,3 +254,44 @@ def test_tracker_config_has_the_appearance_terms():
         VisNodeConfig(track_appearance_weight=0.6, track_mask_iou_weight=0.5).validate()
     k = VisNodeConfig(max_keyframe_age_s=0.0, max_mean_flow_px=0.0).keyframe_config()
     assert k.max_keyframe_age_s is None and k.max_mean_flow_px is None
+
+
+@pytest.mark.parametrize("mask_weight", [0.0, 0.5])
+def test_tracks_keep_cropped_masks_only_when_mask_iou_counts(tiny_vis, mask_weight):
+    cfg = TrackerConfig(min_hits=1, custom_weight=mask_weight)
+    pipe = _pipeline(tiny_vis, score_threshold=0.3, tracker=cfg)
+    frame = np.random.default_rng(2).integers(0, 255, (120, 160, 3), np.uint8)
+    for i in range(3):
+        res = pipe.process(frame, i / 30.0).result
+    tracks = pipe.tracker.active_tracks
+    assert len(res) > 0 and tracks
+    if mask_weight == 0.0:  # no per-frame mask work for the tracker
+        assert all(t.extra is None for t in tracks)
+    else:
+        # the tiny model's masks are ~1 on the whole grid (uncropped); the tracker's copy is
+        # cut to the box, so no track holds the whole 16 x 24 grid
+        cells = [int(np.count_nonzero(t.extra)) for t in tracks]
+        assert all(0 < c < 16 * 24 for c in cells), cells
+    pipe.close()
+
+
+def test_crop_to_boxes_is_the_training_box_mask():
+    import torch
+    from edge_perception.vis.heads import box_mask
+
+    rng = np.random.default_rng(3)
+    xy = np.sort(rng.uniform(0, 96, (5, 2)), axis=1)
+    yy = np.sort(rng.uniform(0, 64, (5, 2)), axis=1)
+    boxes = np.stack([xy[:, 0], yy[:, 0], xy[:, 1], yy[:, 1]], 1).astype(np.float32)  # input px
+    got = rv.crop_to_boxes(np.ones((5, 16, 24), np.float32), boxes) > 0
+    cxcywh = np.stack(
+        [
+            (boxes[:, 0] + boxes[:, 2]) / 2 / 96,
+            (boxes[:, 1] + boxes[:, 3]) / 2 / 64,
+            (boxes[:, 2] - boxes[:, 0]) / 96,
+            (boxes[:, 3] - boxes[:, 1]) / 64,
+        ],
+        1,
+    )
+    want = box_mask(torch.from_numpy(cxcywh)[None], (16, 24))[0].numpy() > 0
+    assert got.sum() > 0 and (got == want).all()

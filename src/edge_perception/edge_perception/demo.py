@@ -96,12 +96,6 @@ def write_scenario(
     return path
 
 
-def _clip_frames(out_dir: str) -> int:
-    """Frames per clip of the scenario copy the demo wrote to ``out_dir``."""
-    with open(os.path.join(out_dir, "scenario.yaml"), encoding="utf-8") as f:
-        return int(yaml.safe_load(f).get("frames", 0))
-
-
 def rviz_topics(name: str = "edge_perception.rviz") -> Dict[str, str]:
     """Topic -> display class of every display in the project's RViz config that names a topic."""
     from edge_perception.ros.launch_common import find_config
@@ -393,7 +387,8 @@ def _run(args: argparse.Namespace) -> int:
             os.remove(os.path.join(out, stale))
     scenario_path = write_scenario(root, out, args.seed, args.camera)
     with open(scenario_path, encoding="utf-8") as f:
-        cam = yaml.safe_load(f)["camera"]
+        scenario = yaml.safe_load(f)
+    cam = scenario["camera"]
     overrides = {
         "lane_model": models["lane_model"],
         "det_model": models["det_model"],
@@ -486,7 +481,7 @@ def _run(args: argparse.Namespace) -> int:
         "scenes": None
         if args.replay
         else "seeds %d..%d of config/scenarios/default.yaml (%d clips of %d frames)"
-        % (args.seed, args.seed + args.sequences - 1, args.sequences, _clip_frames(out)),
+        % (args.seed, args.seed + args.sequences - 1, args.sequences, int(scenario["frames"])),
         "models": {
             k: {"path": p, "sha256": _sha(p), "mb": os.path.getsize(p) / 1e6}
             for k, p in models.items()

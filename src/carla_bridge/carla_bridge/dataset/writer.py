@@ -93,6 +93,13 @@ def is_ignored(area: int, bbox_height: float, thresholds: Dict[str, int]) -> boo
     return bool(area < thresholds["min_area"] or bbox_height < thresholds["min_height"])
 
 
+def ignore_flags(frame: Frame) -> List[bool]:
+    """:func:`is_ignored` of each of ``frame.objects`` at the frame's image size."""
+    h, w = frame.image.shape[:2]
+    ign = ignore_thresholds(w, h)
+    return [is_ignored(int(np.count_nonzero(o.mask)), o.bbox[3], ign) for o in frame.objects]
+
+
 def frame_record(frame: Frame) -> Dict[str, Any]:
     """JSON-ready labels of one frame (objects with RLE masks, lane polylines, meta)."""
     objs = []

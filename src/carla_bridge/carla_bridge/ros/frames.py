@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from carla_bridge.classes import LANE_CLASSES, OBJECT_CLASSES
-from carla_bridge.dataset.writer import ignore_thresholds, is_ignored
+from carla_bridge.dataset.writer import ignore_flags
 from carla_bridge.frame import CameraModel, Frame
 from edge_perception_msgs.msg import InstanceArray, LaneSegmentation
 
@@ -107,7 +107,7 @@ def frame_messages(
     instances carry the same ids, track ids, visible fractions and RLE masks; the lane message
     embeds the ``LANE_CLASSES`` class mask and the lane lines (ids = ``line_id``). A ground-truth
     hypothesis score is 1.0, or 0.0 for an object the data set flags ``ignore`` (too small:
-    :func:`carla_bridge.dataset.writer.is_ignored`): evaluators treat those as crowd regions.
+    :func:`carla_bridge.dataset.writer.ignore_flags`): evaluators treat those as crowd regions.
     """
     header = convert.make_header(int(stamp_ns), frame_id)
     h, w = frame.image.shape[:2]
@@ -116,10 +116,7 @@ def frame_messages(
                       for o in objs], np.float64).reshape(-1, 4)  # fmt: skip
     labels = [OBJECT_CLASSES.index(o.category) for o in objs]
     ids = [str(o.track_id) for o in objs]
-    ign = ignore_thresholds(w, h)
-    ones = [
-        0.0 if is_ignored(int(np.count_nonzero(o.mask)), o.bbox[3], ign) else 1.0 for o in objs
-    ]
+    ones = [0.0 if ignored else 1.0 for ignored in ignore_flags(frame)]
     lines: List[Dict[str, Any]] = [
         {"points": ln.points, "type": ln.type, "color": ln.color, "confidence": 1.0,
          "id": int(ln.line_id)}

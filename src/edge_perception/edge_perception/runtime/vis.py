@@ -333,8 +333,7 @@ class VISPipeline(Pipeline):
             kept = np.arange(idx.size)
             self.last_lost = 0
         else:
-            low_in_box = crop_to_boxes(low, boxes[idx])  # mask IoU inside the boxes only
-            track_ids = self._track(out_boxes, scores[idx], labels[idx], emb[idx], low_in_box)
+            track_ids = self._track(out_boxes, boxes[idx], scores[idx], labels[idx], emb[idx], low)
             confirmed = track_ids >= 0
             if self.publish_unconfirmed:  # as DetectionPipeline: ids added, nothing withheld
                 confirmed |= scores[idx] >= self.score_threshold
@@ -356,15 +355,23 @@ class VISPipeline(Pipeline):
     def _track(
         self,
         boxes: np.ndarray,
+        boxes_in: np.ndarray,
         scores: np.ndarray,
         labels: np.ndarray,
         emb: np.ndarray,
         low: np.ndarray,
     ) -> np.ndarray:
-        """Tracker update with embeddings and stride-4 mask IoU; counts the tracks lost."""
+        """Tracker update with embeddings and, when its weight is not 0, the mask IoU of the
+        stride-4 masks inside their input-pixel boxes ``boxes_in``; counts the tracks lost."""
         tracker = self.tracker
         assert tracker is not None
-        binary = (low >= self.mask_threshold).reshape(len(low), int(np.prod(low.shape[1:])))
+        before = {t.track_id for t in tracker.active_tracks}
+        if tracker.config.custom_weight <= 0.0:  # the default: no per-frame mask work
+            ids = tracker.update(boxes, scores, labels, embeddings=emb)
+            self.last_lost = len(before - {t.track_id for t in tracker.active_tracks})
+            return ids
+        cropped = crop_to_boxes(low, boxes_in)
+        binary = (cropped >= self.mask_threshold).reshape(len(low), int(np.prod(low.shape[1:])))
 
         def mask_iou(tracks: List[Track], det_idx: np.ndarray) -> np.ndarray:
             width = binary.shape[1]
@@ -373,7 +380,6 @@ class VISPipeline(Pipeline):
             ).reshape(len(tracks), width)
             return mask_iou_matrix(prev, binary[det_idx])
 
-        before = {t.track_id for t in tracker.active_tracks}
         ids = tracker.update(
             boxes,
             scores,

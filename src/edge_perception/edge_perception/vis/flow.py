@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, Tuple
 
 import torch
@@ -62,10 +63,12 @@ def warp(feat: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor:
     return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+@functools.lru_cache(maxsize=8)
 def correlation_index(h: int, w: int, radius: int) -> Tuple[Tensor, Tensor]:
     """For each cell (row-major) and displacement (dy, dx), dy and dx in -r..r (dy outer): the
     flat index [h * w, (2r+1)^2] int64 of the displaced cell (0 where it falls off the map) and
-    a float mask of the same shape, 1 where it is on the map."""
+    a float mask of the same shape, 1 where it is on the map. Cached per map size (built once,
+    not every forward pass); callers must not modify the tensors."""
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     ys, xs = ys.reshape(-1, 1), xs.reshape(-1, 1)
     d = torch.arange(-radius, radius + 1)
@@ -77,14 +80,15 @@ def correlation_index(h: int, w: int, radius: int) -> Tuple[Tensor, Tensor]:
 
 
 def local_correlation(cur: Tensor, key: Tensor, radius: int) -> Tensor:
-    """Cost volume [B, (2r+1)^2, h, w]: ``<cur(p), key(p + d)> / C`` for every displacement
+    """Cost volume [B, (2r+1)^2, h, w]: the dot product ``<cur(p), key(p + d)>`` (the cosine for
+    unit vectors, as the flow net feeds it) for every displacement
     ``d = (dy, dx)`` in ``-radius..radius`` (dy outer, dx inner), zero where ``p + d`` is off the
     map. One MatMul of all cell pairs, one Gather of the local ones and a constant mask (a
     handful of ONNX ops, where a loop over displacements would export 3 ops per displacement);
     the all-pairs matrix is [h*w, h*w], so this is meant for a coarse level (stride 16: 540
     cells at 288x480)."""
-    b, c, h, w = cur.shape
-    cost = torch.bmm(cur.flatten(2).transpose(1, 2), key.flatten(2)) * (1.0 / c)  # [B, N, N]
+    b, _, h, w = cur.shape
+    cost = torch.bmm(cur.flatten(2).transpose(1, 2), key.flatten(2))  # [B, N, N]
     index, inside = correlation_index(h, w, radius)
     d = int(index.shape[1])
     out = torch.gather(cost, 2, index.to(cur.device)[None].expand(b, -1, -1))  # [B, N, D]
@@ -145,8 +149,7 @@ class FeatFlowNet(nn.Module):
         if self.corr_proj is not None:
             a = F.normalize(F.avg_pool2d(cur, 2, ceil_mode=True), dim=1, eps=1e-6)
             b = F.normalize(F.avg_pool2d(key, 2, ceil_mode=True), dim=1, eps=1e-6)
-            corr = local_correlation(a, b, self.corr_radius) * float(a.shape[1])  # cosine
-            x16 = x16 + self.corr_proj(corr)
+            x16 = x16 + self.corr_proj(local_correlation(a, b, self.corr_radius))  # cosines
         x16 = self.conv16(x16)
         x32 = self.down32(x16)
         flow32, scale32, bias32 = self.head32(x32)

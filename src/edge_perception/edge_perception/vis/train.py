@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -237,8 +237,9 @@ def register(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_model(args: Any) -> VISModel:
-    """Fresh model of ``--variant``, detector from ``--det-checkpoint``, or ``--init`` weights."""
+def build_model(args: Any) -> Tuple[VISModel, Optional[str]]:
+    """Fresh model of ``--variant``, detector from ``--det-checkpoint``, or ``--init`` weights;
+    with the ``stage`` that wrote the ``--init`` checkpoint (None without one)."""
     torch.manual_seed(args.seed)
     prop = getattr(args, "nonkey_propagate", "auto")
     corr = getattr(args, "flow_corr_radius", None)
@@ -246,8 +247,9 @@ def build_model(args: Any) -> VISModel:
         raise SystemExit(f"--flow-corr-radius must be >= 0, got {corr}")
     if args.init:
         ckpt = torch.load(args.init, map_location="cpu", weights_only=False)
+        stage = ckpt.get("stage")
         if prop == "auto" and corr is None:
-            return vis_from_checkpoint(ckpt)
+            return vis_from_checkpoint(ckpt), stage
         cfg = copy.deepcopy(ckpt["vis_config"])
         if prop != "auto":
             cfg["vis"]["nonkey_propagate"] = prop == "on"
@@ -263,7 +265,7 @@ def build_model(args: Any) -> VISModel:
             raise SystemExit(f"{args.init}: weights do not fit the model: {bad[:5]}")
         if any(k.startswith("propagator.") for k in missing) and model.propagator is not None:
             model.propagator.init_from(model.det.decoder)
-        return model
+        return model, stage
     det = None
     if args.det_checkpoint:
         ckpt = torch.load(args.det_checkpoint, map_location="cpu", weights_only=False)
@@ -271,7 +273,7 @@ def build_model(args: Any) -> VISModel:
     overrides: Dict[str, Any] = {} if prop == "auto" else {"nonkey_propagate": prop == "on"}
     if corr is not None:
         overrides["flow_corr_radius"] = int(corr)
-    return build_vis(args.variant, det=det, **overrides)
+    return build_vis(args.variant, det=det, **overrides), None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -280,11 +282,8 @@ def main(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     os.makedirs(args.out, exist_ok=True)
     size = (int(args.input_size[0]), int(args.input_size[1]))
-    model = build_model(args)
+    model, init_stage = build_model(args)
     if args.stage == "flow" and model.propagator is not None and not args.resume:
-        init_stage = None
-        if args.init:
-            init_stage = torch.load(args.init, map_location="cpu", weights_only=False).get("stage")
         if init_stage in (None, "image"):
             # the key path was trained since the propagator was copied from its last layer; a
             # flow / video checkpoint's propagator was trained itself and is kept
