@@ -5,7 +5,8 @@ the exported non-key graph runs on frame ``i`` against the key graph's state of 
 then the head graph; all head outputs (the ``K`` best query-class pairs, no score threshold, no
 tracker) are scored with COCO box and mask AP over the frames that have such a keyframe. Row
 ``key`` is the key path on every frame. So the table separates the non-key path's own loss
-(gap 1) from what motion adds (gap 2, 3, 4) -- the keyframe policy trades exactly this::
+(gap 1; gap 0, ``--min-gap 0``, runs it against its own frame's keyframe state) from what
+motion adds (gap 2, 3, 4) -- the keyframe policy trades exactly this::
 
     python bench/vis_gap.py --model models/vis_small_key.onnx --data data/vis_train --split val
 
@@ -31,6 +32,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--model", default="models/vis_small_key.onnx")
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="val")
+    ap.add_argument("--min-gap", type=int, default=1,
+                    help="0 adds the non-key path against its own frame's keyframe state: "
+                         "its loss without any motion")  # fmt: skip
     ap.add_argument("--max-gap", type=int, default=4)
     ap.add_argument("--name", default="vis_gap")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
@@ -53,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
          for g, p in sibling_paths(args.model).items()}  # fmt: skip
     # the node's own pre- and post-processing (resize, box scaling, mask pasting), no tracker
     pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
-    gaps = list(range(1, args.max_gap + 1))
+    gaps = list(range(max(0, args.min_gap), args.max_gap + 1))
     res: Dict[str, List[Dict[str, Any]]] = {k: [] for k in ["key", *map(str, gaps)]}
     ids: Dict[str, List[int]] = {k: [] for k in res}
 

@@ -133,6 +133,33 @@ def test_path_costs_nonkey_cheaper():
     assert "protonet" in c["head"]["by_module"]
 
 
+def test_export_batch_one_static_by_default(tmp_path):
+    """Default export: every input / output shape static (batch 1), so ONNX Runtime folds the
+    shape arithmetic; ``dynamic_batch`` keeps a symbolic batch dimension."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = build_vis("tiny", nonkey_propagate=True, flow_corr_radius=1)
+
+    def dims(path):
+        g = onnx.load(path).graph
+        return {
+            v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(g.input) + list(g.output)
+        }
+
+    static = vx.export_vis(model, str(tmp_path / "s"), (64, 96), parity=False)["paths"]
+    dynamic = vx.export_vis(
+        model, str(tmp_path / "d"), (64, 96), parity=False, dynamic_batch=True
+    )["paths"]
+    for g in ("key", "nonkey", "head"):
+        s, d = dims(static[g]), dims(dynamic[g])
+        assert set(s) == set(d)
+        for name in s:
+            assert s[name][0] == 1 and all(isinstance(x, int) and x > 0 for x in s[name])
+            assert d[name][0] == "N"
+
+
 @pytest.mark.parametrize(
     "propagate,corr", [(False, 0), (True, 0), (True, 2)], ids=["select", "propagate", "corr"]
 )
@@ -336,3 +363,29 @@ def test_cost_volume_starts_as_a_no_op_and_learns():
     assert corr.corr_proj.weight.grad.abs().sum() > 0  # it gets gradient from the start
     with pytest.raises(ValueError, match="corr_radius"):
         FeatFlowNet(12, 16, corr_radius=-1)
+
+
+def test_fold_input_std_keeps_every_output():
+    """Folding 1/std into the stem conv (export) changes no output of either path, border cells
+    included (zero padding of x - m equals zero padding of (x - m) / s)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_vis("tiny", nonkey_propagate=True, flow_corr_radius=1).eval()
+    folded = copy.deepcopy(model)
+    folded.fold_input_std()
+    folded.fold_input_std()  # idempotent
+    assert folded.std_folded and not model.std_folded
+    assert not torch.equal(
+        folded.det.backbone.stem[0][0].weight, model.det.backbone.stem[0][0].weight
+    )
+    g = torch.Generator().manual_seed(1)
+    f0, f1 = torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
+    outs = []
+    with torch.no_grad():
+        for m in (model, folded):
+            ko = m.forward_key(f0)
+            outs.append((ko, m.forward_nonkey(f1, m.key_state(ko))))
+    for a, b in zip(outs[0], outs[1]):
+        for name in ("pred_boxes", "pred_logits", "protos"):
+            torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
