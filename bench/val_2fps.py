@@ -46,7 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     gen.validation_scenario = at_fps  # the pre-fix behaviour, for this split only
     try:
         manifest = gen.generate_dataset(
-            args.out, ScenarioConfig(), train_sequences=0, workers=1, progress=False,
+            args.out,
+            ScenarioConfig(),
+            train_sequences=0,
+            workers=1,
+            progress=False,
             frames_per_sequence=args.frames,
         )
     finally:
