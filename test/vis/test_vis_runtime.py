@@ -93,6 +93,49 @@ def test_keyframes_alternate_with_per_path_timings(tiny_vis):
     pipe.close()
 
 
+def test_fused_head_publishes_what_the_three_graphs_do(tiny_vis):
+    """ONNX Runtime: the head fused into the key / non-key sessions (the default of
+    create_vis_backends, the node and vis-eval) gives the three graphs' results frame by frame,
+    keyframes and non-keyframes alike, with one call per frame (no head time of its own)."""
+    fused = rv.create_vis_backends("onnxruntime", str(tiny_vis), intra_op_threads=1)
+    three = rv.create_vis_backends("onnxruntime", str(tiny_vis), fuse=False, intra_op_threads=1)
+    assert fused["head"] is None and three["head"] is not None
+    assert fused["key"].output_names == rv.fused_outputs(rv.KEY_OUTPUTS)
+    assert fused["nonkey"].output_names == rv.fused_outputs(rv.NONKEY_OUTPUTS)
+    assert "p3" not in fused["key"].output_names and "boxes" in fused["nonkey"].output_names
+    kw = dict(keyframes=KeyframePolicyConfig(keyframe_interval=3), score_threshold=0.3)
+    pa = rv.VISPipeline(fused["key"], fused["nonkey"], None, **kw)
+    pb = rv.VISPipeline(three["key"], three["nonkey"], three["head"], **kw)
+    assert "fused" in pa.describe()["model_head"]
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (120, 180, 3), np.uint8)
+    flags = []
+    for i in range(6):
+        frame = np.roll(base, 4 * i, axis=1)  # moving content: the non-key path has work
+        a, b = pa.process(frame, i / 30.0), pb.process(frame, i / 30.0)
+        flags.append(a.keyframe)
+        assert a.keyframe == b.keyframe and pa.path_ms["head"] < 0.05
+        ra, rb = a.result, b.result
+        assert len(ra) == len(rb) > 0
+        np.testing.assert_array_equal(ra.labels, rb.labels)
+        np.testing.assert_allclose(ra.boxes_xyxy, rb.boxes_xyxy, atol=1e-3)
+        np.testing.assert_allclose(ra.scores, rb.scores, atol=1e-5)
+        assert np.mean(ra.masks != rb.masks) < 1e-3
+    assert flags == [True, False, False, True, False, False]
+    pa.close()
+    pb.close()
+
+
+def test_fuse_head_rejects_graphs_that_do_not_fit(tiny_vis, tmp_path):
+    paths = rv.sibling_paths(str(tiny_vis))
+    with pytest.raises(BackendError, match="lacks the head's inputs"):
+        rv.fuse_head(paths["head"], paths["head"])
+    with pytest.raises(BackendError, match="cannot fuse"):
+        rv.fuse_head(str(tmp_path / "missing_key.onnx"), paths["head"])
+    with pytest.raises(BackendError, match="no_such_key.onnx"):
+        rv.create_vis_backends("onnxruntime", str(tmp_path / "no_such_key.onnx"))
+
+
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_masks_are_pasted_back_inside_their_boxes(tiny_vis, resize):
     pipe = _pipeline(tiny_vis, score_threshold=0.3, resize=resize)

@@ -296,6 +296,11 @@ class VisNodeConfig(DetectionNodeConfig):
         "VIS keyframe graph <name>_key.onnx (<name>_nonkey / <name>_head beside it, same kind)",
     )
     mask_threshold: float = _f(0.5, "mask probability threshold", min=0.01, max=0.99)
+    fuse_head: bool = _f(
+        True,
+        "ONNX Runtime: run the head graph inside the key / non-key sessions (one call per frame; "
+        "bench/vis_speed.md); TensorRT and PyTorch always run the three graphs",
+    )
     keyframe_interval: int = _f(
         5, "a keyframe every N frames at most (1 = every frame: image mode)", min=1, max=1000
     )

@@ -13,6 +13,9 @@ I/O names, shapes and dtypes are read from the session. Options (all keyword arg
 - ``precision``: reported in diagnostics; configures the TensorRT EP (fp16 / int8).
 - ``trt_cache_dir``: engine cache folder for the TensorRT EP (default: ``.trt`` beside the model).
 - ``dla_core``: Jetson DLA core for the TensorRT EP (None = GPU).
+- ``model_bytes``: a serialized model to run instead of the file's (e.g. a graph assembled at
+  load time: ``runtime.vis.fuse_head``); ``model_path`` still names it in messages and places
+  the TensorRT EP's cache.
 
 Python 3.8 compatible; ``onnxruntime`` is imported when a backend is created.
 """
@@ -77,6 +80,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         precision: str = "fp32",
         trt_cache_dir: Optional[str] = None,
         dla_core: Optional[int] = None,
+        model_bytes: Optional[bytes] = None,
         **unused: Any,
     ) -> None:
         super().__init__()
@@ -97,9 +101,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         ):
             if int(val) < 0:
                 raise BackendError(f"onnxruntime backend: {name} must be >= 0, got {val}")
-        if os.path.isdir(path):
+        if model_bytes is None and os.path.isdir(path):
             raise BackendError(f"ONNX model {path}: is a directory, not an .onnx file")
-        if not os.path.isfile(path):
+        if model_bytes is None and not os.path.isfile(path):
             raise BackendError(f"ONNX model {path}: file not found")
         try:
             import onnxruntime as ort
@@ -130,7 +134,11 @@ class OnnxRuntimeBackend(InferenceBackend):
         except providers_mod.ProviderError as exc:
             raise BackendError(f"ONNX model {path}: {exc}") from exc
         try:
-            self._session = ort.InferenceSession(path, sess_options=opts, providers=provider_args)
+            self._session = ort.InferenceSession(
+                path if model_bytes is None else model_bytes,
+                sess_options=opts,
+                providers=provider_args,
+            )
         except Exception as exc:  # onnxruntime raises its own (Fail, InvalidGraph, ...) types
             raise BackendError(f"ONNX model {path}: cannot be loaded: {exc}") from exc
 

@@ -173,6 +173,11 @@ class PerceptionNodeBase(LifecycleNode):
         Settings of the model (file, backend, input size, ...) apply at the next configure.
         """
 
+    def open_backend(self, kind: str, model: str, options: Dict[str, Any], config: Any) -> Any:
+        """The backend of the configured ``model`` (a hook: the VIS node fuses its head graph
+        into the model it loads)."""
+        return create_backend(kind, model, **options)
+
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -188,7 +193,7 @@ class PerceptionNodeBase(LifecycleNode):
             kind, opts = bcfg.resolved_kind(), bcfg.options()
             if kind == "pytorch":
                 opts.setdefault("task", self.task)  # I/O contract + training-checkpoint loader
-            backend = create_backend(kind, bcfg.model, **opts)
+            backend = self.open_backend(kind, bcfg.model, opts, cfg)
             pipeline = self.make_pipeline(backend, cfg)
             pipeline.warmup(cfg.warmup_runs)
         except (BackendError, ValueError, OSError) as exc:

@@ -49,6 +49,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from edge_perception.backends.base import BackendError
 from edge_perception.backends.factory import create_backend
 from edge_perception.config import OVERLAY_ENCODINGS, VisNodeConfig
 from edge_perception.ros.convert import (
@@ -63,7 +64,7 @@ from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Instances
 from edge_perception.runtime.tracking import track_colour
-from edge_perception.runtime.vis import VISPipeline, sibling_paths
+from edge_perception.runtime.vis import VISPipeline, fuse_head, missing_siblings, sibling_paths
 from edge_perception_msgs.msg import InstanceArray
 
 
@@ -153,6 +154,19 @@ class VisNode(PerceptionNodeBase):
         self._pubs: Dict[str, Any] = {}
 
     # ---------------------------------------------------------------- PerceptionNodeBase hooks
+    def open_backend(
+        self, kind: str, model: str, options: Dict[str, Any], config: VisParams
+    ) -> Any:
+        """The key graph's backend; with ONNX Runtime and ``fuse_head`` the key graph fused
+        with the head graph (``runtime.vis.fuse_head``)."""
+        if kind == "onnxruntime" and config.fuse_head:
+            missing = missing_siblings(model)
+            if missing:
+                raise BackendError("VIS model %s: missing %s" % (model, ", ".join(missing)))
+            head = sibling_paths(model)["head"]
+            return create_backend(kind, model, model_bytes=fuse_head(model, head), **options)
+        return create_backend(kind, model, **options)
+
     def make_pipeline(self, backend: Any, config: VisParams) -> Pipeline:
         # The configured file, not backend.info.model_path: TensorRT reports its cached engine.
         key_path = resolve_model_path(config.model)
@@ -162,9 +176,14 @@ class VisNode(PerceptionNodeBase):
         if kind == "pytorch":
             opts.setdefault("task", self.task)
         others: Dict[str, Any] = {}
+        fused = kind == "onnxruntime" and config.fuse_head
         try:
-            for graph in ("nonkey", "head"):
-                others[graph] = create_backend(kind, paths[graph], **opts)
+            if fused:
+                fn = fuse_head(paths["nonkey"], paths["head"])
+                others["nonkey"] = create_backend(kind, paths["nonkey"], model_bytes=fn, **opts)
+            else:
+                for graph in ("nonkey", "head"):
+                    others[graph] = create_backend(kind, paths[graph], **opts)
             manifest = manifest_of(key_path)
             names = manifest.get("class_names") or list(config.class_names)
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -175,7 +194,7 @@ class VisNode(PerceptionNodeBase):
             pipeline = VISPipeline(
                 backend,
                 others["nonkey"],
-                others["head"],
+                others.get("head"),
                 input_size=size,  # type: ignore[arg-type]
                 resize=config.resize,
                 interpolation=config.interpolation,
@@ -190,7 +209,8 @@ class VisNode(PerceptionNodeBase):
             )
         except Exception:
             for b in others.values():
-                b.close()
+                if b is not None:
+                    b.close()
             raise
         self.class_names = list(names)
         self._live = config
@@ -291,6 +311,8 @@ class VisNode(PerceptionNodeBase):
             values["key_ratio"] = "nan" if math.isnan(ratio) else "%.3f" % ratio
             for k in ("key_ms", "nonkey_ms", "head_ms", "key_path_ms", "nonkey_path_ms"):
                 values[k] = _ms(stats[k])
+            if pipeline.head_backend is None:  # its time is inside key_ms / nonkey_ms
+                values["head_ms"] = "fused"
             values["last_keyframe_reason"] = pipeline.last_reason
         return values
 

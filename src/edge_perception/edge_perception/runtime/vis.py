@@ -4,7 +4,10 @@ The model is exported as three graphs (docs/CONTRACTS.md, "Video instance segmen
 ``<name>_key.onnx`` (full backbone + encoder + decoder), ``<name>_nonkey.onnx`` (partial backbone,
 feature flow, warped keyframe features, fewer decoder layers) and ``<name>_head.onnx`` (protonet,
 query heads, top-K, masks). Each runs on its own backend (:mod:`edge_perception.backends`, so
-ONNX Runtime sessions or TensorRT engines built at per-component precision slot in alike).
+ONNX Runtime sessions or TensorRT engines built at per-component precision slot in alike). With
+ONNX Runtime the head is by default fused into the key and non-key graphs at load time
+(:func:`fuse_head`, :func:`create_vis_backends`): one session call per frame, and the maps the head
+reads never leave ORT's blocked layout; the pipeline then gets no head backend.
 
 Per frame:
 
@@ -70,6 +73,83 @@ def sibling_paths(key_model: str) -> Dict[str, str]:
         )  # fmt: skip
     base = stem[: -len("_key")]
     return {g: "%s_%s%s" % (base, g, ext) for g in GRAPHS}
+
+
+def missing_siblings(key_model: str) -> List[str]:
+    """The files of :func:`sibling_paths` that do not exist (ValueError for a wrong name)."""
+    return [p for p in sibling_paths(key_model).values() if not os.path.isfile(p)]
+
+
+#: outputs of a path graph that a graph fused with the head keeps inside (the maps the head reads)
+FUSED_DROP = ("p3", "s2")
+
+
+def fused_outputs(path_outputs: Sequence[str]) -> List[str]:
+    """Output names of a key / non-key graph fused with the head (:func:`fuse_head`)."""
+    return [n for n in path_outputs if n not in FUSED_DROP] + HEAD_OUTPUTS
+
+
+def fuse_head(path_model: str, head_model: str) -> bytes:
+    """The key or non-key graph ``path_model`` with the head graph appended, as one serialized
+    ONNX model: the head's :data:`HEAD_INPUTS` are fed by the path graph's outputs of the same
+    names (the head's own node and initializer names get a ``head/`` prefix), and the model
+    returns :func:`fused_outputs`. Same arithmetic as the two graphs in turn; for ONNX Runtime
+    one session call instead of two, and ``p3`` / ``s2`` stay in its NCHWc layout instead of
+    being reordered out of one session and back into the next (bench/vis_speed.md). Needs the
+    ``onnx`` package (BackendError without it, or for graphs that do not fit)."""
+    try:
+        import onnx
+        from onnx import compose
+    except ImportError as exc:  # pragma: no cover - installed with the export tools
+        raise BackendError("fusing the VIS head needs the onnx package (%s)" % exc) from exc
+    try:
+        path = onnx.load(path_model)
+        head = onnx.load(head_model)
+        head = compose.add_prefix(head, "head/", rename_inputs=False, rename_outputs=False)
+        names = [o.name for o in path.graph.output]
+        missing = [n for n in HEAD_INPUTS if n not in names]
+        if missing:
+            raise ValueError("%s lacks the head's inputs %s" % (path_model, missing))
+        fused = compose.merge_models(
+            path,
+            head,
+            io_map=[(n, n) for n in HEAD_INPUTS],
+            outputs=fused_outputs(names),
+        )
+    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        raise BackendError(
+            "cannot fuse the VIS head %s into %s: %s" % (head_model, path_model, exc)
+        ) from exc
+    return fused.SerializeToString()
+
+
+def create_vis_backends(
+    kind: str, key_model: str, fuse: bool = True, **options: Any
+) -> Dict[str, Optional[InferenceBackend]]:
+    """``{"key", "nonkey", "head"}`` backends of the VIS model named by its keyframe graph
+    (:func:`sibling_paths`), ``options`` passed to each; with ``fuse`` and ``kind``
+    ``onnxruntime`` the key and non-key sessions run :func:`fuse_head` models and ``head`` is
+    None (what :class:`VISPipeline` takes). Closes what it opened when one fails."""
+    from edge_perception.backends.factory import create_backend
+
+    paths = sibling_paths(key_model)
+    fused = bool(fuse) and kind == "onnxruntime"
+    missing = missing_siblings(key_model) if fused else []
+    if missing:
+        raise BackendError("VIS model %s: missing %s" % (key_model, ", ".join(missing)))
+    out: Dict[str, Optional[InferenceBackend]] = {"head": None}
+    try:
+        for g in ("key", "nonkey"):
+            extra = {"model_bytes": fuse_head(paths[g], paths["head"])} if fused else {}
+            out[g] = create_backend(kind, paths[g], **extra, **options)
+        if not fused:
+            out["head"] = create_backend(kind, paths["head"], **options)
+    except Exception:
+        for b in out.values():
+            if b is not None:
+                b.close()
+        raise
+    return out
 
 
 def _check_io(
@@ -164,7 +244,8 @@ def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 class PathStats:
     """Running per-path counts and mean milliseconds (key path = key + head, non-key = nonkey +
-    head) since the last :meth:`reset`."""
+    head) since the last :meth:`reset`. With the head fused into the path graphs its time is
+    inside ``key`` / ``nonkey`` and ``head`` stays ~0."""
 
     def __init__(self) -> None:
         self.reset()
@@ -211,7 +292,7 @@ class VISPipeline(Pipeline):
         self,
         key_backend: InferenceBackend,
         nonkey_backend: InferenceBackend,
-        head_backend: InferenceBackend,
+        head_backend: Optional[InferenceBackend],
         input_size: Optional[Tuple[int, int]] = None,
         resize: str = "stretch",
         class_names: Sequence[str] = OBJECT_CLASS_NAMES,
@@ -224,9 +305,14 @@ class VISPipeline(Pipeline):
         tracker: Optional[TrackerConfig] = None,
         publish_unconfirmed: bool = True,
     ) -> None:
-        _check_io(key_backend, "key", ["images"], KEY_OUTPUTS)
-        _check_io(nonkey_backend, "nonkey", NONKEY_INPUTS, NONKEY_OUTPUTS)
-        _check_io(head_backend, "head", HEAD_INPUTS, HEAD_OUTPUTS)
+        if head_backend is None:  # the head fused into both path graphs (fuse_head)
+            _check_io(key_backend, "key + head", ["images"], fused_outputs(KEY_OUTPUTS))
+            _check_io(nonkey_backend, "nonkey + head", NONKEY_INPUTS,
+                      fused_outputs(NONKEY_OUTPUTS))  # fmt: skip
+        else:
+            _check_io(key_backend, "key", ["images"], KEY_OUTPUTS)
+            _check_io(nonkey_backend, "nonkey", NONKEY_INPUTS, NONKEY_OUTPUTS)
+            _check_io(head_backend, "head", HEAD_INPUTS, HEAD_OUTPUTS)
         super().__init__(key_backend, input_size, resize, interpolation)
         self.nonkey_backend, self.head_backend = nonkey_backend, head_backend
         self.propagates = all(n in nonkey_backend.input_names for n in PROPAGATED)
@@ -294,7 +380,10 @@ class VISPipeline(Pipeline):
             out = self.nonkey_backend(dict(state, images=images))
             self.last_mean_flow = float(np.asarray(out["mean_flow"]).reshape(-1)[0])
         t1 = time.perf_counter()
-        head = self.head_backend({n: out[n] for n in HEAD_INPUTS})
+        if self.head_backend is None:  # fused: the path graph's outputs include the head's
+            head = out
+        else:
+            head = self.head_backend({n: out[n] for n in HEAD_INPUTS})
         t2 = time.perf_counter()
         self.path_ms = {"key" if key else "nonkey": (t1 - t0) * 1e3, "head": (t2 - t1) * 1e3}
         self.path_stats.record(key, self.path_ms)
@@ -413,7 +502,11 @@ class VISPipeline(Pipeline):
     def describe(self) -> Dict[str, str]:
         d = super().describe()
         d["model_nonkey"] = self.nonkey_backend.info.model_path
-        d["model_head"] = self.head_backend.info.model_path
+        d["model_head"] = (
+            "fused into the key / non-key graphs"
+            if self.head_backend is None
+            else self.head_backend.info.model_path
+        )
         c = self.policy.config
         d["keyframe_interval"] = str(c.keyframe_interval)
         d["max_keyframe_age_s"] = str(c.max_keyframe_age_s or 0.0)
@@ -421,4 +514,5 @@ class VISPipeline(Pipeline):
 
     def close(self) -> None:
         for b in (self.backend, self.nonkey_backend, self.head_backend):
-            b.close()
+            if b is not None:
+                b.close()

@@ -162,13 +162,12 @@ def node_overrides(items: List[str]) -> Dict[str, Any]:
 
 def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Both modes over the split (module docstring); a JSON-ready dict."""
-    from edge_perception.backends.factory import create_backend
     from edge_perception.config import VisNodeConfig, config_from_dict
     from edge_perception.datafiles import read_json
     from edge_perception.detection.track_eval import cpu_name
     from edge_perception.metrics.coco import coco_map
     from edge_perception.metrics.vis import frame_mask_ap, video_ap
-    from edge_perception.runtime.vis import VISPipeline, sibling_paths
+    from edge_perception.runtime.vis import VISPipeline, create_vis_backends, sibling_paths
 
     videos, names, coco_path = load_frames(args.data, args.split)
     if args.max_sequences:
@@ -180,7 +179,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     )
     gt_tracks = [a for a in ytvis["annotations"] if int(a["video_id"]) in videos]
     image_ids = [fr["image_id"] for frames in videos.values() for fr in frames]
-    paths = sibling_paths(args.model)
+    sibling_paths(args.model)  # a wrong name fails here, before the data is read
     out: Dict[str, Any] = {
         "model": args.model,
         "data": args.data,
@@ -200,10 +199,9 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         values["keyframe_interval"] = 1 if mode == "image" else args.keyframe_interval
         values["max_keyframe_age_s"] = 0.0 if mode == "image" else args.max_keyframe_age
         cfg = config_from_dict(VisNodeConfig, values)
-        backends = {
-            g: create_backend("onnxruntime", p, intra_op_threads=args.threads)
-            for g, p in paths.items()
-        }
+        backends = create_vis_backends(
+            "onnxruntime", args.model, fuse=cfg.fuse_head, intra_op_threads=args.threads
+        )
         pipeline = VISPipeline(
             backends["key"],
             backends["nonkey"],
