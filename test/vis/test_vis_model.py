@@ -250,7 +250,8 @@ def test_propagator_starts_as_the_last_decoder_layer_and_learns():
 
 
 def test_warp_equals_grid_sample_with_border_padding():
-    # the gather form of warp() must stay the grid_sample it replaced (bilinear, border,
+    # warp() (zero-padded sampling at coordinates clamped to the map, the fast GridSample mode
+    # of ONNX Runtime) must stay grid_sample with border padding (bilinear,
     # align_corners=False), also for flows that leave the map
     import torch.nn.functional as F
 
