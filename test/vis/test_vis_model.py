@@ -390,3 +390,45 @@ def test_fold_input_std_keeps_every_output():
     for a, b in zip(outs[0], outs[1]):
         for name in ("pred_boxes", "pred_logits", "protos"):
             torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+
+
+def test_in_map_share_is_grid_sample_of_ones():
+    """The closed form of the zero-padded bilinear in-map weight (the propagator's bias term)
+    equals grid_sample of a ones map, at points inside, on and beyond every edge."""
+    import torch.nn.functional as F
+    from edge_perception.vis.propagate import in_map_share
+
+    g = torch.Generator().manual_seed(2)
+    feats = [torch.zeros(1, 3, h, w) for h, w in ((6, 10), (3, 5), (2, 2))]
+    grids = torch.rand(1, 7, 4, len(feats), 5, 2, generator=g) * 2.6 - 1.3  # beyond the map too
+    grids[0, 0, 0, :, 0] = torch.tensor([-1.0, 1.0])  # exactly on the outer edges
+    share = in_map_share(grids, feats)
+    for lvl, f in enumerate(feats):
+        gl = grids[:, :, :, lvl].reshape(1, -1, 5, 2)
+        ref = F.grid_sample(torch.ones_like(f[:, :1]), gl, "bilinear", "zeros", False)
+        torch.testing.assert_close(share[:, :, :, lvl].reshape(ref.shape), ref, atol=1e-6, rtol=0)
+    assert (share > 0).any() and (share == 0).any() and ((share > 0) & (share < 1)).any()
+
+
+def test_sample_then_project_is_the_decoders_cross_attention():
+    """The propagator's cross-attention (value projection after sampling, closed-form in-map
+    bias weight) computes the detector's deformable attention of the same weights, with boxes
+    whose sampling points fall off the maps too."""
+    from edge_perception.vis.propagate import sample_then_project
+
+    torch.manual_seed(3)
+    model = build_vis("tiny").eval()
+    attn = model.det.decoder.layers[-1].cross_attn
+    with torch.no_grad():
+        torch.nn.init.normal_(attn.value_proj.bias, std=1.0)  # the bias term matters
+        torch.nn.init.normal_(attn.sampling_offsets.bias, std=2.0)  # points beyond the boxes
+    c = attn.dim
+    feats = [torch.randn(2, c, h, w) for h, w in ((8, 12), (4, 6), (2, 3))]
+    query = torch.randn(2, 6, c)
+    boxes = torch.rand(2, 6, 4) * torch.tensor([1.2, 1.2, 0.8, 0.8]) - 0.1  # some near edges
+    memory = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)
+    shapes = [(int(f.shape[2]), int(f.shape[3])) for f in feats]
+    with torch.no_grad():
+        ref = attn(query, boxes, memory, shapes)
+        out = sample_then_project(attn, query, boxes, feats)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

@@ -69,13 +69,26 @@ def move_boxes(boxes: Tensor, flow: Tensor, image_hw: Tuple[int, int]) -> Tensor
     return torch.cat([centre, boxes[..., 2:]], dim=-1)
 
 
+def in_map_share(grids: Tensor, feats: List[Tensor]) -> Tensor:
+    """The weight a zero-padded bilinear sample at ``grids`` [..., L, P, 2] (normalised x, y,
+    ``align_corners=False``; level ``l`` on map ``feats[l]``) gives to cells inside the map:
+    ``grid_sample`` of a map of ones, computed in closed form per axis (pixel coordinate ``i``:
+    ``clamp(min(i + 1, size - i), 0, 1)``), the product of both; [..., L, P]."""
+    sizes = [[float(f.shape[3]), float(f.shape[2])] for f in feats]  # (w, h) per level
+    size = torch.tensor(sizes, dtype=grids.dtype, device=grids.device)[:, None, :]  # [L, 1, 2]
+    pix = ((grids + 1.0) * size - 1.0) * 0.5
+    share = torch.minimum(pix + 1.0, size - pix).clamp(0.0, 1.0)
+    return share[..., 0] * share[..., 1]
+
+
 def sample_then_project(
     attn: MSDeformableAttention, query: Tensor, ref_boxes: Tensor, feats: List[Tensor]
 ) -> Tensor:
     """``attn(query, ref_boxes, memory, shapes)`` (the same function of the same weights) with
     the value projection applied after sampling: ``W_h (sum a s) + b_h (sum a c)`` per head
     ``h``, ``s`` the bilinear samples of the raw maps and ``c`` the samples of a ones map (the
-    in-map share of each bilinear kernel: zero padding scales the bias too).
+    in-map share of each bilinear kernel, :func:`in_map_share`: zero padding scales the bias
+    too).
 
     query [B, Q, C]; ref_boxes [B, Q, 4] (cxcywh in [0, 1]); feats: the levels [B, C, h, w].
     """
@@ -89,22 +102,20 @@ def sample_then_project(
     centre = ref_boxes[:, :, None, None, None, :2]
     half = ref_boxes[:, :, None, None, None, 2:] * 0.5
     grids = 2.0 * (centre + offsets / points * half) - 1.0  # [B, Q, heads, L, P, 2]
-    agg = cover = query.new_zeros(())
+    agg = query.new_zeros(())
     for lvl, f in enumerate(feats):
         g = grids[:, :, :, lvl].reshape(b, q * heads, points, 2)
         w = weights[:, :, :, lvl].reshape(b, 1, q * heads, points)
         smp = F.grid_sample(f, g, mode="bilinear", padding_mode="zeros", align_corners=False)
         agg = agg + (smp * w).sum(-1)  # [B, C, Q * heads]
-        ones = torch.ones_like(f[:, :1])
-        inside = F.grid_sample(ones, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        cover = cover + (inside * w).sum(-1)  # [B, 1, Q * heads]
+    cover = (in_map_share(grids, feats) * weights).sum((-2, -1))  # [B, Q, heads]
     c = int(feats[0].shape[1])
     dh = attn.dim // heads
     # per head h: [B, Q, C] x W_h^T [C, dh] as one batched MatMul over heads
     agg = agg.reshape(b, c, q, heads).permute(0, 3, 2, 1)  # [B, heads, Q, C]
     w_t = attn.value_proj.weight.reshape(heads, dh, c).transpose(1, 2)  # [heads, C, dh]
     out = torch.matmul(agg, w_t)  # [B, heads, Q, dh]
-    cover = cover.reshape(b, q, heads).transpose(1, 2)[..., None]  # [B, heads, Q, 1]
+    cover = cover.transpose(1, 2)[..., None]  # [B, heads, Q, 1]
     out = out + cover * attn.value_proj.bias.reshape(heads, 1, dh)
     out = out.permute(0, 2, 1, 3)  # [B, Q, heads, dh]
     return attn.output_proj(out.reshape(b, q, heads * dh))
