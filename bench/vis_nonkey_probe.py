@@ -1,0 +1,182 @@
+"""Why the VIS non-key path loses accuracy: its parts swapped for exact ones, one at a time.
+
+The trained PyTorch model (a ``vis-train`` checkpoint) runs the key path on frame ``i - gap`` and
+the non-key path on frame ``i``; the head outputs go through the node's own post-processing
+(``VISPipeline.postprocess``, no score threshold, no tracker) and are scored with COCO box and
+mask AP like bench/vis_gap.py. Rows:
+
+- ``key path``: the key path on every frame (the reference);
+- ``stale keyframe``: the keyframe's own results reused on frame ``i`` (what no update gives);
+- ``non-key path``: as deployed;
+- ``flow set to zero``: the flow net's output replaced by zero flow (exact at gap 0);
+- ``current p4 / p5``: the current frame's own encoder maps instead of the warped keyframe maps;
+- ``protos from the current p3``: the head's prototypes from the current frame's encoder map
+  instead of the non-key path's fused one (an oracle for the masks alone).
+
+``--gap 0`` runs the non-key path against its own frame's keyframe state: no motion at all, so
+every loss left there belongs to the path itself (the propagating decoder, the fused maps), not to
+the flow. The mean flow magnitude the flow net predicts is printed per gap (0 px is right at gap
+0)::
+
+    python bench/vis_nonkey_probe.py --checkpoint models/checkpoints/vis_ema.pt \\
+        --data data/vis_train --gaps 0 1
+
+Writes ``bench/results/<name>.{json,md}`` (default ``vis_nonkey_probe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import environment, markdown_table, publish_results  # noqa: E402
+
+ROWS = {
+    "key": "key path",
+    "stale": "stale keyframe",
+    "nonkey": "non-key path",
+    "zero_flow": "flow set to zero",
+    "cur_p45": "current p4 / p5",
+    "cur_protos": "protos from the current p3",
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="vis-train checkpoint (EMA weights)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--gaps", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="vis_nonkey_probe")
+    ap.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = ap.parse_args(argv)
+
+    import cv2
+    import torch
+    from edge_perception.datafiles import load_torch
+    from edge_perception.metrics.coco import coco_map
+    from edge_perception.metrics.vis import frame_mask_ap
+    from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
+    from edge_perception.vis import export as vx
+    from edge_perception.vis.model import vis_from_checkpoint
+    from edge_perception.vis.video_eval import _rle, load_frames
+
+    torch.set_num_threads(max(1, args.threads))
+    ckpt = load_torch(args.checkpoint, "vis-train checkpoint", keys=("vis_config", "model"))
+    model = vis_from_checkpoint(ckpt).eval()
+    if model.propagator is None:
+        raise SystemExit(f"{args.checkpoint}: not a propagating model (nonkey_propagate)")
+    head = vx.HeadGraph(model)
+    videos, names, coco_path = load_frames(args.data, args.split)
+    size = tuple(ckpt.get("args", {}).get("input_size", (288, 480)))
+    # the node's own pre- and post-processing (resize, box scaling, mask pasting; no threshold,
+    # no tracker) from a pipeline over this checkpoint's graphs (never run here)
+    tmp = tempfile.mkdtemp(prefix="vis_probe_")
+    key_path = vx.export_vis(model, os.path.join(tmp, "vis"), size, parity=False)["paths"]["key"]
+    b = create_vis_backends("onnxruntime", key_path, fuse=False, intra_op_threads=1)
+    pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
+    res: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    ids: Dict[str, Dict[str, List[int]]] = {}
+    flows: Dict[str, List[float]] = {}
+
+    def score(gap: str, row: str, image_id: int, outs: Any, transform: Any) -> None:
+        inst = pipe.postprocess(dict(zip(HEAD_OUTPUTS, [o.numpy() for o in outs])), transform)
+        ids.setdefault(gap, {}).setdefault(row, []).append(image_id)
+        bucket = res.setdefault(gap, {}).setdefault(row, [])
+        for i in range(len(inst)):
+            x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
+            bucket.append({
+                "image_id": image_id, "category_id": int(inst.labels[i]) + 1,
+                "score": float(inst.scores[i]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "segmentation": _rle(inst.masks[i]),
+            })  # fmt: skip
+
+    def run_head(out: Dict[str, Any], feats: Dict[str, Any], p3: Any = None) -> Any:
+        out = dict(out, features=feats)
+        h = list(vx._head_inputs(out, model.cfg.num_top))
+        if p3 is not None:
+            h[0] = p3
+        return head(*h)
+
+    with torch.no_grad():
+        for frames in videos.values():
+            imgs, tfs, keys = [], [], []
+            for fr in frames:
+                rgb = cv2.cvtColor(cv2.imread(fr["path"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                x, t = pipe.preprocess(rgb)
+                imgs.append(torch.from_numpy(np.array(x[pipe.input_name], copy=True)))
+                tfs.append(t)
+                feats = model.key_features(imgs[-1])
+                keys.append((model.decode(feats), feats))
+            for gap in args.gaps:
+                g = str(gap)
+                for i, fr in enumerate(frames):
+                    if i - gap < 0:
+                        continue
+                    if gap == args.gaps[0]:
+                        score("key", "key", fr["image_id"], run_head(*keys[i]), tfs[i])
+                    kout, kfeats = keys[i - gap]
+                    state = model.key_state(dict(kout, features=kfeats))
+                    cur_out, cur = keys[i]
+                    hw = (int(imgs[i].shape[2]), int(imgs[i].shape[3]))
+                    nf = model.nonkey_features(imgs[i], state)
+                    flows.setdefault(g, []).append(float(nf["flow16"].norm(dim=1).mean()))
+                    iid = fr["image_id"]
+                    score(g, "stale", iid, run_head(kout, kfeats), tfs[i])
+                    o = model.propagate(nf, state, hw)
+                    score(g, "nonkey", iid, run_head(o, nf), tfs[i])
+                    score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
+                    zf = dict(nf, flow16=torch.zeros_like(nf["flow16"]))
+                    score(
+                        g, "zero_flow", iid, run_head(model.propagate(zf, state, hw), zf), tfs[i]
+                    )
+                    f45 = dict(nf, p4=cur["p4"], p5=cur["p5"])
+                    score(
+                        g, "cur_p45", iid, run_head(model.propagate(f45, state, hw), f45), tfs[i]
+                    )
+
+    rows = []
+    for gap, per_row in [("key", res["key"])] + [(str(g), res[str(g)]) for g in args.gaps]:
+        for row, dets in per_row.items():
+            image_ids = ids[gap][row]
+            box = coco_map(coco_path, [{k: v for k, v in r.items() if k != "segmentation"}
+                                       for r in dets], "bbox", image_ids=image_ids)  # fmt: skip
+            segm = frame_mask_ap(coco_path, [{k: v for k, v in r.items() if k != "bbox"}
+                                             for r in dets], image_ids=image_ids)  # fmt: skip
+            rows.append({
+                "gap": gap, "row": ROWS[row], "frames": len(image_ids), "box_ap": box.map,
+                "mask_ap": segm.map,
+                "mean_flow_px": float(np.mean(flows[gap])) if gap in flows else None,
+            })  # fmt: skip
+    cmd = "python bench/vis_nonkey_probe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {"command": cmd, "checkpoint": args.checkpoint, "data": args.data,
+            "split": args.split, "rows": rows, "environment": environment()}  # fmt: skip
+    table = markdown_table(
+        [[r["gap"], r["row"], r["frames"], "%.4f" % r["box_ap"], "%.4f" % r["mask_ap"],
+          "" if r["mean_flow_px"] is None else "%.1f" % r["mean_flow_px"]] for r in rows],
+        ["gap", "non-key path variant", "frames", "box AP", "mask AP", "predicted mean flow px"],
+    )  # fmt: skip
+    md = "\n".join([
+        "# VIS non-key path: where the accuracy goes", "",
+        f"Command: `{cmd}`  ",
+        f"Checkpoint `{args.checkpoint}`, data `{args.data}` split `{args.split}`; PyTorch, "
+        "every head output scored (no score threshold, no tracker) after the node's own "
+        "post-processing, as bench/results/vis_gap.md.", "", table, "",
+    ]) + "\n"  # fmt: skip
+    publish_results(args.name, data, md, args.out)
+    pipe.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
