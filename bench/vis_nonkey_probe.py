@@ -8,6 +8,9 @@ mask AP like bench/vis_gap.py. Rows:
 - ``key path``: the key path on every frame (the reference);
 - ``stale keyframe``: the keyframe's own results reused on frame ``i`` (what no update gives);
 - ``non-key path``: as deployed;
+- ``keyframe queries ... no refinement``: the propagating decoder left out: the keyframe's top
+  queries and scores, their boxes moved by the predicted flow (the decoder's input), masks from
+  the non-key prototypes;
 - ``flow set to zero``: the flow net's output replaced by zero flow (exact at gap 0);
 - ``current p4 / p5``: the current frame's own encoder maps instead of the warped keyframe maps;
 - ``protos from the current p3``: the head's prototypes from the current frame's encoder map
@@ -43,6 +46,7 @@ ROWS = {
     "key": "key path",
     "stale": "stale keyframe",
     "nonkey": "non-key path",
+    "moved": "keyframe queries, boxes moved by the flow, no refinement",
     "zero_flow": "flow set to zero",
     "cur_p45": "current p4 / p5",
     "cur_protos": "protos from the current p3",
@@ -68,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.model import vis_from_checkpoint
+    from edge_perception.vis.propagate import top_queries
     from edge_perception.vis.video_eval import _rle, load_frames
 
     torch.set_num_threads(max(1, args.threads))
@@ -117,13 +122,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 tfs.append(t)
                 feats = model.key_features(imgs[-1])
                 keys.append((model.decode(feats), feats))
+                score("key", "key", fr["image_id"], run_head(*keys[-1]), tfs[-1])
             for gap in args.gaps:
                 g = str(gap)
                 for i, fr in enumerate(frames):
                     if i - gap < 0:
                         continue
-                    if gap == args.gaps[0]:
-                        score("key", "key", fr["image_id"], run_head(*keys[i]), tfs[i])
                     kout, kfeats = keys[i - gap]
                     state = model.key_state(dict(kout, features=kfeats))
                     cur_out, cur = keys[i]
@@ -134,6 +138,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     score(g, "stale", iid, run_head(kout, kfeats), tfs[i])
                     o = model.propagate(nf, state, hw)
                     score(g, "nonkey", iid, run_head(o, nf), tfs[i])
+                    top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
+                    moved = {"pred_logits": top["logits"], "pred_queries": top["queries"],
+                             "pred_boxes": o["prop_boxes"]}  # fmt: skip
+                    score(g, "moved", iid, run_head(moved, nf), tfs[i])
                     score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
                     zf = dict(nf, flow16=torch.zeros_like(nf["flow16"]))
                     score(

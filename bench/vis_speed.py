@@ -240,8 +240,11 @@ def main() -> int:
     nonkey3 = med["nonkey"] + med["head_after_nonkey"]
     mean = {m: float(np.mean(v["inference"])) for m, v in modes.items()}
     total = {m: float(np.mean(v["total"])) for m, v in modes.items()}
+    per_round = [n / k for n, k in zip(paths["cpu"]["nonkey_fused"], paths["cpu"]["key_fused"])]
+    q1, q2, q3 = np.percentile(per_round, [25, 50, 75])
     ratios = {
         "nonkey_vs_key_path": nonkey_path / key_path,
+        "nonkey_vs_key_path_per_round": {"median": float(q2), "q1": float(q1), "q3": float(q3)},
         "nonkey_vs_key_path_wall": wall["nonkey_fused"] / wall["key_fused"],
         "nonkey_vs_key_path_3graphs": nonkey3 / key3,
         "video_vs_image_inference": mean["video"] / mean["image"],
@@ -331,6 +334,10 @@ def render(
     targets = [
         ["non-key path / key path", "%.3f" % r["nonkey_vs_key_path"], "<= 0.40",
          ok(r["nonkey_vs_key_path"], 0.4)],
+        ["non-key path / key path, per round (the two calls side by side): median [IQR]",
+         "%.3f [%.3f, %.3f]" % tuple(r["nonkey_vs_key_path_per_round"][k]
+                                     for k in ("median", "q1", "q3")),
+         "(<= 0.40)", ok(r["nonkey_vs_key_path_per_round"]["median"], 0.4)],
         ["non-key path / key path, head as its own graph", "%.3f"
          % r["nonkey_vs_key_path_3graphs"], "(<= 0.40)",
          ok(r["nonkey_vs_key_path_3graphs"], 0.4)],
