@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge_perception.vis.video_eval import _rle, load_frames
 
     torch.set_num_threads(max(1, args.threads))
-    ckpt = load_torch(args.checkpoint, "vis-train checkpoint", keys=("vis_config", "model"))
+    ckpt = load_torch(args.checkpoint, "vis-train checkpoint", keys=("vis_config",))
     model = vis_from_checkpoint(ckpt).eval()
     if model.propagator is None:
         raise SystemExit(f"{args.checkpoint}: not a propagating model (nonkey_propagate)")

@@ -16,9 +16,10 @@
 # of 1-9 frames at 30 Hz = 0.3-3 frames at 10 Hz: the small displacements of a 30 Hz camera).
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
 # VIS_CORRVIDEO_ITERS, VIS_FLOW30_ITERS, VIS_VIDEO30_ITERS (defaults: the bundled model's
-# 2000 / 600 / 1200 / 700 / 600 / 800 / 600; it is the video30 stage's last.pt). models/checkpoints/vis_ema.pt holds the corrflow stage's EMA weights
-# (fp16): `python -m edge_perception.vis.train --stage video --init models/checkpoints/vis_ema.pt
-# --out out/vis/video_corr --iters 600 ...` (the corrvideo arguments below) continues from it.
+# 2000 / 600 / 1200 / 700 / 600 / 800 / 600; it is the video30 stage's last.pt).
+# models/checkpoints/vis_ema.pt holds the video30 stage's EMA weights (fp16): a further stage
+# starts from it with `python -m edge_perception.vis.train --stage video --init
+# models/checkpoints/vis_ema.pt ...` (arguments as the stages below).
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}

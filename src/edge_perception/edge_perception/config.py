@@ -310,11 +310,12 @@ class VisNodeConfig(DetectionNodeConfig):
     max_stamp_gap_s: float = _f(
         0.25, "a keyframe after a gap between frame stamps above this (0 = off)", min=0.0
     )
-    # chosen on a tuning split (data/trk_tune, bench/results/vis_keyframe_tune.md) for the
-    # bundled model: 20 px keeps the mask AP of 12 (-0.5 point) with 10 % fewer keyframes; 25
-    # lost 3, off 8 points
+    # chosen on the tuning splits (data/trk_tune at 10 Hz, data/trk_tune30 at 30 Hz; not val:
+    # bench/results/vis_keyframe_tune.md) for the bundled model: 12 px keeps the best mask AP
+    # at 10 Hz (-0.1 point vs 8 px) with 10 % fewer keyframes and is the best at 30 Hz; 16 lost
+    # 1.1 / 0.8 points, off 7.3 / 1.6
     max_mean_flow_px: float = _f(
-        20.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
+        12.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
         min=0.0,
     )  # fmt: skip
     max_lost_tracks: int = _f(
