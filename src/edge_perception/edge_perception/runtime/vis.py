@@ -99,6 +99,7 @@ def fuse_head(path_model: str, head_model: str) -> bytes:
     ``onnx`` package (BackendError without it, or for graphs that do not fit)."""
     try:
         import onnx
+        import onnx.checker
         from onnx import compose
     except ImportError as exc:  # pragma: no cover - installed with the export tools
         raise BackendError("fusing the VIS head needs the onnx package (%s)" % exc) from exc
@@ -116,7 +117,7 @@ def fuse_head(path_model: str, head_model: str) -> bytes:
             io_map=[(n, n) for n in HEAD_INPUTS],
             outputs=fused_outputs(names),
         )
-    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise BackendError(
             "cannot fuse the VIS head %s into %s: %s" % (head_model, path_model, exc)
         ) from exc
