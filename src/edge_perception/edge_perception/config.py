@@ -311,9 +311,9 @@ class VisNodeConfig(DetectionNodeConfig):
         0.25, "a keyframe after a gap between frame stamps above this (0 = off)", min=0.0
     )
     # chosen on the tuning splits (data/trk_tune at 10 Hz, data/trk_tune30 at 30 Hz; not val:
-    # bench/results/vis_keyframe_tune.md) for the bundled model: 12 px keeps the best mask AP
-    # at 10 Hz (-0.1 point vs 8 px) with 10 % fewer keyframes and is the best at 30 Hz; 16 lost
-    # 1.1 / 0.8 points, off 7.3 / 1.6
+    # bench/results/vis_keyframe_tune.md) for the bundled model: 12 px is the most accurate at
+    # 30 Hz and 0.6 point below 8 px at 10 Hz with 6 % fewer keyframes; 16 lost 1.4 / 1.5 points,
+    # off 6.9 / 0.9
     max_mean_flow_px: float = _f(
         12.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
         min=0.0,
