@@ -41,20 +41,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
 
     import cv2
-    from edge_perception.backends.factory import create_backend
-    from edge_perception.metrics.coco import coco_map
-    from edge_perception.metrics.vis import frame_mask_ap
     from edge_perception.runtime.vis import (
         HEAD_INPUTS,
         VISPipeline,
+        create_vis_backends,
         keyframe_state,
-        sibling_paths,
     )
-    from edge_perception.vis.video_eval import _rle, load_frames
+    from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
 
     videos, names, coco_path = load_frames(args.data, args.split)
-    b = {g: create_backend("onnxruntime", p, intra_op_threads=1)
-         for g, p in sibling_paths(args.model).items()}  # fmt: skip
+    # the three graphs apart: the head runs after each path here
+    b = create_vis_backends("onnxruntime", args.model, fuse=False, intra_op_threads=1)
     # the node's own pre- and post-processing (resize, box scaling, mask pasting), no tracker
     pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
     gaps = list(range(max(0, args.min_gap), args.max_gap + 1))
@@ -62,15 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ids: Dict[str, List[int]] = {k: [] for k in res}
 
     def score(key: str, image_id: int, head: Any, transform: Any) -> None:
-        inst = pipe.postprocess(head, transform)
         ids[key].append(image_id)
-        for i in range(len(inst)):
-            x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
-            res[key].append({
-                "image_id": image_id, "category_id": int(inst.labels[i]) + 1,
-                "score": float(inst.scores[i]), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "segmentation": _rle(inst.masks[i]),
-            })  # fmt: skip
+        res[key].extend(instance_results(pipe.postprocess(head, transform), image_id))
 
     for frames in videos.values():
         feeds, outs, tfs = [], [], []
@@ -92,10 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 score(str(g), fr["image_id"], head, tfs[i])
     rows = []
     for key in res:
-        box = coco_map(coco_path, [{k: v for k, v in r.items() if k != "segmentation"}
-                                   for r in res[key]], "bbox", image_ids=ids[key])  # fmt: skip
-        segm = frame_mask_ap(coco_path, [{k: v for k, v in r.items() if k != "bbox"}
-                                         for r in res[key]], image_ids=ids[key])  # fmt: skip
+        box, segm = box_and_mask_ap(coco_path, res[key], ids[key])
         rows.append({"path": "key path" if key == "key" else f"non-key, gap {key}",
                      "frames": len(ids[key]), "box_ap": box.map, "box_ap50": box.map50,
                      "mask_ap": segm.map, "mask_ap50": segm.map50})  # fmt: skip

@@ -67,13 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import cv2
     import torch
     from edge_perception.datafiles import load_torch
-    from edge_perception.metrics.coco import coco_map
-    from edge_perception.metrics.vis import frame_mask_ap
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.model import vis_from_checkpoint
     from edge_perception.vis.propagate import top_queries
-    from edge_perception.vis.video_eval import _rle, load_frames
+    from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
 
     torch.set_num_threads(max(1, args.threads))
     ckpt = load_torch(args.checkpoint, "vis-train checkpoint", keys=("vis_config",))
@@ -96,14 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def score(gap: str, row: str, image_id: int, outs: Any, transform: Any) -> None:
         inst = pipe.postprocess(dict(zip(HEAD_OUTPUTS, [o.numpy() for o in outs])), transform)
         ids.setdefault(gap, {}).setdefault(row, []).append(image_id)
-        bucket = res.setdefault(gap, {}).setdefault(row, [])
-        for i in range(len(inst)):
-            x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
-            bucket.append({
-                "image_id": image_id, "category_id": int(inst.labels[i]) + 1,
-                "score": float(inst.scores[i]), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "segmentation": _rle(inst.masks[i]),
-            })  # fmt: skip
+        res.setdefault(gap, {}).setdefault(row, []).extend(instance_results(inst, image_id))
 
     def run_head(out: Dict[str, Any], feats: Dict[str, Any], p3: Any = None) -> Any:
         out = dict(out, features=feats)
@@ -156,10 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for gap, per_row in [("key", res["key"])] + [(str(g), res[str(g)]) for g in args.gaps]:
         for row, dets in per_row.items():
             image_ids = ids[gap][row]
-            box = coco_map(coco_path, [{k: v for k, v in r.items() if k != "segmentation"}
-                                       for r in dets], "bbox", image_ids=image_ids)  # fmt: skip
-            segm = frame_mask_ap(coco_path, [{k: v for k, v in r.items() if k != "bbox"}
-                                             for r in dets], image_ids=image_ids)  # fmt: skip
+            box, segm = box_and_mask_ap(coco_path, dets, image_ids)
             rows.append({
                 "gap": gap, "row": ROWS[row], "frames": len(image_ids), "box_ap": box.map,
                 "mask_ap": segm.map,

@@ -49,8 +49,6 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from edge_perception.backends.base import BackendError
-from edge_perception.backends.factory import create_backend
 from edge_perception.config import OVERLAY_ENCODINGS, VisNodeConfig
 from edge_perception.ros.convert import (
     array_to_image,
@@ -64,7 +62,7 @@ from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Instances
 from edge_perception.runtime.tracking import track_colour
-from edge_perception.runtime.vis import VISPipeline, fuse_head, missing_siblings, sibling_paths
+from edge_perception.runtime.vis import VISPipeline, open_vis_graph
 from edge_perception_msgs.msg import InstanceArray
 
 
@@ -158,32 +156,20 @@ class VisNode(PerceptionNodeBase):
         self, kind: str, model: str, options: Dict[str, Any], config: VisParams
     ) -> Any:
         """The key graph's backend; with ONNX Runtime and ``fuse_head`` the key graph fused
-        with the head graph (``runtime.vis.fuse_head``)."""
-        if kind == "onnxruntime" and config.fuse_head:
-            missing = missing_siblings(model)
-            if missing:
-                raise BackendError("VIS model %s: missing %s" % (model, ", ".join(missing)))
-            head = sibling_paths(model)["head"]
-            return create_backend(kind, model, model_bytes=fuse_head(model, head), **options)
-        return create_backend(kind, model, **options)
+        with the head graph (``runtime.vis.open_vis_graph``)."""
+        return open_vis_graph(kind, model, "key", config.fuse_head, **options)
 
     def make_pipeline(self, backend: Any, config: VisParams) -> Pipeline:
         # The configured file, not backend.info.model_path: TensorRT reports its cached engine.
         key_path = resolve_model_path(config.model)
-        paths = sibling_paths(key_path)
         bcfg = config.backend_config()
         kind, opts = backend.info.kind, bcfg.options()
         if kind == "pytorch":
             opts.setdefault("task", self.task)
         others: Dict[str, Any] = {}
-        fused = kind == "onnxruntime" and config.fuse_head
         try:
-            if fused:
-                fn = fuse_head(paths["nonkey"], paths["head"])
-                others["nonkey"] = create_backend(kind, paths["nonkey"], model_bytes=fn, **opts)
-            else:
-                for graph in ("nonkey", "head"):
-                    others[graph] = create_backend(kind, paths[graph], **opts)
+            for graph in ("nonkey", "head"):  # the head None when fused into the others
+                others[graph] = open_vis_graph(kind, key_path, graph, config.fuse_head, **opts)
             manifest = manifest_of(key_path)
             names = manifest.get("class_names") or list(config.class_names)
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -194,7 +180,7 @@ class VisNode(PerceptionNodeBase):
             pipeline = VISPipeline(
                 backend,
                 others["nonkey"],
-                others.get("head"),
+                others["head"],
                 input_size=size,  # type: ignore[arg-type]
                 resize=config.resize,
                 interpolation=config.interpolation,

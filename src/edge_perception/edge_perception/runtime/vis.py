@@ -124,27 +124,39 @@ def fuse_head(path_model: str, head_model: str) -> bytes:
     return fused.SerializeToString()
 
 
+def open_vis_graph(
+    kind: str, key_model: str, graph: str, fuse: bool = True, **options: Any
+) -> Optional[InferenceBackend]:
+    """The backend of one graph (``key``, ``nonkey`` or ``head``) of the VIS model named by its
+    keyframe graph (:func:`sibling_paths`), ``options`` passed to it. With ``fuse`` and ``kind``
+    ``onnxruntime`` the key and non-key sessions run :func:`fuse_head` models and the head has
+    no backend of its own (None: what :class:`VISPipeline` takes); a missing sibling file is
+    named then, before any is read."""
+    from edge_perception.backends.factory import create_backend
+
+    if graph not in GRAPHS:
+        raise ValueError("graph must be one of %s, got %r" % (GRAPHS, graph))
+    paths = sibling_paths(key_model)
+    if not (fuse and kind == "onnxruntime"):
+        return create_backend(kind, paths[graph], **options)
+    if graph == "head":
+        return None
+    missing = missing_siblings(key_model)
+    if missing:
+        raise BackendError("VIS model %s: missing %s" % (key_model, ", ".join(missing)))
+    fused = fuse_head(paths[graph], paths["head"])
+    return create_backend(kind, paths[graph], model_bytes=fused, **options)
+
+
 def create_vis_backends(
     kind: str, key_model: str, fuse: bool = True, **options: Any
 ) -> Dict[str, Optional[InferenceBackend]]:
-    """``{"key", "nonkey", "head"}`` backends of the VIS model named by its keyframe graph
-    (:func:`sibling_paths`), ``options`` passed to each; with ``fuse`` and ``kind``
-    ``onnxruntime`` the key and non-key sessions run :func:`fuse_head` models and ``head`` is
-    None (what :class:`VISPipeline` takes). Closes what it opened when one fails."""
-    from edge_perception.backends.factory import create_backend
-
-    paths = sibling_paths(key_model)
-    fused = bool(fuse) and kind == "onnxruntime"
-    missing = missing_siblings(key_model) if fused else []
-    if missing:
-        raise BackendError("VIS model %s: missing %s" % (key_model, ", ".join(missing)))
-    out: Dict[str, Optional[InferenceBackend]] = {"head": None}
+    """``{"key", "nonkey", "head"}``: :func:`open_vis_graph` of each (``head`` None when fused).
+    Closes what it opened when one fails."""
+    out: Dict[str, Optional[InferenceBackend]] = {}
     try:
-        for g in ("key", "nonkey"):
-            extra = {"model_bytes": fuse_head(paths[g], paths["head"])} if fused else {}
-            out[g] = create_backend(kind, paths[g], **extra, **options)
-        if not fused:
-            out["head"] = create_backend(kind, paths["head"], **options)
+        for g in GRAPHS:
+            out[g] = open_vis_graph(kind, key_model, g, fuse, **options)
     except Exception:
         for b in out.values():
             if b is not None:

@@ -180,9 +180,8 @@ def export_vis(
     batch 1 (a video stream is decoded frame by frame, each frame against its own stream's
     keyframe state): with every shape static, ONNX Runtime folds the exporter's shape arithmetic
     (~250 Shape / Gather / Unsqueeze / Concat nodes in the non-key graph) and applies the fusions
-    that need known shapes (NCHWc nearest upsampling, Gemm, SkipLayerNormalization). Measured
-    at 288x480, 1 thread (bench/vis_speed.md): the non-key graph 5.33 -> 4.76 ms and the head
-    2.12 -> 1.55 ms of CPU time, the key graph ~1 %.
+    that need known shapes (NCHWc nearest upsampling, Gemm, SkipLayerNormalization); the
+    non-key and head graphs gain most (bench/vis_speed.md times the exported graphs).
     ``dynamic_batch`` keeps the batch dimension symbolic (``N``) instead.
 
     Returns ``{"paths": {...}, "parity": {...}}``; raises RuntimeError when a check fails.

@@ -143,8 +143,7 @@ class VISModel(nn.Module):
         """Fold the input normalisation's ``1 / std`` into the stem's first conv, in place (for
         export; the weights no longer fit training): ``conv(W, (x - m) / s)`` equals
         ``conv(W / s, x - m)`` exactly, zero padding included (the padded value is 0 either
-        way), so the graph loses one full-resolution elementwise op per frame (~0.12 ms of the
-        non-key path at 288x480 on this project's CPU). Idempotent."""
+        way), so the graph loses one full-resolution elementwise op per frame. Idempotent."""
         if self.std_folded:
             return
         conv = self.det.backbone.stem[0][0]

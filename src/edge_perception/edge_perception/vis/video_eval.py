@@ -82,6 +82,45 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
     return rle
 
 
+def instance_results(inst: Any, image_id: int) -> List[Dict[str, Any]]:
+    """COCO results (``bbox`` xywh and RLE ``segmentation``) of an ``Instances``' detections."""
+    out = []
+    for i in range(len(inst)):
+        x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(inst.labels[i]) + 1,
+                "score": float(inst.scores[i]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "segmentation": _rle(inst.masks[i]),
+            }
+        )
+    return out
+
+
+def box_and_mask_ap(
+    coco_path: str, results: List[Dict[str, Any]], image_ids: List[int]
+) -> Tuple[Any, Any]:
+    """COCO box AP and frame mask AP (``metrics.coco.coco_map``, ``metrics.vis.frame_mask_ap``)
+    of :func:`instance_results` over ``image_ids``."""
+    from edge_perception.metrics.coco import coco_map
+    from edge_perception.metrics.vis import frame_mask_ap
+
+    box = coco_map(
+        coco_path,
+        [{k: v for k, v in r.items() if k != "segmentation"} for r in results],
+        "bbox",
+        image_ids=image_ids,
+    )
+    segm = frame_mask_ap(
+        coco_path,
+        [{k: v for k, v in r.items() if k != "bbox"} for r in results],
+        image_ids=image_ids,
+    )
+    return box, segm
+
+
 def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
     """One pass of ``pipeline`` over every video: COCO results, predicted tracks, tracker
     frames, per-frame ms and keyframe flags."""
@@ -111,18 +150,10 @@ def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
                     inst.track_ids[tracked], inst.boxes_xyxy[tracked], inst.labels[tracked]
                 )
             )
-            for i in range(len(inst)):
-                rle = _rle(inst.masks[i])
-                x1, y1, x2, y2 = (float(v) for v in inst.boxes_xyxy[i])
-                results.append(
-                    {
-                        "image_id": fr["image_id"],
-                        "category_id": int(inst.labels[i]) + 1,
-                        "score": float(inst.scores[i]),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "segmentation": rle,
-                    }
-                )
+            frame_results = instance_results(inst, fr["image_id"])
+            results.extend(frame_results)
+            for i, r in enumerate(frame_results):
+                rle = r["segmentation"]
                 if inst.track_ids[i] < 0:
                     continue
                 t = per_track.setdefault(
@@ -165,8 +196,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     from edge_perception.config import VisNodeConfig, config_from_dict
     from edge_perception.datafiles import read_json
     from edge_perception.detection.track_eval import cpu_name
-    from edge_perception.metrics.coco import coco_map
-    from edge_perception.metrics.vis import frame_mask_ap, video_ap
+    from edge_perception.metrics.vis import video_ap
     from edge_perception.runtime.vis import VISPipeline, create_vis_backends, sibling_paths
 
     videos, names, coco_path = load_frames(args.data, args.split)
@@ -220,17 +250,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         wall = time.perf_counter() - t0
         stats = pipeline.path_stats.as_dict()
         pipeline.close()
-        segm = frame_mask_ap(
-            coco_path,
-            [{k: v for k, v in r.items() if k != "bbox"} for r in run["results"]],
-            image_ids=image_ids,
-        )
-        box = coco_map(
-            coco_path,
-            [{k: v for k, v in r.items() if k != "segmentation"} for r in run["results"]],
-            "bbox",
-            image_ids=image_ids,
-        )
+        box, segm = box_and_mask_ap(coco_path, run["results"], image_ids)
         vap = video_ap(gt_tracks, run["tracks"])
         trk = evaluate_tracking(run["seqs"], names)
         out["modes"][mode] = {
