@@ -13,8 +13,14 @@ mask AP like bench/vis_gap.py. Rows:
   the non-key prototypes;
 - ``flow set to zero``: the flow net's output replaced by zero flow (exact at gap 0);
 - ``current p4 / p5``: the current frame's own encoder maps instead of the warped keyframe maps;
+- ``current p3 / p4 / p5``: all three of the propagating decoder's maps the current frame's own
+  (what is left is the propagating decoder itself and the moved boxes it starts from);
 - ``protos from the current p3``: the head's prototypes from the current frame's encoder map
-  instead of the non-key path's fused one (an oracle for the masks alone).
+  instead of the non-key path's fused one (an oracle for the masks alone);
+- ``ground-truth flow``: the data set's backward flow (chained to the keyframe, average-pooled
+  over valid pixels to strides 16 and 32 as the flow loss does) instead of the flow net's, for the
+  warp, the fuse and the moved boxes (the net's scale / bias kept): what a perfect flow net at
+  this resolution would give.
 
 ``--gap 0`` runs the non-key path against its own frame's keyframe state: no motion at all, so
 every loss left there belongs to the path itself (the propagating decoder, the fused maps), not to
@@ -49,8 +55,41 @@ ROWS = {
     "moved": "keyframe queries, boxes moved by the flow, no refinement",
     "zero_flow": "flow set to zero",
     "cur_p45": "current p4 / p5",
+    "cur_p345": "current p3 / p4 / p5",
     "cur_protos": "protos from the current p3",
+    "gt_flow": "ground-truth flow",
 }
+
+
+def gt_flow(frames: List[Dict[str, Any]], cur: int, key: int, tf: Any) -> Any:
+    """The data set's backward flow from ``frames[cur]`` to ``frames[key]`` in network input
+    pixels (the pipeline's ``Transform`` ``tf``): ``(flow [1, 2, H, W], valid [1, H, W])``
+    tensors, or None when a flow file is missing."""
+    import cv2
+    import torch
+    from edge_perception.vis.data import chain_flows, read_flow
+
+    chain = []
+    for j in range(cur, key, -1):
+        path = frames[j]["path"].replace(os.sep + "images" + os.sep, os.sep + "flow" + os.sep)
+        path = os.path.splitext(path)[0] + ".npz"
+        if not os.path.isfile(path):
+            return None
+        chain.append(read_flow(path))
+    if not chain:  # gap 0
+        h, w = tf.dst_hw
+        return torch.zeros(1, 2, h, w), torch.ones(1, h, w, dtype=torch.bool)
+    flow, valid = chain_flows(chain)
+    h, w = flow.shape[:2]
+    nw, nh = int(round(w * tf.scale_x)), int(round(h * tf.scale_y))
+    x0, y0 = int(round(tf.pad_x)), int(round(tf.pad_y))
+    fl = np.zeros((*tf.dst_hw, 2), np.float32)
+    va = np.zeros(tf.dst_hw, bool)
+    scale = np.array([tf.scale_x, tf.scale_y], np.float32)
+    fl[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(np.ascontiguousarray(flow), (nw, nh)) * scale
+    vm = cv2.resize(valid.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
+    va[y0 : y0 + nh, x0 : x0 + nw] = vm
+    return torch.from_numpy(fl.transpose(2, 0, 1))[None], torch.from_numpy(va)[None]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -69,6 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge_perception.datafiles import load_torch
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
+    from edge_perception.vis.criterion import pooled_flow
+    from edge_perception.vis.flow import warp
     from edge_perception.vis.model import vis_from_checkpoint
     from edge_perception.vis.propagate import top_queries
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
@@ -142,6 +183,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                     score(
                         g, "cur_p45", iid, run_head(model.propagate(f45, state, hw), f45), tfs[i]
                     )
+                    f345 = dict(f45, p3=cur["p3"])
+                    o345 = model.propagate(f345, state, hw)
+                    score(g, "cur_p345", iid, run_head(o345, f345, cur["p3"]), tfs[i])
+                    gt = gt_flow(frames, i, i - gap, tfs[i])
+                    if gt is not None:
+                        gf = dict(nf)
+                        for lvl in ("16", "32"):
+                            size = tuple(nf["flow" + lvl].shape[-2:])
+                            gf["flow" + lvl] = pooled_flow(gt[0], gt[1], size)[0]
+                            p = "p4" if lvl == "16" else "p5"
+                            gf[p] = (
+                                warp(state[p], gf["flow" + lvl], hw) * (1 + nf["scale" + lvl])
+                                + nf["bias" + lvl]
+                            )
+                        gf["p3"] = model.fuse(nf["s3"], gf["p4"])
+                        score(
+                            g, "gt_flow", iid, run_head(model.propagate(gf, state, hw), gf), tfs[i]
+                        )
 
     rows = []
     for gap, per_row in [("key", res["key"])] + [(str(g), res[str(g)]) for g in args.gaps]:

@@ -105,6 +105,8 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
         "1",
         "--max-val-images",
         "0",
+        "--weight-distill",
+        "1",
     )
     assert torch.load(c / "last.pt", weights_only=False)["iteration"] == 1
     _run(
@@ -122,9 +124,13 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
         "--resume",
         "--max-val-images",
         "0",
+        "--weight-distill",
+        "1",
     )
     assert torch.load(c / "last.pt", weights_only=False)["iteration"] == 3
-    assert len(list(csv.DictReader(open(c / "metrics.csv")))) == 3
+    video_rows = list(csv.DictReader(open(c / "metrics.csv")))
+    assert len(video_rows) == 3
+    assert all(float(r["loss_feat"]) > 0 for r in video_rows)  # the distillation term
     assert os.path.isfile(c / "curves.png")
     # a flow stage started from a video checkpoint keeps its trained propagator (only an image
     # checkpoint's untrained copy is replaced by the decoder's last layer); lr 0: no update
@@ -136,3 +142,29 @@ def test_stages_resume_and_curves(vis_data, tmp_path):
     key = "propagator.layer.ffn.0.weight"
     assert torch.equal(flow2_w[key], video_w[key])
     assert not torch.equal(flow2_w[key], video_w[last])
+
+
+def test_distill_loss_pulls_the_nonkey_path_towards_the_key_path():
+    from edge_perception.vis.model import build_vis
+    from edge_perception.vis.train import distill_loss
+
+    torch.manual_seed(0)
+    model = build_vis("tiny").eval()
+    img0, img1 = torch.rand(2, 1, 3, 64, 96).unbind(0)
+    with torch.no_grad():  # the keyframe's maps as constants: only this frame's paths below
+        key = model.key_state(model.forward_key(img0))
+    out = model.forward_nonkey(img1, key)
+    loss = distill_loss(model, img1, out)
+    assert loss > 0
+    loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum()}
+    # the student's side learns (the fuse, the flow net that warps p4 / p5, the protonet) ...
+    assert any(n.startswith("fuse.") for n in grads)
+    assert any(n.startswith("flow_net.") for n in grads)
+    assert any(n.startswith("protonet.") for n in grads)
+    # ... the teacher (the key path on the same frame: S4 / S5, the encoder's fusion) does not
+    assert not any(n.startswith(("det.backbone.stages.2", "det.backbone.stages.3")) for n in grads)
+    # zero when the non-key maps and prototypes are the key path's own
+    with torch.no_grad():
+        kout = model.forward_key(img1)
+    assert float(distill_loss(model, img1, kout)) == 0.0

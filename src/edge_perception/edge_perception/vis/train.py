@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -142,6 +143,9 @@ def stage_loss(
         total = total + _sum(criterion(out, tgs[t]), parts, "loss_det")
         embeds.append(out["pred_embeds"])
         indices.append(out["indices"])
+        if getattr(args, "weight_distill", 0.0) > 0:
+            dl = distill_loss(model, images[:, t], out) * args.weight_distill
+            total = total + _sum({"d": dl}, parts, "loss_feat")
         if args.weight_flow > 0:
             fl = flow_losses(
                 out["features"], None, batch["flows"][:, t - 1], batch["flow_valid"][:, t - 1]
@@ -150,6 +154,20 @@ def stage_loss(
     emb = embedding_loss(embeds, indices, tgs, args.tau) * args.weight_embed
     total = total + _sum({"e": emb}, parts, "loss_embed")
     return {"loss": total, "parts": parts}
+
+
+def distill_loss(model: VISModel, image: Tensor, out: Dict[str, Any]) -> Tensor:
+    """Self-distillation of a non-key output ``out`` on ``image`` towards the key path on the
+    same frame (run without gradients: the teacher is the model itself, detached): MSE of the
+    warped / fused maps ``p3``, ``p4``, ``p5`` and of the prototypes. The prototypes' MSE targets
+    the stride-8 fuse's share of the non-key path's mask loss (bench/results/vis_nonkey_probe.md:
+    prototypes from the key path's own ``p3`` recover most of it)."""
+    with torch.no_grad():
+        full = model.key_features(image)
+        protos = model.protonet(full["p3"], full["s2"])
+    feats = out["features"]
+    loss = sum(F.mse_loss(feats[k], full[k]) for k in ("p3", "p4", "p5"))
+    return loss + F.mse_loss(out["protos"], protos)
 
 
 def plot_curves(csv_path: str, png_path: str) -> None:
@@ -210,6 +228,13 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-flow", type=float, default=1.0)
     p.add_argument("--weight-feat", type=float, default=1.0)
     p.add_argument("--weight-embed", type=float, default=1.0)
+    p.add_argument(
+        "--weight-distill",
+        type=float,
+        default=0.0,
+        help="video stage: weight of the non-key maps' and prototypes' MSE to the key path run on"
+        " the same frame (distill_loss; logged as loss_feat); 0 = off",
+    )
     p.add_argument("--tau", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
