@@ -14,23 +14,24 @@
 # zero-initialised; session 8) to the video stage's model, and corrvideo: the joint stage again;
 # then flow30, video30 and video30b (session 9): the flow and joint stages again on the 30 Hz
 # clips (gaps of 1-9 frames at 30 Hz = 0.3-3 frames at 10 Hz: the small displacements of a
-# 30 Hz camera), the joint one twice.
+# 30 Hz camera), the joint one twice; then flow30k5 (session 10): the flow stage once more (the
+# non-key modules only: flow net, fuse, propagator; the key path and so image mode unchanged) on
+# 5-frame clips of consecutive 30 Hz frames, the K = 5 policy's keyframe + 4 non-keyframes.
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
-# VIS_CORRVIDEO_ITERS, VIS_FLOW30_ITERS, VIS_VIDEO30_ITERS, VIS_VIDEO30B_ITERS (defaults: the
-# bundled model's 2000 / 600 / 1200 / 700 / 600 / 800 / 600 / 400; it is the video30b stage's
-# last.pt). models/checkpoints/vis_ema.pt holds the video30 stage's EMA weights (fp16):
-# `python -m edge_perception.vis.train --stage video --init models/checkpoints/vis_ema.pt ...`
-# with the video30b arguments below retrains the bundled model (from fp16 weights).
+# VIS_CORRVIDEO_ITERS, VIS_FLOW30_ITERS, VIS_VIDEO30_ITERS, VIS_VIDEO30B_ITERS,
+# VIS_FLOW30K5_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 / 600 / 800 / 600 /
+# 400 / 1400; it is the flow30k5 stage's last.pt). models/checkpoints/vis_ema.pt holds the
+# bundled model's EMA weights (fp16): the flow30k5 stage's; earlier stages are not kept.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
-STAGES=${VIS_STAGES:-image flow video corrflow corrvideo flow30 video30 video30b}
+STAGES=${VIS_STAGES:-image flow video corrflow corrvideo flow30 video30 video30b flow30k5}
 DATA30=${VIS_DATA30:-data/vis_train30}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
-case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "*)
+case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "* | *" flow30k5 "*)
   ensure_data "$DATA30" config/scenarios/vis_train30.yaml 1200 5 ;; esac
 COMMON=(--threads "$THREADS" --batch-size 8 --save-every-min 10)
 AT10=(--data "$DATA" --seed 0)  # the 10 Hz stages (a later --seed wins)
@@ -74,7 +75,10 @@ for s in $STAGES; do
     video30b) stage video video30b "${VIS_VIDEO30B_ITERS:-400}" --data "$DATA30" \
       --init "$OUT/video30/last.pt" --frames 3 --max-gap 4 --lr 1e-4 --warmup-iters 20 \
       --ema-decay 0.998 --max-val-images 0 --eval-every 1000 --seed 3 ;;
+    flow30k5) stage flow flow30k5 "${VIS_FLOW30K5_ITERS:-1400}" --data "$DATA30" \
+      --init "$OUT/video30b/last.pt" --frames 5 --max-gap 1 --lr 2e-4 --warmup-iters 20 \
+      --ema-decay 0.998 --max-val-images 0 --seed 6 --weight-feat 0.5 ;;
     *) echo "[vis] unknown stage $s (image | flow | video | corrflow | corrvideo | flow30 |" \
-      "video30 | video30b)" >&2; exit 2 ;;
+      "video30 | video30b | flow30k5)" >&2; exit 2 ;;
   esac
 done
