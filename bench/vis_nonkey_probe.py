@@ -65,9 +65,8 @@ def gt_flow(frames: List[Dict[str, Any]], cur: int, key: int, tf: Any) -> Any:
     """The data set's backward flow from ``frames[cur]`` to ``frames[key]`` in network input
     pixels (the pipeline's ``Transform`` ``tf``): ``(flow [1, 2, H, W], valid [1, H, W])``
     tensors, or None when a flow file is missing."""
-    import cv2
     import torch
-    from edge_perception.vis.data import chain_flows, read_flow
+    from edge_perception.vis.data import chain_flows, flow_to_input, read_flow
 
     chain = []
     for j in range(cur, key, -1):
@@ -79,17 +78,13 @@ def gt_flow(frames: List[Dict[str, Any]], cur: int, key: int, tf: Any) -> Any:
     if not chain:  # gap 0
         h, w = tf.dst_hw
         return torch.zeros(1, 2, h, w), torch.ones(1, h, w, dtype=torch.bool)
-    flow, valid = chain_flows(chain)
-    h, w = flow.shape[:2]
-    nw, nh = int(round(w * tf.scale_x)), int(round(h * tf.scale_y))
-    x0, y0 = int(round(tf.pad_x)), int(round(tf.pad_y))
-    fl = np.zeros((*tf.dst_hw, 2), np.float32)
-    va = np.zeros(tf.dst_hw, bool)
-    scale = np.array([tf.scale_x, tf.scale_y], np.float32)
-    fl[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(np.ascontiguousarray(flow), (nw, nh)) * scale
-    vm = cv2.resize(valid.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
-    va[y0 : y0 + nh, x0 : x0 + nw] = vm
-    return torch.from_numpy(fl.transpose(2, 0, 1))[None], torch.from_numpy(va)[None]
+    fl, va = flow_to_input(
+        *chain_flows(chain),
+        tuple(tf.dst_hw),
+        (tf.scale_x, tf.scale_y),
+        (int(round(tf.pad_x)), int(round(tf.pad_y))),
+    )
+    return torch.from_numpy(fl.transpose(2, 0, 1).copy())[None], torch.from_numpy(va)[None]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -109,7 +104,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.criterion import pooled_flow
-    from edge_perception.vis.flow import warp
     from edge_perception.vis.model import vis_from_checkpoint
     from edge_perception.vis.propagate import top_queries
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
@@ -185,19 +179,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                     )
                     f345 = dict(f45, p3=cur["p3"])
                     o345 = model.propagate(f345, state, hw)
-                    score(g, "cur_p345", iid, run_head(o345, f345, cur["p3"]), tfs[i])
+                    score(g, "cur_p345", iid, run_head(o345, f345), tfs[i])
                     gt = gt_flow(frames, i, i - gap, tfs[i])
                     if gt is not None:
-                        gf = dict(nf)
+                        gf = dict(nf)  # the net's scale / bias, the data set's flows
                         for lvl in ("16", "32"):
                             size = tuple(nf["flow" + lvl].shape[-2:])
                             gf["flow" + lvl] = pooled_flow(gt[0], gt[1], size)[0]
-                            p = "p4" if lvl == "16" else "p5"
-                            gf[p] = (
-                                warp(state[p], gf["flow" + lvl], hw) * (1 + nf["scale" + lvl])
-                                + nf["bias" + lvl]
-                            )
-                        gf["p3"] = model.fuse(nf["s3"], gf["p4"])
+                        gf.update(model.warp_key(nf["s3"], state, gf, hw))
                         score(
                             g, "gt_flow", iid, run_head(model.propagate(gf, state, hw), gf), tfs[i]
                         )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from edge_perception.vis.data import ClipDataset, chain_flows, collate_clips, frames_as_images
+from edge_perception.vis.data import (
+    ClipDataset,
+    chain_flows,
+    collate_clips,
+    flow_to_input,
+    frames_as_images,
+)
 
 
 def test_chain_flows_composes_translations():
@@ -18,6 +24,19 @@ def test_chain_flows_composes_translations():
     assert np.allclose(acc[5:15, 5:25], [-2.0, -1.0])
     assert not valid[:, :2].any()  # chained positions left the image
     assert valid[5:15, 5:25].all()
+
+
+def test_flow_to_input_scales_vectors_and_places_them_at_the_offset():
+    flow = np.zeros((4, 8, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 4.0, -2.0  # a uniform motion, camera pixels
+    valid = np.ones((4, 8), bool)
+    valid[:, :4] = False  # the left half unknown
+    fl, va = flow_to_input(flow, valid, (6, 10), (0.5, 1.0), (3, 1))
+    assert fl.shape == (6, 10, 2) and va.shape == (6, 10)
+    # the content is 4 x 4 at x 3..6, y 1..4; the vectors follow the per-axis scale
+    assert np.allclose(fl[1:5, 3:7, 0], 2.0) and np.allclose(fl[1:5, 3:7, 1], -2.0)
+    assert not fl[0].any() and not fl[5].any() and not fl[:, :3].any() and not fl[:, 7:].any()
+    assert va[1:5, 5:7].all() and not va[1:5, 3:5].any() and va.sum() == 8
 
 
 def test_clip_items(vis_data):

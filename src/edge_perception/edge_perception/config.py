@@ -312,8 +312,8 @@ class VisNodeConfig(DetectionNodeConfig):
     )
     # chosen on the tuning splits (data/trk_tune at 10 Hz, data/trk_tune30 at 30 Hz; not val:
     # bench/results/vis_keyframe_tune.md) for the bundled model: 12 px is the most accurate at
-    # 30 Hz and 0.6 point below 8 px at 10 Hz with 6 % fewer keyframes; 16 lost 1.4 / 1.5 points,
-    # off 6.9 / 0.9
+    # 30 Hz and 0.4 point below 8 px at 10 Hz with 8 % fewer keyframes; 16 lost 1.2 / 1.1 points,
+    # off 7.2 / 1.8
     max_mean_flow_px: float = _f(
         12.0, "a keyframe after a non-keyframe whose mean flow exceeded this (px; 0 = off)",
         min=0.0,

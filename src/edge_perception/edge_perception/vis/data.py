@@ -54,6 +54,34 @@ def chain_flows(flows: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndar
     return acc, valid
 
 
+def flow_to_input(
+    flow: np.ndarray,
+    valid: np.ndarray,
+    size: Tuple[int, int],
+    scale_xy: Tuple[float, float],
+    offset_xy: Tuple[int, int] = (0, 0),
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A camera-resolution flow [h, w, 2] and its validity [h, w] placed into a network input of
+    ``size`` (H, W): resized (bilinear, validity nearest) to ``round(w * sx) x round(h * sy)``,
+    the vectors scaled by ``(sx, sy)`` too, at ``offset_xy`` (x, y); zero / invalid elsewhere
+    (the letterbox padding). Returns ``(flow [H, W, 2] float32, valid [H, W] bool)``."""
+    h, w = flow.shape[:2]
+    sx, sy = float(scale_xy[0]), float(scale_xy[1])
+    nh, nw = max(1, round(h * sy)), max(1, round(w * sx))
+    x0, y0 = int(offset_xy[0]), int(offset_xy[1])
+    fl = np.zeros((*size, 2), np.float32)
+    va = np.zeros(size, bool)
+    moved = cv2.resize(np.ascontiguousarray(flow), (nw, nh))
+    moved[..., 0] *= sx
+    moved[..., 1] *= sy
+    fl[y0 : y0 + nh, x0 : x0 + nw] = moved
+    m = np.ascontiguousarray(valid, np.uint8)
+    if (nh, nw) != (h, w):
+        m = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    va[y0 : y0 + nh, x0 : x0 + nw] = m > 0
+    return fl, va
+
+
 def letterbox_mask(mask: np.ndarray, s: float, size: Tuple[int, int]) -> np.ndarray:
     """A 0/1 mask scaled by ``s`` (nearest) and padded bottom/right to ``size``: bool."""
     h, w = mask.shape
@@ -193,12 +221,7 @@ class ClipDataset(Dataset):
                 if flip:
                     flow = flow[:, ::-1] * np.array([-1.0, 1.0], np.float32)
                     valid = valid[:, ::-1]
-                h0, w0 = flow.shape[:2]
-                nh, nw = max(1, round(h0 * s)), max(1, round(w0 * s))
-                fl = np.zeros((*self.input_size, 2), np.float32)
-                va = np.zeros(self.input_size, bool)
-                fl[:nh, :nw] = cv2.resize(np.ascontiguousarray(flow), (nw, nh)) * s
-                va[:nh, :nw] = letterbox_mask(valid, s, self.input_size)[:nh, :nw]
+                fl, va = flow_to_input(flow, valid, self.input_size, (s, s))
                 item["flow"] = torch.from_numpy(fl.transpose(2, 0, 1).copy())
                 item["flow_valid"] = torch.from_numpy(va)
             out.append(item)

@@ -181,12 +181,20 @@ class VISModel(nn.Module):
         cur = self.flow_net.reduce(s3)
         fl = self.flow_net(cur, key["flow_feat"])
         hw = (int(images.shape[2]), int(images.shape[3]))
-        p4 = warp(key["p4"], fl["flow16"], hw) * (1 + fl["scale16"]) + fl["bias16"]
-        p5 = warp(key["p5"], fl["flow32"], hw) * (1 + fl["scale32"]) + fl["bias32"]
-        p3 = self.fuse(s3, p4)
-        feats = {"s2": s2, "s3": s3, "p3": p3, "p4": p4, "p5": p5, "flow_feat": cur}
+        feats = {"s2": s2, "s3": s3, "flow_feat": cur}
+        feats.update(self.warp_key(s3, key, fl, hw))
         feats.update(fl)
         return feats
+
+    def warp_key(
+        self, s3: Tensor, key: KeyState, fl: Dict[str, Tensor], image_hw: Tuple[int, int]
+    ) -> Dict[str, Tensor]:
+        """``p4`` / ``p5``: the keyframe's maps warped by ``fl``'s ``flow16`` / ``flow32`` and
+        scaled by its ``scale*`` / ``bias*`` (a :class:`FeatFlowNet` output, or any flows of
+        that layout); ``p3``: the stride-8 fuse of the current ``s3`` with the warped ``p4``."""
+        p4 = warp(key["p4"], fl["flow16"], image_hw) * (1 + fl["scale16"]) + fl["bias16"]
+        p5 = warp(key["p5"], fl["flow32"], image_hw) * (1 + fl["scale32"]) + fl["bias32"]
+        return {"p3": self.fuse(s3, p4), "p4": p4, "p5": p5}
 
     def decode(
         self,

@@ -143,7 +143,7 @@ def stage_loss(
         total = total + _sum(criterion(out, tgs[t]), parts, "loss_det")
         embeds.append(out["pred_embeds"])
         indices.append(out["indices"])
-        if getattr(args, "weight_distill", 0.0) > 0:
+        if args.weight_distill > 0:
             dl = distill_loss(model, images[:, t], out) * args.weight_distill
             total = total + _sum({"d": dl}, parts, "loss_feat")
         if args.weight_flow > 0:
