@@ -36,6 +36,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="0 adds the non-key path against its own frame's keyframe state: "
                          "its loss without any motion")  # fmt: skip
     ap.add_argument("--max-gap", type=int, default=4)
+    ap.add_argument(
+        "--mask-margin",
+        type=float,
+        default=None,
+        help="mask crop margin (default: the model manifest's mask_margin)",
+    )
     ap.add_argument("--name", default="vis_gap")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
@@ -46,6 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         VISPipeline,
         create_vis_backends,
         keyframe_state,
+        model_mask_margin,
     )
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
 
@@ -53,7 +60,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # the three graphs apart: the head runs after each path here
     b = create_vis_backends("onnxruntime", args.model, fuse=False, intra_op_threads=1)
     # the node's own pre- and post-processing (resize, box scaling, mask pasting), no tracker
-    pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
+    margin = model_mask_margin(args.model) if args.mask_margin is None else args.mask_margin
+    pipe = VISPipeline(
+        b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0,
+        mask_margin=margin,
+    )  # fmt: skip
     gaps = list(range(max(0, args.min_gap), args.max_gap + 1))
     res: Dict[str, List[Dict[str, Any]]] = {k: [] for k in ["key", *map(str, gaps)]}
     ids: Dict[str, List[int]] = {k: [] for k in res}

@@ -17,6 +17,11 @@ mask AP like bench/vis_gap.py. Rows:
   (what is left is the propagating decoder itself and the moved boxes it starts from);
 - ``protos from the current p3``: the head's prototypes from the current frame's encoder map
   instead of the non-key path's fused one (an oracle for the masks alone);
+- ``keyframe protos warped ...``: the keyframe's prototypes warped to the current frame at
+  stride 4 (the flow net's stride-16 flow upsampled bilinearly, or the data set's flow pooled to
+  stride 4) instead of the protonet on the non-key path's maps, with the refined queries'
+  coefficients or (``keyframe masks warped``) the keyframe queries' own: what mask-level
+  propagation, which would skip the protonet on non-keyframes, would give;
 - ``ground-truth flow``: the data set's backward flow (chained to the keyframe, average-pooled
   over valid pixels to strides 16 and 32 as the flow loss does) instead of the flow net's, for the
   warp, the fuse and the moved boxes (the net's scale / bias kept): what a perfect flow net at
@@ -58,6 +63,9 @@ ROWS = {
     "cur_p345": "current p3 / p4 / p5",
     "cur_protos": "protos from the current p3",
     "gt_flow": "ground-truth flow",
+    "warp_protos": "keyframe protos warped by the flow",
+    "warp_protos_gt": "keyframe protos warped by the ground-truth flow",
+    "warp_masks": "keyframe masks warped by the flow",
 }
 
 
@@ -95,15 +103,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--gaps", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="vis_nonkey_probe")
+    ap.add_argument(
+        "--rows", nargs="+", choices=sorted(ROWS), default=None,
+        help="only these rows (the key path always runs); default all",
+    )  # fmt: skip
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
 
     import cv2
     import torch
+    import torch.nn.functional as F
     from edge_perception.datafiles import load_torch
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.criterion import pooled_flow
+    from edge_perception.vis.flow import warp
     from edge_perception.vis.model import vis_from_checkpoint
     from edge_perception.vis.propagate import top_queries
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
@@ -121,10 +135,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     tmp = tempfile.mkdtemp(prefix="vis_probe_")
     key_path = vx.export_vis(model, os.path.join(tmp, "vis"), size, parity=False)["paths"]["key"]
     b = create_vis_backends("onnxruntime", key_path, fuse=False, intra_op_threads=1)
-    pipe = VISPipeline(b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0)
+    pipe = VISPipeline(
+        b["key"], b["nonkey"], b["head"], class_names=names, score_threshold=0.0,
+        mask_margin=model.cfg.mask_margin,
+    )  # fmt: skip
     res: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     ids: Dict[str, Dict[str, List[int]]] = {}
     flows: Dict[str, List[float]] = {}
+
+    wanted = set(args.rows or ROWS) | {"key"}
 
     def score(gap: str, row: str, image_id: int, outs: Any, transform: Any) -> None:
         inst = pipe.postprocess(dict(zip(HEAD_OUTPUTS, [o.numpy() for o in outs])), transform)
@@ -137,6 +156,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if p3 is not None:
             h[0] = p3
         return head(*h)
+
+    def run_head_protos(out: Dict[str, Any], protos: Any, coeff_queries: Any = None) -> Any:
+        top = top_queries(out, model.cfg.num_top)
+        if coeff_queries is not None:  # in the order of out's queries: reorder as top_queries
+            idx = torch.topk(out["pred_logits"].max(-1).values, top["queries"].shape[1], 1)[1]
+            coeff_queries = torch.gather(
+                coeff_queries, 1, idx[..., None].expand(-1, -1, coeff_queries.shape[-1])
+            )
+        return head.assemble(protos, top["queries"], top["boxes"], top["logits"], coeff_queries)
 
     with torch.no_grad():
         for frames in videos.values():
@@ -161,35 +189,56 @@ def main(argv: Optional[List[str]] = None) -> int:
                     nf = model.nonkey_features(imgs[i], state)
                     flows.setdefault(g, []).append(float(nf["flow16"].norm(dim=1).mean()))
                     iid = fr["image_id"]
-                    score(g, "stale", iid, run_head(kout, kfeats), tfs[i])
+                    if "stale" in wanted:
+                        score(g, "stale", iid, run_head(kout, kfeats), tfs[i])
                     o = model.propagate(nf, state, hw)
-                    score(g, "nonkey", iid, run_head(o, nf), tfs[i])
-                    top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
-                    moved = {"pred_logits": top["logits"], "pred_queries": top["queries"],
-                             "pred_boxes": o["prop_boxes"]}  # fmt: skip
-                    score(g, "moved", iid, run_head(moved, nf), tfs[i])
-                    score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
-                    zf = dict(nf, flow16=torch.zeros_like(nf["flow16"]))
-                    score(
-                        g, "zero_flow", iid, run_head(model.propagate(zf, state, hw), zf), tfs[i]
-                    )
+                    if "nonkey" in wanted:
+                        score(g, "nonkey", iid, run_head(o, nf), tfs[i])
+                    if "moved" in wanted:
+                        top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
+                        moved = {"pred_logits": top["logits"], "pred_queries": top["queries"],
+                                 "pred_boxes": o["prop_boxes"]}  # fmt: skip
+                        score(g, "moved", iid, run_head(moved, nf), tfs[i])
+                    if "cur_protos" in wanted:
+                        score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
+                    if "zero_flow" in wanted:
+                        zf = dict(nf, flow16=torch.zeros_like(nf["flow16"]))
+                        o0 = model.propagate(zf, state, hw)
+                        score(g, "zero_flow", iid, run_head(o0, zf), tfs[i])
                     f45 = dict(nf, p4=cur["p4"], p5=cur["p5"])
-                    score(
-                        g, "cur_p45", iid, run_head(model.propagate(f45, state, hw), f45), tfs[i]
-                    )
-                    f345 = dict(f45, p3=cur["p3"])
-                    o345 = model.propagate(f345, state, hw)
-                    score(g, "cur_p345", iid, run_head(o345, f345), tfs[i])
+                    if "cur_p45" in wanted:
+                        o45 = model.propagate(f45, state, hw)
+                        score(g, "cur_p45", iid, run_head(o45, f45), tfs[i])
+                    if "cur_p345" in wanted:
+                        f345 = dict(f45, p3=cur["p3"])
+                        o345 = model.propagate(f345, state, hw)
+                        score(g, "cur_p345", iid, run_head(o345, f345), tfs[i])
+                    kprotos = model.protonet(kfeats["p3"], kfeats["s2"])
+                    size4 = tuple(kprotos.shape[-2:])
+                    if wanted & {"warp_protos", "warp_masks"}:
+                        fl4 = F.interpolate(nf["flow16"], size=size4, mode="bilinear")
+                        wp = warp(kprotos, fl4, hw)
+                        if "warp_protos" in wanted:
+                            score(g, "warp_protos", iid, run_head_protos(o, wp), tfs[i])
+                        if "warp_masks" in wanted:
+                            wm = run_head_protos(o, wp, state["queries"])
+                            score(g, "warp_masks", iid, wm, tfs[i])
+                    if not wanted & {"gt_flow", "warp_protos_gt"}:
+                        continue
                     gt = gt_flow(frames, i, i - gap, tfs[i])
-                    if gt is not None:
+                    if gt is None:
+                        continue
+                    if "warp_protos_gt" in wanted:
+                        wp = warp(kprotos, pooled_flow(gt[0], gt[1], size4)[0], hw)
+                        score(g, "warp_protos_gt", iid, run_head_protos(o, wp), tfs[i])
+                    if "gt_flow" in wanted:
                         gf = dict(nf)  # the net's scale / bias, the data set's flows
                         for lvl in ("16", "32"):
                             size = tuple(nf["flow" + lvl].shape[-2:])
                             gf["flow" + lvl] = pooled_flow(gt[0], gt[1], size)[0]
                         gf.update(model.warp_key(nf["s3"], state, gf, hw))
-                        score(
-                            g, "gt_flow", iid, run_head(model.propagate(gf, state, hw), gf), tfs[i]
-                        )
+                        ogt = model.propagate(gf, state, hw)
+                        score(g, "gt_flow", iid, run_head(ogt, gf), tfs[i])
 
     rows = []
     for gap, per_row in [("key", res["key"])] + [(str(g), res[str(g)]) for g in args.gaps]:

@@ -59,6 +59,7 @@ def test_export_then_eval_both_modes(tiny_ckpt, vis_data, tmp_path, capsys):
     assert main(["vis-export", "--checkpoint", str(tiny_ckpt), "--out", str(out)]) == 0
     manifest = json.loads((tmp_path / "models" / "vis_tiny_key.json").read_text())
     assert manifest["task"] == "vis" and manifest["input_size"] == [64, 96]
+    assert manifest["mask_margin"] == 0.0  # trained without a margin: the box itself
     assert manifest["graphs"] == {
         "key": "vis_tiny_key.onnx",
         "nonkey": "vis_tiny_nonkey.onnx",

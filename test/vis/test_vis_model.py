@@ -432,3 +432,26 @@ def test_sample_then_project_is_the_decoders_cross_attention():
         ref = attn(query, boxes, memory, shapes)
         out = sample_then_project(attn, query, boxes, feats)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_mask_loss_margin_supervises_the_ring_around_the_box():
+    from edge_perception.vis.criterion import mask_loss
+    from edge_perception.vis.heads import expand_boxes
+
+    boxes = torch.tensor([[0.5, 0.5, 0.25, 0.25]])
+    assert torch.allclose(expand_boxes(boxes, 0.5), torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+    assert expand_boxes(boxes, 0.0) is boxes
+    # the object fills its box exactly; a prediction that also covers the ring around the box
+    # is free without a margin and penalised with one
+    masks = torch.zeros(1, 32, 32)
+    masks[0, 12:20, 12:20] = 1
+    tgt = [{"boxes": boxes, "masks": masks}]
+    idx = [(torch.tensor([0]), torch.tensor([0]))]
+    # one prototype at stride 2: logit +10 on the box and its ring (cells 4..11), -10 elsewhere
+    spread = torch.full((1, 1, 16, 16), -10.0)
+    spread[0, 0, 4:12, 4:12] = 10.0
+    c = torch.ones(1, 1, 1)
+    bce0, dice0 = mask_loss(c, spread, tgt, idx, 1.0)
+    bce1, dice1 = mask_loss(c, spread, tgt, idx, 1.0, margin=0.5)
+    assert bce0 < 1e-3 and dice0 < 1e-2
+    assert bce1 > 1.0 and dice1 > 0.2

@@ -338,3 +338,43 @@ def test_crop_to_boxes_is_the_training_box_mask():
     )
     want = box_mask(torch.from_numpy(cxcywh)[None], (16, 24))[0].numpy() > 0
     assert got.sum() > 0 and (got == want).all()
+
+
+def test_mask_margin_grows_the_crop_and_comes_from_the_manifest(tmp_path):
+    import json
+
+    t = make_transform((64, 96), (32, 48), "stretch")
+    ones = np.ones((1, 8, 12), np.float32)
+    box = np.array([[20.0, 10.0, 60.0, 30.0]], np.float32)  # 40 x 20 camera px
+    grown = rv.grow_boxes(box, 0.25)
+    assert np.allclose(grown, [[10.0, 5.0, 70.0, 35.0]])
+    assert np.array_equal(rv.grow_boxes(box, 0.0), box)
+    full = rv.paste_masks(ones, box, t, margin=0.25)[0]
+    want = np.zeros((64, 96), bool)
+    want[5:35, 10:70] = True
+    assert (full == want).all()
+    # clipped to the image, the box itself unchanged by default
+    assert rv.paste_masks(ones, box, t)[0].sum() == 40 * 20
+    edge = rv.paste_masks(ones, np.array([[0.0, 0.0, 40.0, 20.0]]), t, margin=0.5)[0]
+    assert edge.sum() == 60 * 30
+    # the same growth for the tracker's stride-4 crop (input px: 16 x 24 grid at stride 4)
+    low = np.ones((1, 16, 24), np.float32)
+    small = np.array([[40.0, 24.0, 56.0, 40.0]], np.float32)
+    assert rv.crop_to_boxes(low, small, margin=0.5).sum() > rv.crop_to_boxes(low, small).sum()
+    # the model's margin: its manifest's mask_margin, 0 without one; a bad value is an error
+    key = tmp_path / "m_key.onnx"
+    assert rv.model_mask_margin(str(key)) == 0.0
+    (tmp_path / "m_key.json").write_text(json.dumps({"mask_margin": 0.2}))
+    assert rv.model_mask_margin(str(key)) == 0.2
+    cfg = VisNodeConfig()
+    assert cfg.mask_margin == -1.0 and cfg.mask_margin_for(str(key)) == 0.2
+    cfg.mask_margin = 0.05
+    assert cfg.mask_margin_for(str(key)) == 0.05
+    (tmp_path / "m_key.json").write_text(json.dumps({"mask_margin": "wide"}))
+    with pytest.raises(ValueError, match="mask_margin"):
+        rv.model_mask_margin(str(key))
+
+
+def test_pipeline_rejects_a_bad_mask_margin(tiny_vis):
+    with pytest.raises(ValueError, match="mask_margin"):
+        _pipeline(tiny_vis, mask_margin=-0.1)

@@ -168,3 +168,23 @@ def test_distill_loss_pulls_the_nonkey_path_towards_the_key_path():
     with torch.no_grad():
         kout = model.forward_key(img1)
     assert float(distill_loss(model, img1, kout)) == 0.0
+
+
+def test_masks_stage_trains_only_the_mask_heads_with_the_margin(vis_data, tmp_path):
+    a, b = tmp_path / "image", tmp_path / "masks"
+    _run(vis_data, a, "image", "--iters", "1", "--max-val-images", "0")
+    before = torch.load(a / "last.pt", weights_only=False)["ema"]
+    _run(vis_data, b, "masks", "--init", str(a / "last.pt"), "--frames", "3", "--max-gap", "1",
+         "--iters", "2", "--mask-margin", "0.25", "--max-val-images", "2")  # fmt: skip
+    ck = torch.load(b / "last.pt", weights_only=False)
+    assert ck["stage"] == "masks" and ck["vis_config"]["vis"]["mask_margin"] == 0.25
+    after = ck["model"]
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("protonet.", "query_heads.coeff")) for k in changed)
+    rows = list(csv.DictReader(open(b / "metrics.csv")))
+    assert float(rows[-1]["loss_mask"]) > 0 and rows[-1]["mask_ap"] != ""
+    # a later stage keeps the margin without being told
+    c = tmp_path / "flow"
+    _run(vis_data, c, "flow", "--init", str(b / "last.pt"), "--iters", "1", "--frames", "2",
+         "--max-val-images", "0")  # fmt: skip
+    assert torch.load(c / "last.pt", weights_only=False)["vis_config"]["vis"]["mask_margin"] == 0.25

@@ -23,7 +23,8 @@ Per frame:
    pixels; the tracker (:class:`~edge_perception.runtime.tracking.MultiObjectTracker`) associates
    on IoU + query-embedding cosine + mask IoU (MinVIS-style; the stride-4 masks ride along as the
    tracks' ``extra``); only detections of confirmed tracks are kept (as the detection pipeline);
-5. masks pasted back to camera resolution inside each box (:func:`paste_masks`).
+5. masks pasted back to camera resolution inside each box, grown by ``mask_margin`` for a model
+   trained with a mask-loss margin (:func:`paste_masks`).
 
 The result is an :class:`~edge_perception.runtime.results.Instances` (boxes, scores, labels,
 track ids, ``ids`` = track id strings, ``masks`` (N, H, W) bool at camera size, ``keyframe``;
@@ -189,20 +190,45 @@ def keyframe_state(key_out: Arrays, propagates: bool) -> Arrays:
     return state
 
 
+def grow_boxes(boxes_xyxy: np.ndarray, margin: float) -> np.ndarray:
+    """x1, y1, x2, y2 boxes [N, 4] grown by ``margin`` of their width / height on every side
+    (float64; the boxes themselves when ``margin`` is 0)."""
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    if margin == 0:
+        return boxes
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return np.concatenate([boxes[:, :2] - margin * wh, boxes[:, 2:] + margin * wh], axis=1)
+
+
+def model_mask_margin(key_model: str) -> float:
+    """The mask crop margin a VIS model was trained for: ``mask_margin`` of the manifest beside
+    its key graph (``vis-export`` writes the checkpoint's ``--mask-margin``), 0 without one."""
+    from edge_perception.backends.torch_backend import sidecar_manifest
+
+    value = sidecar_manifest(key_model).get("mask_margin", 0.0)
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError("%s manifest: mask_margin must be a number in [0, 1], got %r"
+                         % (key_model, value))  # fmt: skip
+    return float(value)
+
+
 def paste_masks(
     masks: np.ndarray,
     boxes_xyxy: np.ndarray,
     transform: Transform,
     threshold: float = 0.5,
     stride: int = MASK_STRIDE,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """Stride-``stride`` mask probabilities [N, h, w] (input-image grid, not cropped) -> bool
     masks [N, H, W] at camera size, computed (bilinear, edge cells extended) only inside each
-    camera-pixel box and zero outside: the crop happens here, per camera pixel."""
+    camera-pixel box (grown by ``margin``, :func:`grow_boxes`: the margin the masks were trained
+    with, ``vis-train --mask-margin``) and zero outside: the crop happens here, per camera
+    pixel."""
     import cv2
 
     masks = np.asarray(masks, np.float32)
-    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    boxes = grow_boxes(boxes_xyxy, margin)
     h, w = transform.src_hw
     out = np.zeros((boxes.shape[0], h, w), np.bool_)
     sx, sy = transform.scale_x / stride, transform.scale_y / stride
@@ -229,14 +255,14 @@ def paste_masks(
 
 
 def crop_to_boxes(
-    masks: np.ndarray, boxes_xyxy: np.ndarray, stride: int = MASK_STRIDE
+    masks: np.ndarray, boxes_xyxy: np.ndarray, stride: int = MASK_STRIDE, margin: float = 0.0
 ) -> np.ndarray:
     """Stride-``stride`` masks [N, h, w] (input-image grid) zeroed outside their input-pixel
-    ``boxes_xyxy`` [N, 4] (a cell is kept when its centre is inside, as ``vis.heads.box_mask``):
-    the head's masks are not cropped (``vis.heads.mask_probs``)."""
+    ``boxes_xyxy`` [N, 4] grown by ``margin`` (a cell is kept when its centre is inside, as
+    ``vis.heads.box_mask``): the head's masks are not cropped (``vis.heads.mask_probs``)."""
     masks = np.asarray(masks)
     n, h, w = masks.shape
-    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    boxes = grow_boxes(boxes_xyxy, margin).astype(np.float32)
     xs = (np.arange(w, dtype=np.float32) + 0.5) * stride
     ys = (np.arange(h, dtype=np.float32) + 0.5) * stride
     inx = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])  # [N, w]
@@ -314,6 +340,7 @@ class VISPipeline(Pipeline):
         classes: Optional[Sequence[str]] = None,
         interpolation: str = "area",
         mask_threshold: float = 0.5,
+        mask_margin: float = 0.0,
         keyframes: Optional[KeyframePolicyConfig] = None,
         tracker: Optional[TrackerConfig] = None,
         publish_unconfirmed: bool = True,
@@ -333,6 +360,8 @@ class VISPipeline(Pipeline):
             raise ValueError("score_threshold must be in [0, 1], got %r" % score_threshold)
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError("mask_threshold must be in (0, 1), got %r" % mask_threshold)
+        if not 0.0 <= mask_margin <= 1.0:
+            raise ValueError("mask_margin must be in [0, 1], got %r" % mask_margin)
         if max_detections < 1:
             raise ValueError("max_detections must be >= 1, got %r" % max_detections)
         self.class_names: List[str] = list(class_names)
@@ -345,6 +374,7 @@ class VISPipeline(Pipeline):
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
         self.mask_threshold = float(mask_threshold)
+        self.mask_margin = float(mask_margin)
         self.policy = KeyframePolicy(keyframes)
         self.tracker = MultiObjectTracker(tracker) if tracker is not None else None
         self.publish_unconfirmed = bool(publish_unconfirmed)
@@ -441,7 +471,9 @@ class VISPipeline(Pipeline):
                 confirmed |= scores[idx] >= self.score_threshold
             kept = np.flatnonzero(confirmed)
         self.policy.observe(self.last_mean_flow, self.last_lost)
-        full = paste_masks(low[kept], out_boxes[kept], transform, self.mask_threshold)
+        full = paste_masks(
+            low[kept], out_boxes[kept], transform, self.mask_threshold, margin=self.mask_margin
+        )
         tids = track_ids[kept]
         return Instances(
             boxes_xyxy=out_boxes[kept],
@@ -472,7 +504,7 @@ class VISPipeline(Pipeline):
             ids = tracker.update(boxes, scores, labels, embeddings=emb)
             self.last_lost = len(before - {t.track_id for t in tracker.active_tracks})
             return ids
-        cropped = crop_to_boxes(low, boxes_in)
+        cropped = crop_to_boxes(low, boxes_in, margin=self.mask_margin)
         binary = (cropped >= self.mask_threshold).reshape(len(low), int(np.prod(low.shape[1:])))
 
         def mask_iou(tracks: List[Track], det_idx: np.ndarray) -> np.ndarray:

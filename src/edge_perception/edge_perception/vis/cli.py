@@ -105,6 +105,7 @@ def export_main(args: argparse.Namespace) -> int:
         },
         "nonkey_layers": model.cfg.nonkey_layers,
         "nonkey_propagate": model.propagator is not None,
+        "mask_margin": model.cfg.mask_margin,
         "batch": "N" if args.dynamic_batch else 1,
         "macs": {
             "key_path": costs["key_path"]["macs"],

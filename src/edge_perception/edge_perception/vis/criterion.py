@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from edge_perception.detection.criterion import SetCriterion
 from edge_perception.detection.matcher import HungarianMatcher
-from edge_perception.vis.heads import box_mask, mask_logits
+from edge_perception.vis.heads import box_mask, expand_boxes, mask_logits
 
 Indices = List[Tuple[Tensor, Tensor]]
 
@@ -64,9 +64,12 @@ class MaskCostMatcher(HungarianMatcher):
     indices found for it are kept in :attr:`last` under the same key.
     """
 
-    def __init__(self, cost_mask: float = 2.0, cost_dice: float = 2.0, **kw: Any) -> None:
+    def __init__(
+        self, cost_mask: float = 2.0, cost_dice: float = 2.0, mask_margin: float = 0.0, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.cost_mask, self.cost_dice = cost_mask, cost_dice
+        self.mask_margin = float(mask_margin)
         self.pending: Dict[int, Tuple[Tensor, Tensor]] = {}
         self.last: Dict[int, Indices] = {}
 
@@ -93,7 +96,8 @@ class MaskCostMatcher(HungarianMatcher):
                 if t["labels"].numel() == 0:
                     continue
                 tm = target_masks(t["masks"], (h, w)).flatten(1)
-                reg = box_mask(t["boxes"][None].float(), (h, w))[0].flatten(1)
+                boxes = expand_boxes(t["boxes"][None].float(), self.mask_margin)
+                reg = box_mask(boxes, (h, w))[0].flatten(1)
                 bce, dice = mask_cost(lg[i], tm, reg)
                 costs[i] = costs[i] + self.cost_mask * bce + self.cost_dice * dice
         indices = []
@@ -113,8 +117,10 @@ def mask_loss(
     targets: List[Dict[str, Tensor]],
     indices: Indices,
     num_boxes: float,
+    margin: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
-    """Summed per-object (BCE, Dice) inside the GT box at the prototypes' resolution, divided by
+    """Summed per-object (BCE, Dice) inside the GT box (grown by ``margin`` of its size per side:
+    :func:`~edge_perception.vis.heads.expand_boxes`) at the prototypes' resolution, divided by
     ``num_boxes``."""
     h, w = int(protos.shape[2]), int(protos.shape[3])
     bce_sum = dice_sum = protos.sum() * 0.0 + coeffs.sum() * 0.0
@@ -123,7 +129,7 @@ def mask_loss(
             continue
         lg = (coeffs[i, src] @ protos[i].flatten(1)).float()  # [M, P]
         tm = target_masks(t["masks"][tgt], (h, w)).flatten(1)
-        reg = box_mask(t["boxes"][tgt][None].float(), (h, w))[0].flatten(1)
+        reg = box_mask(expand_boxes(t["boxes"][tgt][None].float(), margin), (h, w))[0].flatten(1)
         area = reg.sum(1).clamp(min=1.0)
         bce = F.binary_cross_entropy_with_logits(lg, tm, reduction="none")
         bce_sum = bce_sum + ((bce * reg).sum(1) / area).sum()
@@ -156,9 +162,11 @@ class VISCriterion(nn.Module):
         weight_semantic: float = 1.0,
         cls_loss: str = "vfl",
         dense_weight: float = 1.0,
+        mask_margin: float = 0.0,
     ) -> None:
         super().__init__()
-        self.matcher = MaskCostMatcher()
+        self.matcher = MaskCostMatcher(mask_margin=mask_margin)
+        self.mask_margin = float(mask_margin)
         self.det = SetCriterion(
             num_classes, matcher=self.matcher, cls_loss=cls_loss, dense_weight=dense_weight
         )
@@ -180,7 +188,9 @@ class VISCriterion(nn.Module):
             losses = self.det(outputs, targets, num_boxes=num_boxes)
             for suffix, o in sets:
                 idx = self.matcher.last[o["pred_logits"].data_ptr()]
-                bce, dice = mask_loss(o["pred_coeffs"], outputs["protos"], targets, idx, num_boxes)
+                bce, dice = mask_loss(
+                    o["pred_coeffs"], outputs["protos"], targets, idx, num_boxes, self.mask_margin
+                )
                 losses[f"loss_mask{suffix}"] = bce * self.weight_mask
                 losses[f"loss_dice{suffix}"] = dice * self.weight_dice
             outputs["indices"] = self.matcher.last[outputs["pred_logits"].data_ptr()]

@@ -30,8 +30,10 @@ def to_results(
     scale: float,
     orig_hw: Tuple[int, int],
     min_score: float = 0.01,
+    mask_margin: float = 0.0,
 ) -> List[Dict[str, Any]]:
-    """COCO result dicts (``bbox`` and ``segmentation``) of one image's head outputs."""
+    """COCO result dicts (``bbox`` and ``segmentation``) of one image's head outputs; masks
+    cropped to the box grown by ``mask_margin`` (``runtime.vis.paste_masks``)."""
     boxes, scores, labels, masks, _ = (o.numpy() for o in outputs)
     keep = np.flatnonzero(scores >= min_score)
     h0, w0 = orig_hw
@@ -39,7 +41,7 @@ def to_results(
     grid = (int(masks.shape[1]) * MASK_STRIDE, int(masks.shape[2]) * MASK_STRIDE)
     tf = Transform(src_hw=(h0, w0), dst_hw=grid, scale_x=scale, scale_y=scale)
     cam_boxes = tf.boxes_to_source(boxes[keep])
-    full_masks = paste_masks(masks[keep], cam_boxes, tf)
+    full_masks = paste_masks(masks[keep], cam_boxes, tf, margin=mask_margin)
     res = []
     for j, i in enumerate(keep):
         b, s, c, full = cam_boxes[j], scores[i], labels[i], full_masks[j]
@@ -60,9 +62,14 @@ def to_results(
 
 @torch.no_grad()
 def evaluate_image_mode(
-    model: VISModel, root: str, input_size: Tuple[int, int], max_images: int = 100
+    model: VISModel,
+    root: str,
+    input_size: Tuple[int, int],
+    max_images: int = 100,
+    mask_margin: float = 0.0,
 ) -> Dict[str, float]:
-    """``mask_ap``, ``mask_ap50``, ``box_ap`` on the first ``max_images`` val frames."""
+    """``mask_ap``, ``mask_ap50``, ``box_ap`` on the first ``max_images`` val frames (masks
+    cropped to the box grown by ``mask_margin``)."""
     ds = ClipDataset(root, "val", input_size, frames=1, with_flow=False, max_clips=max_images)
     was = model.training
     model.eval()
@@ -75,7 +82,8 @@ def evaluate_image_mode(
         info = ds.images[t["image_id"]]
         out = head(*key(item["image"][None])[:5])
         out = tuple(o[0] for o in out)
-        results += to_results(out, t["image_id"], t["scale"], (info["height"], info["width"]))
+        hw = (info["height"], info["width"])
+        results += to_results(out, t["image_id"], t["scale"], hw, mask_margin=mask_margin)
         ids.append(t["image_id"])
     model.train(was)
     gt = os.path.join(root, "val", "annotations", "coco.json")

@@ -123,8 +123,22 @@ class HeadGraph(nn.Module):
     def forward(
         self, p3: Tensor, s2: Tensor, queries: Tensor, query_boxes: Tensor, query_logits: Tensor
     ) -> Tuple[Tensor, ...]:
+        return self.assemble(self.model.protonet(p3, s2), queries, query_boxes, query_logits)
+
+    def assemble(
+        self,
+        protos: Tensor,
+        queries: Tensor,
+        query_boxes: Tensor,
+        query_logits: Tensor,
+        coeff_queries: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, ...]:
+        """The head's outputs from given ``protos``; ``coeff_queries`` (default ``queries``), in
+        the order of ``queries``, are the hidden states the coefficients and embeddings come
+        from (bench/vis_nonkey_probe.py swaps prototypes and coefficients with it)."""
         m = self.model
-        protos = m.protonet(p3, s2)
+        if coeff_queries is None:
+            coeff_queries = queries
         # top K over (query, class) pairs, as the detector's own postprocess: a query whose
         # class is ambiguous (truck / bus) keeps both labels, each with its score and the mask
         c = int(query_logits.shape[2])
@@ -132,7 +146,7 @@ class HeadGraph(nn.Module):
         scores, index = torch.topk(query_logits.sigmoid().flatten(1), k, dim=1)
         labels = index % c
         idx = torch.div(index, c, rounding_mode="floor")
-        q = torch.gather(queries, 1, idx[..., None].expand(-1, -1, queries.shape[-1]))
+        q = torch.gather(coeff_queries, 1, idx[..., None].expand(-1, -1, queries.shape[-1]))
         boxes = torch.gather(query_boxes, 1, idx[..., None].expand(-1, -1, 4))
         coeffs, emb = m.query_heads(q)
         masks = mask_probs(coeffs, protos)

@@ -83,6 +83,14 @@ def mask_logits(coeffs: Tensor, protos: Tensor) -> Tensor:
     return torch.bmm(coeffs, protos.reshape(b, k, h * w)).reshape(b, -1, h, w)
 
 
+def expand_boxes(boxes: Tensor, margin: float) -> Tensor:
+    """cxcywh ``boxes`` [..., 4] grown by ``margin`` of their width / height on every side (the
+    mask loss's region and the runtime's mask crop, ``mask_margin``)."""
+    if margin == 0:
+        return boxes
+    return torch.cat([boxes[..., :2], boxes[..., 2:] * (1.0 + 2.0 * margin)], dim=-1)
+
+
 def box_mask(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """[B, Q, H, W] float 0/1: cell centres inside normalised cxcywh ``boxes`` [B, Q, 4]."""
     h, w = size

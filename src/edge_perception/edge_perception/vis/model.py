@@ -66,6 +66,10 @@ class VISConfig:
     #: their own) instead of selecting queries over all tokens (vis/propagate.py)
     nonkey_propagate: bool = False
     semantic_head: bool = True
+    #: the mask loss's region is the ground-truth box grown by this fraction of its size per
+    #: side (``vis-train --mask-margin``); the runtime crops masks to boxes grown the same
+    #: (``runtime.vis.paste_masks``; ``vis-export`` writes it to the manifest)
+    mask_margin: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

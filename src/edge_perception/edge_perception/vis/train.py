@@ -52,7 +52,7 @@ from edge_perception.vis.model import (
     vis_from_config,
 )
 
-STAGES = ("image", "flow", "video")
+STAGES = ("image", "flow", "video", "masks")
 CSV_FIELDS = ["iteration", "lr", "loss", "loss_det", "loss_mask", "loss_embed", "loss_flow"]
 CSV_FIELDS += ["loss_feat", "mask_ap", "mask_ap50", "box_ap", "seconds"]
 
@@ -76,23 +76,31 @@ def flow_stage_modules(model: VISModel) -> List[nn.Module]:
     return mods
 
 
+def stage_modules(model: VISModel, stage: str) -> Optional[List[nn.Module]]:
+    """The modules a stage trains (None: all): the flow stage :func:`flow_stage_modules`, the
+    masks stage the protonet and the per-query heads."""
+    if stage == "flow":
+        return flow_stage_modules(model)
+    if stage == "masks":
+        return [model.protonet, model.query_heads]
+    return None
+
+
 def set_trainable(model: VISModel, stage: str) -> None:
-    """Flow stage: only :func:`flow_stage_modules` learn (BN of the rest frozen)."""
-    flow_only = stage == "flow"
+    """Flow / masks stage: only :func:`stage_modules` learn (BN of the rest frozen)."""
+    mods = stage_modules(model, stage)
     for p in model.parameters():
-        p.requires_grad_(not flow_only)
-    if flow_only:
-        for mod in flow_stage_modules(model):
-            for p in mod.parameters():
-                p.requires_grad_(True)
+        p.requires_grad_(mods is None)
+    for mod in mods or []:
+        for p in mod.parameters():
+            p.requires_grad_(True)
 
 
 def train_mode(model: VISModel, stage: str) -> None:
-    model.train()
-    if stage == "flow":
-        model.eval()
-        for mod in flow_stage_modules(model):
-            mod.train()
+    mods = stage_modules(model, stage)
+    model.train(mods is None)
+    for mod in mods or []:
+        mod.train()
 
 
 def stage_loss(
@@ -112,6 +120,19 @@ def stage_loss(
     images = batch["images"]
     t_frames = images.shape[1]
     tgs = [_tg(t) for t in batch["targets"]]
+    if stage == "masks":
+        # the key path on the first frame and the non-key path on the others, as deployed (the
+        # frozen parts run in eval mode); only the mask terms of the loss train the mask heads
+        out = model.forward_key(images[:, 0])
+        key = model.key_state(out)
+        total = images.new_zeros(())
+        for t in range(t_frames):
+            if t:
+                out = model.forward_nonkey(images[:, t], key)
+            losses = criterion(out, tgs[t])
+            masks = {k: v for k, v in losses.items() if "mask" in k or "dice" in k}
+            total = total + _sum(masks, parts, "loss_mask")
+        return {"loss": total, "parts": parts}
     if stage == "flow":
         with torch.no_grad():
             key = model.key_state(model.forward_key(images[:, 0]))
@@ -236,6 +257,14 @@ def register(p: argparse.ArgumentParser) -> None:
         " the same frame (distill_loss; logged as loss_feat); 0 = off",
     )
     p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument(
+        "--mask-margin",
+        type=float,
+        default=None,
+        help="the mask loss's region: the ground-truth box grown by this fraction of its size "
+        "per side (0: the box itself, YOLACT's crop); kept in the model's config, so later "
+        "stages and vis-export follow it (default: the --init model's, 0 for a new one)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
@@ -313,9 +342,11 @@ def main(args: argparse.Namespace) -> int:
             # the key path was trained since the propagator was copied from its last layer; a
             # flow / video checkpoint's propagator was trained itself and is kept
             model.propagator.init_from(model.det.decoder)
+    if args.mask_margin is not None:
+        model.cfg.mask_margin = float(args.mask_margin)
     set_trainable(model, args.stage)
     ema = ModelEMA(model, args.ema_decay)
-    criterion = VISCriterion(model.num_classes)
+    criterion = VISCriterion(model.num_classes, mask_margin=model.cfg.mask_margin)
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     frames = 1 if args.stage == "image" else max(2, args.frames)
     ds = ClipDataset(
@@ -418,7 +449,9 @@ def main(args: argparse.Namespace) -> int:
                 if args.max_val_images and (it % args.eval_every == 0 or end):
                     from edge_perception.vis.evaluate import evaluate_image_mode
 
-                    m = evaluate_image_mode(ema.module, args.data, size, args.max_val_images)
+                    m = evaluate_image_mode(
+                        ema.module, args.data, size, args.max_val_images, model.cfg.mask_margin
+                    )
                     row.update(mask_ap=m["mask_ap"], mask_ap50=m["mask_ap50"], box_ap=m["box_ap"])
                     if m["mask_ap"] > best:
                         best = m["mask_ap"]

@@ -240,6 +240,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             score_threshold=cfg.score_threshold,
             interpolation=args.interpolation,
             mask_threshold=cfg.mask_threshold,
+            mask_margin=cfg.mask_margin_for(args.model),
             keyframes=cfg.keyframe_config(),
             tracker=cfg.tracker_config(),
             publish_unconfirmed=cfg.track_publish_unconfirmed,
