@@ -66,7 +66,29 @@ ROWS = {
     "warp_protos": "keyframe protos warped by the flow",
     "warp_protos_gt": "keyframe protos warped by the ground-truth flow",
     "warp_masks": "keyframe masks warped by the flow",
+    "roi_moved": "keyframe queries, boxes moved by the flow's mean over the box, no refinement",
+    "gt_moved": "keyframe queries, boxes moved by the ground-truth flow, no refinement",
+    "twice": "the propagating decoder's layer applied twice (weight-tied, untrained as such)",
+    "gt_roi_moved": "keyframe queries, boxes moved by the ground-truth flow's box mean, "
+    "no refinement",
 }
+
+
+def roi_move(boxes: Any, flow: Any, image_hw: Any) -> Any:
+    """Keyframe boxes [B, K, 4] (cxcywh, normalised) moved by the mean of the backward
+    ``flow`` [B, 2, h, w] (image pixels) over the cells inside each box (its centre sample when
+    no cell centre is inside), size kept."""
+    import torch
+    from edge_perception.vis.heads import box_mask
+    from edge_perception.vis.propagate import move_boxes
+
+    inside = box_mask(boxes, (int(flow.shape[2]), int(flow.shape[3])))  # [B, K, h, w]
+    n = inside.flatten(2).sum(-1)  # [B, K]
+    mean = torch.einsum("bkhw,bchw->bkc", inside, flow) / n.clamp(min=1)[..., None]
+    scale = torch.tensor([1.0 / image_hw[1], 1.0 / image_hw[0]], dtype=boxes.dtype)
+    centre = (boxes[..., :2] - mean * scale).clamp(0.0, 1.0)
+    moved = torch.cat([centre, boxes[..., 2:]], dim=-1)
+    return torch.where((n > 0)[..., None], moved, move_boxes(boxes, flow, image_hw))
 
 
 def gt_flow(frames: List[Dict[str, Any]], cur: int, key: int, tf: Any) -> Any:
@@ -114,12 +136,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     import torch.nn.functional as F
     from edge_perception.datafiles import load_torch
+    from edge_perception.detection.box_ops import inverse_sigmoid
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.criterion import pooled_flow
     from edge_perception.vis.flow import warp
     from edge_perception.vis.model import vis_from_checkpoint
-    from edge_perception.vis.propagate import top_queries
+    from edge_perception.vis.propagate import move_boxes, top_queries
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
 
     torch.set_num_threads(max(1, args.threads))
@@ -194,11 +217,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                     o = model.propagate(nf, state, hw)
                     if "nonkey" in wanted:
                         score(g, "nonkey", iid, run_head(o, nf), tfs[i])
+                    top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
+
+                    def moved(boxes: Any, top: Dict[str, Any] = top) -> Dict[str, Any]:
+                        return {"pred_logits": top["logits"], "pred_queries": top["queries"],
+                                "pred_boxes": boxes}  # fmt: skip
+
                     if "moved" in wanted:
-                        top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
-                        moved = {"pred_logits": top["logits"], "pred_queries": top["queries"],
-                                 "pred_boxes": o["prop_boxes"]}  # fmt: skip
-                        score(g, "moved", iid, run_head(moved, nf), tfs[i])
+                        score(g, "moved", iid, run_head(moved(o["prop_boxes"]), nf), tfs[i])
+                    if "roi_moved" in wanted:
+                        rb = roi_move(top["boxes"], nf["flow16"], hw)
+                        score(g, "roi_moved", iid, run_head(moved(rb), nf), tfs[i])
+                    if "twice" in wanted:
+                        prop = model.propagator
+                        ref = o["pred_boxes"]
+                        x = prop.layer_forward(
+                            o["pred_queries"], model.det.decoder.query_pos_head(ref),
+                            ref, [nf["p3"], nf["p4"], nf["p5"]],
+                        )  # fmt: skip
+                        o2 = {
+                            "pred_logits": prop.score_head(x),
+                            "pred_queries": x,
+                            "pred_boxes": (prop.bbox_head(x) + inverse_sigmoid(ref)).sigmoid(),
+                        }
+                        score(g, "twice", iid, run_head(o2, nf), tfs[i])
                     if "cur_protos" in wanted:
                         score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
                     if "zero_flow" in wanted:
@@ -223,11 +265,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         if "warp_masks" in wanted:
                             wm = run_head_protos(o, wp, state["queries"])
                             score(g, "warp_masks", iid, wm, tfs[i])
-                    if not wanted & {"gt_flow", "warp_protos_gt"}:
+                    if not wanted & {"gt_flow", "warp_protos_gt", "gt_moved", "gt_roi_moved"}:
                         continue
                     gt = gt_flow(frames, i, i - gap, tfs[i])
                     if gt is None:
                         continue
+                    if "gt_moved" in wanted:
+                        gb = move_boxes(top["boxes"], gt[0], hw)
+                        score(g, "gt_moved", iid, run_head(moved(gb), nf), tfs[i])
+                    if "gt_roi_moved" in wanted:
+                        gb = roi_move(top["boxes"], gt[0], hw)
+                        score(g, "gt_roi_moved", iid, run_head(moved(gb), nf), tfs[i])
                     if "warp_protos_gt" in wanted:
                         wp = warp(kprotos, pooled_flow(gt[0], gt[1], size4)[0], hw)
                         score(g, "warp_protos_gt", iid, run_head_protos(o, wp), tfs[i])

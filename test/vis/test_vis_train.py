@@ -187,4 +187,5 @@ def test_masks_stage_trains_only_the_mask_heads_with_the_margin(vis_data, tmp_pa
     c = tmp_path / "flow"
     _run(vis_data, c, "flow", "--init", str(b / "last.pt"), "--iters", "1", "--frames", "2",
          "--max-val-images", "0")  # fmt: skip
-    assert torch.load(c / "last.pt", weights_only=False)["vis_config"]["vis"]["mask_margin"] == 0.25
+    flow_cfg = torch.load(c / "last.pt", weights_only=False)["vis_config"]["vis"]
+    assert flow_cfg["mask_margin"] == 0.25
