@@ -13,6 +13,11 @@ Stages (``--stage``), each its own run folder, chained with ``--init`` (weights 
     #    detection + mask losses on both, contrastive embedding loss on track ids, flow losses
     python -m edge_perception.vis.train --stage video --data data/trk --out runs/vis_video \\
         --init runs/vis_flow/last.pt --frames 3 --iters 6000
+    # (optional) masks: the protonet and the per-query heads alone, on a clip's key and non-key
+    #    outputs; with --mask-margin the mask loss covers the ground-truth box grown by that
+    #    fraction per side (tried with 0.25 and dropped: bench/results/vis_mask_margin.md)
+    python -m edge_perception.vis.train --stage masks --data data/trk --out runs/vis_masks \\
+        --init runs/vis_video/last.pt --frames 5 --max-gap 1 --mask-margin 0.25
 
 AdamW, warm-up + flat + cosine schedule and EMA from the detector's trainer; gradient clipping;
 seeded. ``last.pt`` (model, EMA, optimizer, iteration, RNG states, configs) is written every
