@@ -22,6 +22,12 @@ mask AP like bench/vis_gap.py. Rows:
   stride 4) instead of the protonet on the non-key path's maps, with the refined queries'
   coefficients or (``keyframe masks warped``) the keyframe queries' own: what mask-level
   propagation, which would skip the protonet on non-keyframes, would give;
+- ``... moved by the flow's mean over the box`` / ``by the ground-truth flow ...``: the
+  ``keyframe queries ... no refinement`` row with the boxes moved by the predicted flow's mean
+  over each box, or by the data set's flow (centre sample or box mean): what better box motion
+  alone would give;
+- ``the propagating decoder's layer applied twice``: its layer run once more on its own output
+  (same weights, no further motion): whether iterating the refinement helps untrained;
 - ``ground-truth flow``: the data set's backward flow (chained to the keyframe, average-pooled
   over valid pixels to strides 16 and 32 as the flow loss does) instead of the flow net's, for the
   warp, the fuse and the moved boxes (the net's scale / bias kept): what a perfect flow net at

@@ -16,22 +16,24 @@
 # clips (gaps of 1-9 frames at 30 Hz = 0.3-3 frames at 10 Hz: the small displacements of a
 # 30 Hz camera), the joint one twice; then flow30k5 (session 10): the flow stage once more (the
 # non-key modules only: flow net, fuse, propagator; the key path and so image mode unchanged) on
-# 5-frame clips of consecutive 30 Hz frames, the K = 5 policy's keyframe + 4 non-keyframes.
+# 5-frame clips of consecutive 30 Hz frames, the K = 5 policy's keyframe + 4 non-keyframes, and
+# flow30k5b (session 11): the same stage continued at half the learning rate, another seed.
 # Iterations per stage: VIS_IMAGE_ITERS, VIS_FLOW_ITERS, VIS_VIDEO_ITERS, VIS_CORRFLOW_ITERS,
 # VIS_CORRVIDEO_ITERS, VIS_FLOW30_ITERS, VIS_VIDEO30_ITERS, VIS_VIDEO30B_ITERS,
-# VIS_FLOW30K5_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 / 600 / 800 / 600 /
-# 400 / 1400; it is the flow30k5 stage's last.pt). models/checkpoints/vis_ema.pt holds the
-# bundled model's EMA weights (fp16): the flow30k5 stage's; earlier stages are not kept.
+# VIS_FLOW30K5_ITERS, VIS_FLOW30K5B_ITERS (defaults: the bundled model's 2000 / 600 / 1200 / 700 /
+# 600 / 800 / 600 / 400 / 1400 / 1500; it is the flow30k5b stage's last.pt).
+# models/checkpoints/vis_ema.pt holds the bundled model's EMA weights (fp16): the flow30k5b
+# stage's; earlier stages are not kept.
 source "$(dirname "${BASH_SOURCE[0]}")/train_env.sh"
 DATA=${VIS_DATA:-data/vis_train}
 OUT=${VIS_OUT:-out/vis}
 THREADS=${VIS_THREADS:-2}
-STAGES=${VIS_STAGES:-image flow video corrflow corrvideo flow30 video30 video30b flow30k5}
+STAGES=${VIS_STAGES:-image flow video corrflow corrvideo flow30 video30 video30b flow30k5 flow30k5b}
 DATA30=${VIS_DATA30:-data/vis_train30}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
-case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "* | *" flow30k5 "*)
+case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "* | *" flow30k5"*)
   ensure_data "$DATA30" config/scenarios/vis_train30.yaml 1200 5 ;; esac
 COMMON=(--threads "$THREADS" --batch-size 8 --save-every-min 10)
 AT10=(--data "$DATA" --seed 0)  # the 10 Hz stages (a later --seed wins)
@@ -78,7 +80,10 @@ for s in $STAGES; do
     flow30k5) stage flow flow30k5 "${VIS_FLOW30K5_ITERS:-1400}" --data "$DATA30" \
       --init "$OUT/video30b/last.pt" --frames 5 --max-gap 1 --lr 2e-4 --warmup-iters 20 \
       --ema-decay 0.998 --max-val-images 0 --seed 6 --weight-feat 0.5 ;;
+    flow30k5b) stage flow flow30k5b "${VIS_FLOW30K5B_ITERS:-1500}" --data "$DATA30" \
+      --init "$OUT/flow30k5/last.pt" --frames 5 --max-gap 1 --lr 1e-4 --warmup-iters 20 \
+      --ema-decay 0.998 --max-val-images 0 --seed 9 --weight-feat 0.5 ;;
     *) echo "[vis] unknown stage $s (image | flow | video | corrflow | corrvideo | flow30 |" \
-      "video30 | video30b | flow30k5)" >&2; exit 2 ;;
+      "video30 | video30b | flow30k5 | flow30k5b)" >&2; exit 2 ;;
   esac
 done
