@@ -142,7 +142,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     import torch.nn.functional as F
     from edge_perception.datafiles import load_torch
-    from edge_perception.detection.box_ops import inverse_sigmoid
     from edge_perception.runtime.vis import HEAD_OUTPUTS, VISPipeline, create_vis_backends
     from edge_perception.vis import export as vx
     from edge_perception.vis.criterion import pooled_flow
@@ -188,11 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def run_head_protos(out: Dict[str, Any], protos: Any, coeff_queries: Any = None) -> Any:
         top = top_queries(out, model.cfg.num_top)
-        if coeff_queries is not None:  # in the order of out's queries: reorder as top_queries
-            idx = torch.topk(out["pred_logits"].max(-1).values, top["queries"].shape[1], 1)[1]
-            coeff_queries = torch.gather(
-                coeff_queries, 1, idx[..., None].expand(-1, -1, coeff_queries.shape[-1])
-            )
+        if coeff_queries is not None:  # given in out's query order: the same top-K gather
+            coeff_queries = top_queries(dict(out, pred_queries=coeff_queries), top["queries"]
+                                        .shape[1])["queries"]  # fmt: skip
         return head.assemble(protos, top["queries"], top["boxes"], top["logits"], coeff_queries)
 
     with torch.no_grad():
@@ -224,28 +221,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if "nonkey" in wanted:
                         score(g, "nonkey", iid, run_head(o, nf), tfs[i])
                     top = top_queries(dict(kout, features=kfeats), model.cfg.num_top)
-
-                    def moved(boxes: Any, top: Dict[str, Any] = top) -> Dict[str, Any]:
-                        return {"pred_logits": top["logits"], "pred_queries": top["queries"],
-                                "pred_boxes": boxes}  # fmt: skip
-
+                    # the keyframe's queries and scores, with boxes set per row
+                    kq = {"pred_logits": top["logits"], "pred_queries": top["queries"]}
                     if "moved" in wanted:
-                        score(g, "moved", iid, run_head(moved(o["prop_boxes"]), nf), tfs[i])
+                        mv = dict(kq, pred_boxes=o["prop_boxes"])
+                        score(g, "moved", iid, run_head(mv, nf), tfs[i])
                     if "roi_moved" in wanted:
-                        rb = roi_move(top["boxes"], nf["flow16"], hw)
-                        score(g, "roi_moved", iid, run_head(moved(rb), nf), tfs[i])
+                        mv = dict(kq, pred_boxes=roi_move(top["boxes"], nf["flow16"], hw))
+                        score(g, "roi_moved", iid, run_head(mv, nf), tfs[i])
                     if "twice" in wanted:
-                        prop = model.propagator
-                        ref = o["pred_boxes"]
-                        x = prop.layer_forward(
-                            o["pred_queries"], model.det.decoder.query_pos_head(ref),
-                            ref, [nf["p3"], nf["p4"], nf["p5"]],
+                        o2 = model.propagator.refine(
+                            model.det.decoder, [nf["p3"], nf["p4"], nf["p5"]],
+                            o["pred_queries"], o["pred_boxes"],
                         )  # fmt: skip
-                        o2 = {
-                            "pred_logits": prop.score_head(x),
-                            "pred_queries": x,
-                            "pred_boxes": (prop.bbox_head(x) + inverse_sigmoid(ref)).sigmoid(),
-                        }
                         score(g, "twice", iid, run_head(o2, nf), tfs[i])
                     if "cur_protos" in wanted:
                         score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
@@ -261,8 +249,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         f345 = dict(f45, p3=cur["p3"])
                         o345 = model.propagate(f345, state, hw)
                         score(g, "cur_p345", iid, run_head(o345, f345), tfs[i])
-                    kprotos = model.protonet(kfeats["p3"], kfeats["s2"])
-                    size4 = tuple(kprotos.shape[-2:])
+                    if wanted & {"warp_protos", "warp_masks", "warp_protos_gt"}:
+                        kprotos = model.protonet(kfeats["p3"], kfeats["s2"])
+                        size4 = tuple(kprotos.shape[-2:])
                     if wanted & {"warp_protos", "warp_masks"}:
                         fl4 = F.interpolate(nf["flow16"], size=size4, mode="bilinear")
                         wp = warp(kprotos, fl4, hw)
@@ -277,11 +266,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if gt is None:
                         continue
                     if "gt_moved" in wanted:
-                        gb = move_boxes(top["boxes"], gt[0], hw)
-                        score(g, "gt_moved", iid, run_head(moved(gb), nf), tfs[i])
+                        mv = dict(kq, pred_boxes=move_boxes(top["boxes"], gt[0], hw))
+                        score(g, "gt_moved", iid, run_head(mv, nf), tfs[i])
                     if "gt_roi_moved" in wanted:
-                        gb = roi_move(top["boxes"], gt[0], hw)
-                        score(g, "gt_roi_moved", iid, run_head(moved(gb), nf), tfs[i])
+                        mv = dict(kq, pred_boxes=roi_move(top["boxes"], gt[0], hw))
+                        score(g, "gt_roi_moved", iid, run_head(mv, nf), tfs[i])
                     if "warp_protos_gt" in wanted:
                         wp = warp(kprotos, pooled_flow(gt[0], gt[1], size4)[0], hw)
                         score(g, "warp_protos_gt", iid, run_head_protos(o, wp), tfs[i])

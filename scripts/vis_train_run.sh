@@ -33,7 +33,7 @@ DATA30=${VIS_DATA30:-data/vis_train30}
 DET=${VIS_DET_CHECKPOINT:-out/det_long/best.pt}
 [ -f "$DET" ] || DET=models/checkpoints/det_long_last.pt
 ensure_data "$DATA" config/scenarios/vis_train.yaml 2000 3
-case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "* | *" flow30k5"*)
+case " $STAGES " in *" flow30 "* | *" video30 "* | *" video30b "* | *" flow30k5 "* | *" flow30k5b "*)
   ensure_data "$DATA30" config/scenarios/vis_train30.yaml 1200 5 ;; esac
 COMMON=(--threads "$THREADS" --batch-size 8 --save-every-min 10)
 AT10=(--data "$DATA" --seed 0)  # the 10 Hz stages (a later --seed wins)

@@ -366,10 +366,9 @@ def test_mask_margin_grows_the_crop_and_comes_from_the_manifest(tmp_path):
     assert rv.model_mask_margin(str(key)) == 0.0
     (tmp_path / "m_key.json").write_text(json.dumps({"mask_margin": 0.2}))
     assert rv.model_mask_margin(str(key)) == 0.2
-    cfg = VisNodeConfig()
-    assert cfg.mask_margin == -1.0 and cfg.mask_margin_for(str(key)) == 0.2
-    cfg.mask_margin = 0.05
-    assert cfg.mask_margin_for(str(key)) == 0.05
+    # a manifest the caller has read already is used as given (no second read)
+    assert rv.model_mask_margin(str(key), {"mask_margin": 0.05}) == 0.05
+    assert rv.model_mask_margin(str(key), {}) == 0.0
     (tmp_path / "m_key.json").write_text(json.dumps({"mask_margin": "wide"}))
     with pytest.raises(ValueError, match="mask_margin"):
         rv.model_mask_margin(str(key))

@@ -296,12 +296,6 @@ class VisNodeConfig(DetectionNodeConfig):
         "VIS keyframe graph <name>_key.onnx (<name>_nonkey / <name>_head beside it, same kind)",
     )
     mask_threshold: float = _f(0.5, "mask probability threshold", min=0.01, max=0.99)
-    mask_margin: float = _f(
-        -1.0,
-        "masks are cropped to the box grown by this fraction of its size per side; -1 = the "
-        "model manifest's mask_margin (the margin it was trained with; 0 without one)",
-        min=-1.0, max=1.0,
-    )  # fmt: skip
     fuse_head: bool = _f(
         True,
         "ONNX Runtime: run the head graph inside the key / non-key sessions (one call per frame; "
@@ -335,15 +329,6 @@ class VisNodeConfig(DetectionNodeConfig):
     track_mask_iou_weight: float = _f(
         0.0, "tracking: weight of the mask IoU with the track's last mask", min=0.0, max=1.0
     )
-
-    def mask_margin_for(self, key_model: str) -> float:
-        """``mask_margin``, or for -1 (any negative value) the one the model's manifest names
-        (``runtime.vis.model_mask_margin``)."""
-        if self.mask_margin >= 0:
-            return float(self.mask_margin)
-        from edge_perception.runtime.vis import model_mask_margin
-
-        return model_mask_margin(key_model)
 
     def keyframe_config(self) -> Any:
         """The keyframe policy settings (``vis.keyframe.KeyframePolicyConfig``)."""

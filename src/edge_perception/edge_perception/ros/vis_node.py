@@ -62,7 +62,7 @@ from edge_perception.ros.node_base import PerceptionNodeBase, resolve_model_path
 from edge_perception.runtime.pipeline import FrameOutput, Pipeline
 from edge_perception.runtime.results import Instances
 from edge_perception.runtime.tracking import track_colour
-from edge_perception.runtime.vis import VISPipeline, open_vis_graph
+from edge_perception.runtime.vis import VISPipeline, model_mask_margin, open_vis_graph
 from edge_perception_msgs.msg import InstanceArray
 
 
@@ -149,7 +149,6 @@ class VisNode(PerceptionNodeBase):
         self.class_names: List[str] = []
         self.last_count = 0
         self._live: Optional[VisParams] = None
-        self._key_path = ""  # the key graph the pipeline was made from (make_pipeline)
         self._pubs: Dict[str, Any] = {}
 
     # ---------------------------------------------------------------- PerceptionNodeBase hooks
@@ -190,7 +189,7 @@ class VisNode(PerceptionNodeBase):
                 max_detections=config.max_detections,
                 classes=list(config.classes) or None,
                 mask_threshold=config.mask_threshold,
-                mask_margin=config.mask_margin_for(key_path),
+                mask_margin=model_mask_margin(key_path, manifest),
                 keyframes=config.keyframe_config(),
                 tracker=config.tracker_config(),
                 publish_unconfirmed=config.track_publish_unconfirmed,
@@ -202,7 +201,6 @@ class VisNode(PerceptionNodeBase):
             raise
         self.class_names = list(names)
         self._live = config
-        self._key_path = key_path
         return pipeline
 
     def create_publishers(self, config: VisParams) -> None:
@@ -230,7 +228,6 @@ class VisNode(PerceptionNodeBase):
         pipeline.max_detections = int(config.max_detections)
         pipeline.publish_unconfirmed = bool(config.track_publish_unconfirmed)
         pipeline.mask_threshold = float(config.mask_threshold)
-        pipeline.mask_margin = config.mask_margin_for(self._key_path)
         names = pipeline.class_names
         unknown = [c for c in config.classes if c not in names]
         if unknown:

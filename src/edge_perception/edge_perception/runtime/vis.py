@@ -200,12 +200,15 @@ def grow_boxes(boxes_xyxy: np.ndarray, margin: float) -> np.ndarray:
     return np.concatenate([boxes[:, :2] - margin * wh, boxes[:, 2:] + margin * wh], axis=1)
 
 
-def model_mask_margin(key_model: str) -> float:
+def model_mask_margin(key_model: str, manifest: Optional[Dict[str, Any]] = None) -> float:
     """The mask crop margin a VIS model was trained for: ``mask_margin`` of the manifest beside
-    its key graph (``vis-export`` writes the checkpoint's ``--mask-margin``), 0 without one."""
-    from edge_perception.backends.torch_backend import sidecar_manifest
+    its key graph (``vis-export`` writes the checkpoint's ``--mask-margin``; ``manifest``: that
+    manifest when the caller has read it already), 0 without one."""
+    if manifest is None:
+        from edge_perception.backends.torch_backend import sidecar_manifest
 
-    value = sidecar_manifest(key_model).get("mask_margin", 0.0)
+        manifest = sidecar_manifest(key_model)
+    value = manifest.get("mask_margin", 0.0)
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise ValueError("%s manifest: mask_margin must be a number in [0, 1], got %r"
                          % (key_model, value))  # fmt: skip

@@ -166,7 +166,6 @@ class VISCriterion(nn.Module):
     ) -> None:
         super().__init__()
         self.matcher = MaskCostMatcher(mask_margin=mask_margin)
-        self.mask_margin = float(mask_margin)
         self.det = SetCriterion(
             num_classes, matcher=self.matcher, cls_loss=cls_loss, dense_weight=dense_weight
         )
@@ -189,7 +188,12 @@ class VISCriterion(nn.Module):
             for suffix, o in sets:
                 idx = self.matcher.last[o["pred_logits"].data_ptr()]
                 bce, dice = mask_loss(
-                    o["pred_coeffs"], outputs["protos"], targets, idx, num_boxes, self.mask_margin
+                    o["pred_coeffs"],
+                    outputs["protos"],
+                    targets,
+                    idx,
+                    num_boxes,
+                    self.matcher.mask_margin,
                 )
                 losses[f"loss_mask{suffix}"] = bce * self.weight_mask
                 losses[f"loss_dice{suffix}"] = dice * self.weight_dice

@@ -66,10 +66,9 @@ def evaluate_image_mode(
     root: str,
     input_size: Tuple[int, int],
     max_images: int = 100,
-    mask_margin: float = 0.0,
 ) -> Dict[str, float]:
     """``mask_ap``, ``mask_ap50``, ``box_ap`` on the first ``max_images`` val frames (masks
-    cropped to the box grown by ``mask_margin``)."""
+    cropped to the box grown by the model's ``mask_margin``)."""
     ds = ClipDataset(root, "val", input_size, frames=1, with_flow=False, max_clips=max_images)
     was = model.training
     model.eval()
@@ -83,7 +82,9 @@ def evaluate_image_mode(
         out = head(*key(item["image"][None])[:5])
         out = tuple(o[0] for o in out)
         hw = (info["height"], info["width"])
-        results += to_results(out, t["image_id"], t["scale"], hw, mask_margin=mask_margin)
+        results += to_results(
+            out, t["image_id"], t["scale"], hw, mask_margin=model.cfg.mask_margin
+        )
         ids.append(t["image_id"])
     model.train(was)
     gt = os.path.join(root, "val", "annotations", "coco.json")

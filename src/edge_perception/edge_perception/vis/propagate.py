@@ -160,12 +160,16 @@ class QueryPropagator(nn.Module):
         (detached by the caller in training). Returns ``pred_logits``, ``pred_boxes``,
         ``pred_queries`` like a decoder output, plus ``prop_boxes`` (the moved references)."""
         ref = move_boxes(boxes, flow16, image_hw)
-        pos = decoder.query_pos_head(ref)
-        x = self.layer_forward(queries, pos, ref, feats)
-        out_boxes = (self.bbox_head(x) + inverse_sigmoid(ref)).sigmoid()
+        return dict(self.refine(decoder, feats, queries, ref), prop_boxes=ref)
+
+    def refine(
+        self, decoder: RTDETRDecoder, feats: List[Tensor], queries: Tensor, ref: Tensor
+    ) -> Dict[str, Tensor]:
+        """The layer and heads on ``queries`` around the reference boxes ``ref`` (cxcywh):
+        ``pred_logits``, ``pred_boxes`` (a delta on ``ref``), ``pred_queries``."""
+        x = self.layer_forward(queries, decoder.query_pos_head(ref), ref, feats)
         return {
             "pred_logits": self.score_head(x),
-            "pred_boxes": out_boxes,
+            "pred_boxes": (self.bbox_head(x) + inverse_sigmoid(ref)).sigmoid(),
             "pred_queries": x,
-            "prop_boxes": ref,
         }

@@ -454,9 +454,7 @@ def main(args: argparse.Namespace) -> int:
                 if args.max_val_images and (it % args.eval_every == 0 or end):
                     from edge_perception.vis.evaluate import evaluate_image_mode
 
-                    m = evaluate_image_mode(
-                        ema.module, args.data, size, args.max_val_images, model.cfg.mask_margin
-                    )
+                    m = evaluate_image_mode(ema.module, args.data, size, args.max_val_images)
                     row.update(mask_ap=m["mask_ap"], mask_ap50=m["mask_ap50"], box_ap=m["box_ap"])
                     if m["mask_ap"] > best:
                         best = m["mask_ap"]

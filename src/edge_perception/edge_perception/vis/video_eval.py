@@ -197,7 +197,12 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     from edge_perception.datafiles import read_json
     from edge_perception.detection.track_eval import cpu_name
     from edge_perception.metrics.vis import video_ap
-    from edge_perception.runtime.vis import VISPipeline, create_vis_backends, sibling_paths
+    from edge_perception.runtime.vis import (
+        VISPipeline,
+        create_vis_backends,
+        model_mask_margin,
+        sibling_paths,
+    )
 
     videos, names, coco_path = load_frames(args.data, args.split)
     if args.max_sequences:
@@ -240,7 +245,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
             score_threshold=cfg.score_threshold,
             interpolation=args.interpolation,
             mask_threshold=cfg.mask_threshold,
-            mask_margin=cfg.mask_margin_for(args.model),
+            mask_margin=model_mask_margin(args.model),
             keyframes=cfg.keyframe_config(),
             tracker=cfg.tracker_config(),
             publish_unconfirmed=cfg.track_publish_unconfirmed,
