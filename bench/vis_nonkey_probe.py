@@ -47,6 +47,7 @@ Writes ``bench/results/<name>.{json,md}`` (default ``vis_nonkey_probe``).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -77,6 +78,10 @@ ROWS = {
     "twice": "the propagating decoder's layer applied twice (weight-tied, untrained as such)",
     "gt_roi_moved": "keyframe queries, boxes moved by the ground-truth flow's box mean, "
     "no refinement",
+    "keydec_cur": "the key decoder's own last layer (not the propagator) on the current p3 / p4 "
+    "/ p5, boxes moved by the flow",
+    "keydec_cur_gt": "the key decoder's own last layer on the current p3 / p4 / p5, boxes moved "
+    "by the ground-truth flow",
 }
 
 
@@ -172,6 +177,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     flows: Dict[str, List[float]] = {}
 
     wanted = set(args.rows or ROWS) | {"key"}
+    # the key decoder's last layer and heads as they are (the propagator's starting point)
+    keydec = copy.deepcopy(model.propagator)
+    keydec.init_from(model.det.decoder)
+
+    def keydec_cur(cur: Dict[str, Any], queries: Any, ref: Any) -> Any:
+        maps = [cur["p3"], cur["p4"], cur["p5"]]
+        return keydec.refine(model.det.decoder, maps, queries, ref)
 
     def score(gap: str, row: str, image_id: int, outs: Any, transform: Any) -> None:
         inst = pipe.postprocess(dict(zip(HEAD_OUTPUTS, [o.numpy() for o in outs])), transform)
@@ -235,6 +247,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                             o["pred_queries"], o["pred_boxes"],
                         )  # fmt: skip
                         score(g, "twice", iid, run_head(o2, nf), tfs[i])
+                    if "keydec_cur" in wanted:
+                        ok = keydec_cur(cur, state["queries"], o["prop_boxes"])
+                        score(g, "keydec_cur", iid, run_head(ok, cur), tfs[i])
                     if "cur_protos" in wanted:
                         score(g, "cur_protos", iid, run_head(o, nf, cur["p3"]), tfs[i])
                     if "zero_flow" in wanted:
@@ -260,7 +275,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                         if "warp_masks" in wanted:
                             wm = run_head_protos(o, wp, state["queries"])
                             score(g, "warp_masks", iid, wm, tfs[i])
-                    if not wanted & {"gt_flow", "warp_protos_gt", "gt_moved", "gt_roi_moved"}:
+                    if not wanted & {
+                        "gt_flow",
+                        "warp_protos_gt",
+                        "gt_moved",
+                        "gt_roi_moved",
+                        "keydec_cur_gt",
+                    }:
                         continue
                     gt = gt_flow(frames, i, i - gap, tfs[i])
                     if gt is None:
@@ -268,6 +289,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if "gt_moved" in wanted:
                         mv = dict(kq, pred_boxes=move_boxes(top["boxes"], gt[0], hw))
                         score(g, "gt_moved", iid, run_head(mv, nf), tfs[i])
+                    if "keydec_cur_gt" in wanted:
+                        ok = keydec_cur(cur, top["queries"], move_boxes(top["boxes"], gt[0], hw))
+                        score(g, "keydec_cur_gt", iid, run_head(ok, cur), tfs[i])
                     if "gt_roi_moved" in wanted:
                         mv = dict(kq, pred_boxes=roi_move(top["boxes"], gt[0], hw))
                         score(g, "gt_roi_moved", iid, run_head(mv, nf), tfs[i])

@@ -107,3 +107,21 @@ def test_vis_train_is_a_subcommand(capsys):
         main(["vis-train", "--help"])
     assert exc.value.code == 0
     assert "--stage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "item, says",
+    [
+        ("keyframe_interval=2", "use --keyframe-interval"),
+        ("max_keyframe_age_s=0.5", "use --max-keyframe-age"),
+        ("no_such_parameter=1", "no_such_parameter"),
+        ("score_threshold", "PARAM=VALUE"),
+    ],
+)
+def test_vis_eval_set_refuses_what_it_would_ignore(tmp_path, capsys, item, says):
+    # the modes set K and the keyframe age themselves: a --set of them is refused, not dropped
+    rc = main(["vis-eval", "--model", str(tmp_path / "m_key.onnx"), "--data", str(tmp_path),
+               "--set", item])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]

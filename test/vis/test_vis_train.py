@@ -189,3 +189,18 @@ def test_masks_stage_trains_only_the_mask_heads_with_the_margin(vis_data, tmp_pa
          "--max-val-images", "0")  # fmt: skip
     flow_cfg = torch.load(c / "last.pt", weights_only=False)["vis_config"]["vis"]
     assert flow_cfg["mask_margin"] == 0.25
+
+
+def test_embed_stage_trains_only_the_embedding_head(vis_data, tmp_path):
+    a, b = tmp_path / "image", tmp_path / "embed"
+    _run(vis_data, a, "image", "--iters", "1", "--max-val-images", "0")
+    before = torch.load(a / "last.pt", weights_only=False)["ema"]
+    _run(vis_data, b, "embed", "--init", str(a / "last.pt"), "--frames", "3", "--max-gap", "1",
+         "--iters", "2", "--max-val-images", "0")  # fmt: skip
+    ck = torch.load(b / "last.pt", weights_only=False)
+    assert ck["stage"] == "embed"
+    after = ck["model"]
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("query_heads.embed.") for k in changed)
+    rows = list(csv.DictReader(open(b / "metrics.csv")))
+    assert float(rows[-1]["loss_embed"]) > 0

@@ -18,6 +18,10 @@ Stages (``--stage``), each its own run folder, chained with ``--init`` (weights 
     #    fraction per side (tried with 0.25 and dropped: bench/results/vis_mask_margin.md)
     python -m edge_perception.vis.train --stage masks --data data/trk --out runs/vis_masks \\
         --init runs/vis_video/last.pt --frames 5 --max-gap 1 --mask-margin 0.25
+    # (optional) embed: the embedding head alone (everything else frozen, in eval mode), the
+    #    contrastive loss on the key path's and the non-key path's matched queries of a clip
+    python -m edge_perception.vis.train --stage embed --data data/trk --out runs/vis_embed \
+        --init runs/vis_video/last.pt --frames 5 --max-gap 2
 
 AdamW, warm-up + flat + cosine schedule and EMA from the detector's trainer; gradient clipping;
 seeded. ``last.pt`` (model, EMA, optimizer, iteration, RNG states, configs) is written every
@@ -57,7 +61,7 @@ from edge_perception.vis.model import (
     vis_from_config,
 )
 
-STAGES = ("image", "flow", "video", "masks")
+STAGES = ("image", "flow", "video", "masks", "embed")
 CSV_FIELDS = ["iteration", "lr", "loss", "loss_det", "loss_mask", "loss_embed", "loss_flow"]
 CSV_FIELDS += ["loss_feat", "mask_ap", "mask_ap50", "box_ap", "seconds"]
 
@@ -83,16 +87,18 @@ def flow_stage_modules(model: VISModel) -> List[nn.Module]:
 
 def stage_modules(model: VISModel, stage: str) -> Optional[List[nn.Module]]:
     """The modules a stage trains (None: all): the flow stage :func:`flow_stage_modules`, the
-    masks stage the protonet and the per-query heads."""
+    masks stage the protonet and the per-query heads, the embed stage the embedding head."""
     if stage == "flow":
         return flow_stage_modules(model)
     if stage == "masks":
         return [model.protonet, model.query_heads]
+    if stage == "embed":
+        return [model.query_heads.embed]
     return None
 
 
 def set_trainable(model: VISModel, stage: str) -> None:
-    """Flow / masks stage: only :func:`stage_modules` learn (BN of the rest frozen)."""
+    """Flow / masks / embed stage: only :func:`stage_modules` learn (BN of the rest frozen)."""
     mods = stage_modules(model, stage)
     for p in model.parameters():
         p.requires_grad_(mods is None)
@@ -138,6 +144,21 @@ def stage_loss(
             masks = {k: v for k, v in losses.items() if "mask" in k or "dice" in k}
             total = total + _sum(masks, parts, "loss_mask")
         return {"loss": total, "parts": parts}
+    if stage == "embed":
+        # the deployed key path on the first frame and the non-key path on the others (frozen,
+        # in eval mode); the contrastive loss on their matched queries trains the embedding head
+        embeds, indices = [], []
+        out = model.forward_key(images[:, 0])
+        key = model.key_state(out)
+        for t in range(t_frames):
+            if t:
+                out = model.forward_nonkey(images[:, t], key)
+            with torch.no_grad():  # the matching only (it sets out["indices"])
+                criterion(out, tgs[t])
+            embeds.append(out["pred_embeds"])
+            indices.append(out["indices"])
+        emb = embedding_loss(embeds, indices, tgs, args.tau) * args.weight_embed
+        return {"loss": _sum({"e": emb}, parts, "loss_embed"), "parts": parts}
     if stage == "flow":
         with torch.no_grad():
             key = model.key_state(model.forward_key(images[:, 0]))

@@ -175,6 +175,14 @@ def run_mode(pipeline: Any, videos: Dict[int, List[Frame]]) -> Dict[str, Any]:
     return {"results": results, "tracks": tracks, "seqs": seqs, "ms": infer_ms, "keys": keys}
 
 
+# vis_node parameters each mode sets itself (image mode: every frame a keyframe), with the flag
+# that sets them for video mode
+MODE_PARAMETERS = {
+    "keyframe_interval": "--keyframe-interval",
+    "max_keyframe_age_s": "--max-keyframe-age",
+}
+
+
 def node_overrides(items: List[str]) -> Dict[str, Any]:
     """``["name=value", ...]`` (YAML values) -> checked :class:`VisNodeConfig` values; ValueError
     with one line naming the parameter and what is allowed."""
@@ -187,6 +195,9 @@ def node_overrides(items: List[str]) -> Dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise ValueError("--set expects PARAM=VALUE, got %r" % item)
+        if name.strip() in MODE_PARAMETERS:  # each mode sets these: a --set would be ignored
+            flag = MODE_PARAMETERS[name.strip()]
+            raise ValueError("%s: each mode sets it; use %s" % (name.strip(), flag))
         out[name.strip()] = check_value(VisNodeConfig, name.strip(), yaml.safe_load(text))
     return out
 
