@@ -47,7 +47,6 @@ Writes ``bench/results/<name>.{json,md}`` (default ``vis_nonkey_probe``).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import shutil
 import sys
@@ -152,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge_perception.vis.criterion import pooled_flow
     from edge_perception.vis.flow import warp
     from edge_perception.vis.model import vis_from_checkpoint
-    from edge_perception.vis.propagate import move_boxes, top_queries
+    from edge_perception.vis.propagate import QueryPropagator, move_boxes, top_queries
     from edge_perception.vis.video_eval import box_and_mask_ap, instance_results, load_frames
 
     torch.set_num_threads(max(1, args.threads))
@@ -178,8 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     wanted = set(args.rows or ROWS) | {"key"}
     # the key decoder's last layer and heads as they are (the propagator's starting point)
-    keydec = copy.deepcopy(model.propagator)
-    keydec.init_from(model.det.decoder)
+    keydec = QueryPropagator(model.det.decoder).eval()
 
     def keydec_cur(cur: Dict[str, Any], queries: Any, ref: Any) -> Any:
         maps = [cur["p3"], cur["p4"], cur["p5"]]

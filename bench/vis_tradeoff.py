@@ -30,12 +30,15 @@ TARGET_COST = 0.55  # video / image per-frame cost (issue 14)
 TARGET_DROP = 0.01  # mask AP within 1 point of image mode
 
 
-def policy_label(mode: Dict[str, Any], params: Dict[str, Any]) -> str:
-    """``K = 5``, plus ``flow 12 px`` etc. for the triggers a run left on."""
-    label = "K = %d" % mode["keyframe_interval"]
-    if params.get("max_mean_flow_px", None) == 0:
-        return label + ", interval only"
-    return label + ", node triggers"
+def flow_trigger_on(params: Dict[str, Any]) -> bool:
+    """Whether a run kept the node's mean-flow keyframe trigger (``--set max_mean_flow_px=0``
+    turns it off; the interval, lost-track and reset triggers stay either way)."""
+    return params.get("max_mean_flow_px", None) != 0
+
+
+def policy_label(mode: Dict[str, Any], flow_trigger: bool) -> str:
+    """``K = 5, flow trigger on`` / ``off``."""
+    return "K = %d, flow trigger %s" % (mode["keyframe_interval"], "on" if flow_trigger else "off")
 
 
 def points(paths: List[str], ratio: float) -> Dict[str, Any]:
@@ -49,14 +52,15 @@ def points(paths: List[str], ratio: float) -> Dict[str, Any]:
         if data is not None and key != data:
             raise ValueError(f"{path}: scored on {key}, the others on {data}")
         data = key
-        params = res.get("node_parameters", {})
+        flow = flow_trigger_on(res.get("node_parameters", {}))
         for name, mode in res["modes"].items():
             if name == "image":
                 image = mode
                 continue
             keys = float(mode["key_ratio"])
             rows.append({
-                "file": os.path.basename(path), "policy": policy_label(mode, params),
+                "file": os.path.basename(path), "policy": policy_label(mode, flow),
+                "flow_trigger": flow,
                 "key_ratio": keys, "cost": keys + (1.0 - keys) * ratio,
                 "mask_ap": float(mode["frame_mask_ap"]), "idf1": float(mode["idf1"]),
             })  # fmt: skip
@@ -90,9 +94,9 @@ def plot(result: Dict[str, Any], png: str) -> None:
         label="target (cost <= %.2f, within 1 point)" % TARGET_COST,
     )
     ax.plot([1.0], [ref], "ks", label="image mode (every frame a keyframe)")
-    for trig, style, name in ((False, "o-", "interval only"), (True, "D", "node triggers")):
-        sel = [r for r in rows if r["policy"].endswith("node triggers") == trig]
-        if sel:  # the interval-only line ends at K = 1, image mode
+    for trig, style, name in ((False, "o-", "flow trigger off"), (True, "D", "flow trigger on")):
+        sel = sorted((r for r in rows if r["flow_trigger"] == trig), key=lambda r: r["cost"])
+        if sel:  # the flow-trigger-off line ends at K = 1 (image mode)
             end = [] if trig else [(1.0, ref)]
             ax.plot(
                 [r["cost"] for r in sel] + [x for x, _ in end],

@@ -46,12 +46,12 @@ def test_costs_drops_and_the_target(tradeoff, tmp_path):
     assert rc == 0
     res = json.loads((out / "t.json").read_text())
     rows = {r["policy"]: r for r in res["rows"]}
-    trig, interval = rows["K = 5, node triggers"], rows["K = 5, interval only"]
+    trig, interval = rows["K = 5, flow trigger on"], rows["K = 5, flow trigger off"]
     assert trig["cost"] == pytest.approx(0.3 + 0.7 * 0.4)  # 0.58: over the cost bound
     assert trig["drop_points"] == pytest.approx(1.5) and not trig["meets"]
     assert interval["cost"] == pytest.approx(0.2 + 0.8 * 0.4)  # 0.52
     assert interval["drop_points"] == pytest.approx(0.8) and interval["meets"]
-    assert (out / "t.png").stat().st_size > 0 and "| K = 5, interval only |" in (
+    assert (out / "t.png").stat().st_size > 0 and "| K = 5, flow trigger off |" in (
         out / "t.md"
     ).read_text()
 

@@ -172,6 +172,18 @@ class VISCriterion(nn.Module):
         self.weight_mask, self.weight_dice = weight_mask, weight_dice
         self.weight_semantic = weight_semantic
 
+    def match(self, outputs: Dict[str, Any], targets: List[Dict[str, Tensor]]) -> Indices:
+        """The final output set's matching as the loss makes it (class, box and in-box mask
+        costs) without computing a loss; also kept in ``outputs["indices"]``."""
+        self.matcher.reset()
+        self.matcher.provide(outputs["pred_logits"], outputs["pred_coeffs"], outputs["protos"])
+        try:
+            idx = self.matcher(outputs["pred_logits"], outputs["pred_boxes"], targets)
+        finally:
+            self.matcher.reset()
+        outputs["indices"] = idx
+        return idx
+
     def forward(
         self, outputs: Dict[str, Any], targets: List[Dict[str, Tensor]], num_boxes: float = 0.0
     ) -> Dict[str, Tensor]:

@@ -20,7 +20,7 @@ Stages (``--stage``), each its own run folder, chained with ``--init`` (weights 
         --init runs/vis_video/last.pt --frames 5 --max-gap 1 --mask-margin 0.25
     # (optional) embed: the embedding head alone (everything else frozen, in eval mode), the
     #    contrastive loss on the key path's and the non-key path's matched queries of a clip
-    python -m edge_perception.vis.train --stage embed --data data/trk --out runs/vis_embed \
+    python -m edge_perception.vis.train --stage embed --data data/trk --out runs/vis_embed \\
         --init runs/vis_video/last.pt --frames 5 --max-gap 2
 
 AdamW, warm-up + flat + cosine schedule and EMA from the detector's trainer; gradient clipping;
@@ -41,7 +41,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -114,6 +114,17 @@ def train_mode(model: VISModel, stage: str) -> None:
         mod.train()
 
 
+def deployed_outputs(model: VISModel, images: Tensor) -> Iterator[Dict[str, Any]]:
+    """A clip [B, T, 3, H, W] as deployed: the key path on its first frame, the non-key path
+    against that keyframe on the others (the masks / embed stages; the frozen parts run in eval
+    mode there)."""
+    out = model.forward_key(images[:, 0])
+    key = model.key_state(out)
+    yield out
+    for t in range(1, int(images.shape[1])):
+        yield model.forward_nonkey(images[:, t], key)
+
+
 def stage_loss(
     model: VISModel, criterion: VISCriterion, batch: Dict[str, Any], stage: str, args: Any
 ) -> Dict[str, Any]:
@@ -132,31 +143,18 @@ def stage_loss(
     t_frames = images.shape[1]
     tgs = [_tg(t) for t in batch["targets"]]
     if stage == "masks":
-        # the key path on the first frame and the non-key path on the others, as deployed (the
-        # frozen parts run in eval mode); only the mask terms of the loss train the mask heads
-        out = model.forward_key(images[:, 0])
-        key = model.key_state(out)
+        # only the mask terms of the loss train the mask heads
         total = images.new_zeros(())
-        for t in range(t_frames):
-            if t:
-                out = model.forward_nonkey(images[:, t], key)
+        for t, out in enumerate(deployed_outputs(model, images)):
             losses = criterion(out, tgs[t])
             masks = {k: v for k, v in losses.items() if "mask" in k or "dice" in k}
             total = total + _sum(masks, parts, "loss_mask")
         return {"loss": total, "parts": parts}
     if stage == "embed":
-        # the deployed key path on the first frame and the non-key path on the others (frozen,
-        # in eval mode); the contrastive loss on their matched queries trains the embedding head
-        embeds, indices = [], []
-        out = model.forward_key(images[:, 0])
-        key = model.key_state(out)
-        for t in range(t_frames):
-            if t:
-                out = model.forward_nonkey(images[:, t], key)
-            with torch.no_grad():  # the matching only (it sets out["indices"])
-                criterion(out, tgs[t])
-            embeds.append(out["pred_embeds"])
-            indices.append(out["indices"])
+        # the contrastive loss on the matched queries trains the embedding head
+        outs = list(deployed_outputs(model, images))
+        indices = [criterion.match(out, tgs[t]) for t, out in enumerate(outs)]
+        embeds = [out["pred_embeds"] for out in outs]
         emb = embedding_loss(embeds, indices, tgs, args.tau) * args.weight_embed
         return {"loss": _sum({"e": emb}, parts, "loss_embed"), "parts": parts}
     if stage == "flow":

@@ -193,12 +193,12 @@ def node_overrides(items: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise ValueError("--set expects PARAM=VALUE, got %r" % item)
-        if name.strip() in MODE_PARAMETERS:  # each mode sets these: a --set would be ignored
-            flag = MODE_PARAMETERS[name.strip()]
-            raise ValueError("%s: each mode sets it; use %s" % (name.strip(), flag))
-        out[name.strip()] = check_value(VisNodeConfig, name.strip(), yaml.safe_load(text))
+        if name in MODE_PARAMETERS:  # each mode sets these: a --set would be ignored
+            raise ValueError("%s: each mode sets it; use %s" % (name, MODE_PARAMETERS[name]))
+        out[name] = check_value(VisNodeConfig, name, yaml.safe_load(text))
     return out
 
 
